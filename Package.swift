@@ -1,0 +1,57 @@
+// swift-tools-version: 6.0
+// Kaleido: distributed self-supervised pretraining (ReLICv2 × Omnivore) on CPU BLAS and MPI.
+// Layout and the one-way dependency order are described in docs/architecture.md.
+import PackageDescription
+
+/// OpenMPI's headers include a C++ binding guard only; nothing else is needed from C.
+let systemLibraries: [Target] = [
+    .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                   providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+                   providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+    .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
+                   providers: [.apt(["libzstd-dev"])]),
+    .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+                   providers: [.apt(["libpng-dev"])]),
+    .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG", pkgConfig: "libturbojpeg",
+                   providers: [.apt(["libturbojpeg0-dev"])]),
+]
+
+/// Release builds of the kernels want the optimiser to see through generic code.
+let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "Kaleido",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "kaleido", targets: ["kaleido"]),
+        .library(name: "KaleidoTrain", targets: ["KaleidoTrain"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: systemLibraries + [
+        .target(name: "KaleidoTensor", dependencies: ["CBLAS"], swiftSettings: fast),
+        .target(name: "KaleidoDist", dependencies: ["CMPI", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "KaleidoCheckpoint", dependencies: ["CZstd"]),
+        .target(name: "KaleidoData", dependencies: ["CPNG", "CTurboJPEG"], swiftSettings: fast),
+        .target(name: "KaleidoTrain", dependencies: [
+            "KaleidoTensor", "KaleidoDist", "KaleidoCheckpoint", "KaleidoData",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        .executableTarget(name: "kaleido", dependencies: [
+            "KaleidoTrain",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "KaleidoTensorTests", dependencies: ["KaleidoTensor"]),
+        .testTarget(name: "KaleidoDistTests", dependencies: ["KaleidoDist"]),
+        .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint"]),
+        .testTarget(name: "KaleidoDataTests", dependencies: ["KaleidoData"]),
+        .testTarget(name: "KaleidoTrainTests", dependencies: ["KaleidoTrain", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "KaleidoCLITests", dependencies: ["kaleido"]),
+    ]
+)

@@ -1,0 +1,205 @@
+import CPNG
+import CTurboJPEG
+import Foundation
+
+/// An 8-bit image in memory, rows of interleaved channels (HWC), top row first.
+public struct Image8: Equatable, Sendable {
+    public var width: Int
+    public var height: Int
+    public var channels: Int
+    public var pixels: [UInt8]
+
+    public init(width: Int, height: Int, channels: Int, pixels: [UInt8]) {
+        precondition(pixels.count == width * height * channels, "pixel buffer does not match \(width)×\(height)×\(channels)")
+        self.width = width
+        self.height = height
+        self.channels = channels
+        self.pixels = pixels
+    }
+}
+
+/// A 16-bit single-channel image (depth maps in the SUN RGB-D layout), top row first.
+public struct Image16: Equatable, Sendable {
+    public var width: Int
+    public var height: Int
+    public var pixels: [UInt16]
+
+    public init(width: Int, height: Int, pixels: [UInt16]) {
+        precondition(pixels.count == width * height, "pixel buffer does not match \(width)×\(height)")
+        self.width = width
+        self.height = height
+        self.pixels = pixels
+    }
+}
+
+/// A file that could not be read or decoded; the path is always named.
+public struct ImageDecodeError: Error, CustomStringConvertible {
+    public let path: String
+    public let reason: String
+    public var description: String { "\(path): \(reason)" }
+}
+
+/// PNG (libpng's simplified API) and JPEG (libjpeg-turbo's TurboJPEG API) reading and writing.
+public enum ImageCodec {
+    /// Version of the libpng actually loaded, e.g. "1.6.39".
+    public static var libpngVersion: String {
+        let v = Int(png_access_version_number())  // encoded as xxyyzz
+        return "\(v / 10000).\((v / 100) % 100).\(v % 100)"
+    }
+
+    /// True when a TurboJPEG handle can be created, i.e. libturbojpeg is linked and loads.
+    public static var turboJPEGAvailable: Bool {
+        guard let handle = tjInitDecompress() else { return false }
+        tjDestroy(handle)
+        return true
+    }
+
+    // MARK: - PNG
+
+    /// Reads a PNG as 8-bit RGB (gray and palette files are expanded, alpha is dropped).
+    public static func readPNG(_ path: String) throws -> Image8 {
+        let data = try readFile(path)
+        return try decodePNG(data, path: path)
+    }
+
+    /// Decodes PNG bytes as 8-bit RGB; `path` names the source in errors.
+    public static func decodePNG(_ data: [UInt8], path: String) throws -> Image8 {
+        var image = png_image()
+        image.version = png_uint_32(PNG_IMAGE_VERSION)
+        try data.withUnsafeBytes { bytes in
+            guard png_image_begin_read_from_memory(&image, bytes.baseAddress, bytes.count) != 0 else {
+                throw ImageDecodeError(path: path, reason: "not a readable PNG (\(message(of: &image)))")
+            }
+        }
+        defer { png_image_free(&image) }
+        image.format = png_uint_32(PNG_FORMAT_RGB)
+        let width = Int(image.width), height = Int(image.height)
+        var pixels = [UInt8](repeating: 0, count: width * height * 3)
+        let ok = pixels.withUnsafeMutableBytes { out in
+            png_image_finish_read(&image, nil, out.baseAddress, Int32(width * 3), nil)
+        }
+        guard ok != 0 else { throw ImageDecodeError(path: path, reason: "corrupt PNG (\(message(of: &image)))") }
+        return Image8(width: width, height: height, channels: 3, pixels: pixels)
+    }
+
+    /// Reads a 16-bit grayscale PNG without any value conversion (depth maps store millimetres or
+    /// scaled units; the scale is the dataset's business, not the codec's).
+    public static func readPNG16(_ path: String) throws -> Image16 {
+        let data = try readFile(path)
+        var image = png_image()
+        image.version = png_uint_32(PNG_IMAGE_VERSION)
+        try data.withUnsafeBytes { bytes in
+            guard png_image_begin_read_from_memory(&image, bytes.baseAddress, bytes.count) != 0 else {
+                throw ImageDecodeError(path: path, reason: "not a readable PNG (\(message(of: &image)))")
+            }
+        }
+        defer { png_image_free(&image) }
+        guard image.format & png_uint_32(PNG_FORMAT_FLAG_LINEAR) != 0,
+              image.format & png_uint_32(PNG_FORMAT_FLAG_COLOR) == 0 else {
+            throw ImageDecodeError(path: path, reason: "expected a 16-bit grayscale PNG (depth map)")
+        }
+        image.format = png_uint_32(PNG_FORMAT_LINEAR_Y)
+        let width = Int(image.width), height = Int(image.height)
+        var pixels = [UInt16](repeating: 0, count: width * height)
+        let ok = pixels.withUnsafeMutableBytes { out in
+            png_image_finish_read(&image, nil, out.baseAddress, Int32(width), nil)
+        }
+        guard ok != 0 else { throw ImageDecodeError(path: path, reason: "corrupt PNG (\(message(of: &image)))") }
+        return Image16(width: width, height: height, pixels: pixels)
+    }
+
+    /// Writes 8-bit gray (1 channel) or RGB (3 channels) PNG.
+    public static func writePNG(_ picture: Image8, to path: String) throws {
+        precondition(picture.channels == 1 || picture.channels == 3, "PNG writer takes 1 or 3 channels")
+        var image = png_image()
+        image.version = png_uint_32(PNG_IMAGE_VERSION)
+        image.width = png_uint_32(picture.width)
+        image.height = png_uint_32(picture.height)
+        image.format = picture.channels == 3 ? png_uint_32(PNG_FORMAT_RGB) : png_uint_32(PNG_FORMAT_GRAY)
+        let ok = picture.pixels.withUnsafeBytes { bytes in
+            png_image_write_to_file(&image, path, 0, bytes.baseAddress, Int32(picture.width * picture.channels), nil)
+        }
+        guard ok != 0 else { throw ImageDecodeError(path: path, reason: "cannot write PNG (\(message(of: &image)))") }
+    }
+
+    /// Writes a 16-bit grayscale PNG.
+    public static func writePNG16(_ picture: Image16, to path: String) throws {
+        var image = png_image()
+        image.version = png_uint_32(PNG_IMAGE_VERSION)
+        image.width = png_uint_32(picture.width)
+        image.height = png_uint_32(picture.height)
+        image.format = png_uint_32(PNG_FORMAT_LINEAR_Y)
+        let ok = picture.pixels.withUnsafeBytes { bytes in
+            png_image_write_to_file(&image, path, 0, bytes.baseAddress, Int32(picture.width), nil)
+        }
+        guard ok != 0 else { throw ImageDecodeError(path: path, reason: "cannot write PNG (\(message(of: &image)))") }
+    }
+
+    // MARK: - JPEG
+
+    /// Reads a JPEG as 8-bit RGB.
+    public static func readJPEG(_ path: String) throws -> Image8 {
+        try decodeJPEG(readFile(path), path: path)
+    }
+
+    /// Decodes JPEG bytes as 8-bit RGB; `path` names the source in errors.
+    public static func decodeJPEG(_ data: [UInt8], path: String) throws -> Image8 {
+        guard let handle = tjInitDecompress() else { throw ImageDecodeError(path: path, reason: "TurboJPEG init failed") }
+        defer { tjDestroy(handle) }
+        var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
+        let header = data.withUnsafeBufferPointer { bytes in
+            tjDecompressHeader3(handle, bytes.baseAddress, UInt(bytes.count), &width, &height, &subsampling, &colorspace)
+        }
+        guard header == 0, width > 0, height > 0 else {
+            throw ImageDecodeError(path: path, reason: "not a readable JPEG (\(jpegError(handle)))")
+        }
+        var pixels = [UInt8](repeating: 0, count: Int(width) * Int(height) * 3)
+        let status = data.withUnsafeBufferPointer { bytes in
+            pixels.withUnsafeMutableBufferPointer { out in
+                tjDecompress2(handle, bytes.baseAddress, UInt(bytes.count), out.baseAddress,
+                              width, width * 3, height, Int32(TJPF_RGB.rawValue), 0)
+            }
+        }
+        // A warning (e.g. premature end of data) still yields pixels; only errors are fatal.
+        if status != 0, tjGetErrorCode(handle) == Int32(TJERR_FATAL.rawValue) {
+            throw ImageDecodeError(path: path, reason: "corrupt JPEG (\(jpegError(handle)))")
+        }
+        return Image8(width: Int(width), height: Int(height), channels: 3, pixels: pixels)
+    }
+
+    /// Encodes 8-bit RGB as JPEG with 4:2:0 subsampling.
+    public static func encodeJPEG(_ picture: Image8, quality: Int = 95) throws -> [UInt8] {
+        precondition(picture.channels == 3, "JPEG writer takes RGB")
+        guard let handle = tjInitCompress() else { throw ImageDecodeError(path: "<memory>", reason: "TurboJPEG init failed") }
+        defer { tjDestroy(handle) }
+        var output: UnsafeMutablePointer<UInt8>? = nil
+        var size: UInt = 0
+        let status = picture.pixels.withUnsafeBufferPointer { pixels in
+            tjCompress2(handle, pixels.baseAddress, Int32(picture.width), Int32(picture.width * 3), Int32(picture.height),
+                        Int32(TJPF_RGB.rawValue), &output, &size, Int32(TJSAMP_420.rawValue), Int32(quality), 0)
+        }
+        defer { if let output { tjFree(output) } }
+        guard status == 0, let output else { throw ImageDecodeError(path: "<memory>", reason: jpegError(handle)) }
+        return Array(UnsafeBufferPointer(start: output, count: Int(size)))
+    }
+
+    // MARK: - Helpers
+
+    static func readFile(_ path: String) throws -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ImageDecodeError(path: path, reason: "cannot read file")
+        }
+        return [UInt8](data)
+    }
+
+    private static func message(of image: inout png_image) -> String {
+        withUnsafeBytes(of: &image.message) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+    }
+
+    private static func jpegError(_ handle: tjhandle) -> String {
+        guard let text = tjGetErrorStr2(handle) else { return "unknown error" }
+        return String(cString: text)
+    }
+}

@@ -1,0 +1,37 @@
+/// What the trainer needs from the processes it runs with: who it is, how many there are,
+/// and collective operations over flat Float32 buffers.
+///
+/// Two implementations share one code path in the trainer: `LocalCommunicator` for a single
+/// process (debug mode, no MPI runtime needed) and `MPICommunicator` under `mpirun` or Slurm.
+public protocol Communicator: AnyObject {
+    /// This process's index in `0..<worldSize`.
+    var rank: Int { get }
+    /// Number of processes taking part.
+    var worldSize: Int { get }
+    /// Element-wise sum over all ranks, in place.
+    func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws
+    /// Element-wise sum over all ranks of 64-bit values, in place (checksums, counters).
+    func allReduceSum(_ buffer: UnsafeMutableBufferPointer<UInt64>) throws
+    /// Copies `buffer` from `root` to every rank.
+    func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
+    /// Returns once every rank has called it.
+    func barrier() throws
+}
+
+extension Communicator {
+    /// Rank 0 also plays the coordinator: it logs, decides checkpoints and writes manifests.
+    public var isCoordinator: Bool { rank == 0 }
+}
+
+/// The world of one process: collectives are identities.
+public final class LocalCommunicator: Communicator {
+    public init() {}
+    public var rank: Int { 0 }
+    public var worldSize: Int { 1 }
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {}
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<UInt64>) throws {}
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
+        precondition(root == 0, "rank \(root) does not exist in a single-process world")
+    }
+    public func barrier() throws {}
+}

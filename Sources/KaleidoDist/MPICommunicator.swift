@@ -1,0 +1,104 @@
+import CMPI
+import Foundation
+
+/// A failed MPI call, with the operation and the rank that saw it.
+public struct MPIError: Error, CustomStringConvertible {
+    public let operation: String
+    public let code: Int32
+    public let rank: Int
+    public let message: String
+
+    public var description: String { "rank \(rank): \(operation) failed (MPI error \(code): \(message))" }
+}
+
+/// Communicator over OpenMPI's MPI_COMM_WORLD.
+///
+/// MPI is initialised with `MPI_THREAD_FUNNELED`: only the training thread calls MPI; helper threads
+/// (data loading, checkpoint writing) never do. Errors return codes instead of aborting the job,
+/// so a failure is reported with the rank that saw it.
+public final class MPICommunicator: Communicator {
+    public let rank: Int
+    public let worldSize: Int
+    private let comm: MPI_Comm
+    private var finalized = false
+
+    /// Initialises MPI (once per process) and joins MPI_COMM_WORLD.
+    public init() throws {
+        var initialised: Int32 = 0
+        MPI_Initialized(&initialised)
+        if initialised == 0 {
+            var provided: Int32 = 0
+            let code = MPI_Init_thread(nil, nil, kaleido_mpi_thread_funneled(), &provided)
+            guard code == kaleido_mpi_success() else {
+                throw MPIError(operation: "MPI_Init_thread", code: code, rank: -1, message: Self.errorString(code))
+            }
+        }
+        comm = kaleido_mpi_comm_world()
+        MPI_Comm_set_errhandler(comm, kaleido_mpi_errors_return())
+        var r: Int32 = 0, s: Int32 = 0
+        MPI_Comm_rank(comm, &r)
+        MPI_Comm_size(comm, &s)
+        rank = Int(r)
+        worldSize = Int(s)
+    }
+
+    /// Ends MPI for this process. Later collectives are programming errors.
+    public func finalize() {
+        guard !finalized else { return }
+        finalized = true
+        MPI_Finalize()
+    }
+
+    /// The MPI library's own version string (callable before MPI_Init).
+    public static var libraryVersion: String {
+        var buffer = [CChar](repeating: 0, count: Int(kaleido_mpi_max_library_version_string()) + 1)
+        var length: Int32 = 0
+        MPI_Get_library_version(&buffer, &length)
+        let text = String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let firstLine = text.split(whereSeparator: \.isNewline).first.map(String.init) ?? text
+        return firstLine.trimmingCharacters(in: .whitespaces)
+    }
+
+    /// The MPI standard version the library implements, e.g. (3, 1).
+    public static var standardVersion: (major: Int, minor: Int) {
+        var major: Int32 = 0, minor: Int32 = 0
+        MPI_Get_version(&major, &minor)
+        return (Int(major), Int(minor))
+    }
+
+    /// True when this process was started by an MPI launcher (mpirun, srun with PMIx).
+    public static func launchedByMPI(environment: [String: String]) -> Bool {
+        environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil
+            || environment["PMI_RANK"] != nil
+    }
+
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        try check("MPI_Allreduce(float)", MPI_Allreduce(kaleido_mpi_in_place(), buffer.baseAddress,
+                                                      Int32(buffer.count), kaleido_mpi_float(), kaleido_mpi_sum(), comm))
+    }
+
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<UInt64>) throws {
+        try check("MPI_Allreduce(uint64)", MPI_Allreduce(kaleido_mpi_in_place(), buffer.baseAddress,
+                                                       Int32(buffer.count), kaleido_mpi_uint64(), kaleido_mpi_sum(), comm))
+    }
+
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
+        try check("MPI_Bcast", MPI_Bcast(buffer.baseAddress, Int32(buffer.count), kaleido_mpi_byte(), Int32(root), comm))
+    }
+
+    public func barrier() throws {
+        try check("MPI_Barrier", MPI_Barrier(comm))
+    }
+
+    private func check(_ operation: String, _ code: Int32) throws {
+        guard code != kaleido_mpi_success() else { return }
+        throw MPIError(operation: operation, code: code, rank: rank, message: Self.errorString(code))
+    }
+
+    private static func errorString(_ code: Int32) -> String {
+        var buffer = [CChar](repeating: 0, count: 512)
+        var length: Int32 = 0
+        MPI_Error_string(code, &buffer, &length)
+        return String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

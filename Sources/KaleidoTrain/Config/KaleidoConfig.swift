@@ -1,0 +1,267 @@
+/// The whole configuration of a Kaleido run. Every value has one home here, with its default;
+/// code receives these structs, never YAML or the environment.
+///
+/// YAML keys are the snake_case forms of the property names (`optim.warmup_steps`). The defaults
+/// are the debug run: `configs/debug.yaml` spells them out, and a test keeps the two equal.
+public struct KaleidoConfig: Codable, Equatable, Sendable {
+    public var run = RunConfig()
+    public var model = ModelConfig()
+    public var data = DataConfig()
+    public var ssl = SSLConfig()
+    public var optim = OptimConfig()
+    public var dist = DistConfig()
+    public var checkpoint = CheckpointConfig()
+    public var eval = EvalConfig()
+
+    public init() {}
+
+    func validate(_ check: inout ConfigValidator) {
+        run.validate(&check)
+        model.validate(&check)
+        data.validate(&check)
+        ssl.validate(&check)
+        optim.validate(&check)
+        dist.validate(&check)
+        checkpoint.validate(&check)
+        eval.validate(&check)
+    }
+}
+
+/// Identity and length of a run.
+public struct RunConfig: Codable, Equatable, Sendable {
+    /// Name of the run; its directory is `output_dir/name`.
+    public var name = "debug"
+    /// Parent directory of run directories.
+    public var outputDir = "runs"
+    /// Seed of every random stream (initialisation, data order, augmentations, drop path).
+    public var seed = 0
+    /// Optimiser steps of the whole run.
+    public var steps = 300
+    /// Metrics are logged every this many steps.
+    public var logEvery = 10
+
+    func validate(_ check: inout ConfigValidator) {
+        check.require(!name.isEmpty && !name.contains("/"), "run.name", "must be a non-empty name without '/'")
+        check.require(seed >= 0, "run.seed", "must be ≥ 0, got \(seed)")
+        check.require(steps >= 1, "run.steps", "must be ≥ 1, got \(steps)")
+        check.require(logEvery >= 1, "run.log_every", "must be ≥ 1, got \(logEvery)")
+    }
+}
+
+/// Backbone architectures of the three papers.
+public enum Architecture: String, ConfigChoice {
+    case resnet18, resnet50
+    case convnextAtto = "convnext_atto", convnextFemto = "convnext_femto", convnextPico = "convnext_pico"
+    case convnextNano = "convnext_nano", convnextTiny = "convnext_tiny", convnextSmall = "convnext_small"
+    case convnextBase = "convnext_base", convnextLarge = "convnext_large", convnextXLarge = "convnext_xlarge"
+    case convnextIsoSmall = "convnext_iso_small", convnextIsoBase = "convnext_iso_base"
+    case convnextIsoLarge = "convnext_iso_large"
+    case omnivoreSwinTiny = "omnivore_swin_tiny", omnivoreSwinSmall = "omnivore_swin_small"
+    case omnivoreSwinBase = "omnivore_swin_base"
+}
+
+/// The encoder being pretrained.
+public struct ModelConfig: Codable, Equatable, Sendable {
+    public var arch = Architecture.resnet18
+    /// ResNets: the CIFAR stem (3×3 conv, stride 1, no max-pool) for small inputs.
+    public var cifarStem = true
+    /// ConvNeXt: patchify stem size (4 in the paper, 2 for 32-px inputs).
+    public var stemPatch = 4
+    /// Stochastic depth rate at the last block (linearly increasing from 0).
+    public var dropPath = 0.0
+    /// ResNets: initialise the last BN gamma of each residual block to zero.
+    public var zeroInitResidual = true
+    /// ConvNeXt: layer scale initial value (0 disables layer scale).
+    public var layerScaleInit = 1e-6
+
+    func validate(_ check: inout ConfigValidator) {
+        check.require([1, 2, 4].contains(stemPatch), "model.stem_patch", "must be 1, 2 or 4, got \(stemPatch)")
+        check.require((0..<1).contains(dropPath), "model.drop_path", "must be in [0, 1), got \(dropPath)")
+        check.require(layerScaleInit >= 0, "model.layer_scale_init", "must be ≥ 0, got \(layerScaleInit)")
+    }
+}
+
+/// Where samples come from.
+public enum DatasetKind: String, ConfigChoice {
+    /// The embedded procedural dataset: no download.
+    case synthetic
+    /// `root/class/xxx.jpg|png` (ImageNet layout).
+    case imageFolder = "image_folder"
+    /// `root/class/video_id/000001.jpg`.
+    case videoFrames = "video_frames"
+    /// RGB image plus 16-bit depth PNG per sample (SUN RGB-D layout).
+    case rgbd
+}
+
+/// Proportions of the modalities in joint (Omnivore) batches.
+public struct ModalityMix: Codable, Equatable, Sendable {
+    public var image = 1.0
+    public var video = 0.0
+    public var rgbd = 0.0
+}
+
+/// Data, views and batch.
+public struct DataConfig: Codable, Equatable, Sendable {
+    public var dataset = DatasetKind.synthetic
+    /// Root directory of a real dataset (unused by `synthetic`).
+    public var root = ""
+    /// Global batch (all ranks together): the number of source samples per step.
+    public var batchSize = 64
+    /// Large views per sample (L) and their side in pixels.
+    public var largeCrops = 2
+    public var largeSize = 32
+    /// Small views per sample (S) and their side in pixels.
+    public var smallCrops = 2
+    public var smallSize = 16
+    /// Decode/augment threads per rank.
+    public var workers = 1
+    /// Classes and split sizes of the synthetic dataset.
+    public var syntheticClasses = 10
+    public var syntheticTrainSize = 2000
+    public var syntheticValSize = 500
+    public var mix = ModalityMix()
+
+    func validate(_ check: inout ConfigValidator) {
+        check.require(batchSize >= 2, "data.batch_size", "must be ≥ 2 (negatives come from the batch), got \(batchSize)")
+        check.require(largeCrops >= 2, "data.large_crops", "must be ≥ 2 (ReLICv2 pairs large views), got \(largeCrops)")
+        check.require(smallCrops >= 0, "data.small_crops", "must be ≥ 0, got \(smallCrops)")
+        check.require(largeSize >= 8, "data.large_size", "must be ≥ 8 pixels, got \(largeSize)")
+        check.require(smallSize >= 8 && smallSize <= largeSize, "data.small_size",
+                      "must be between 8 and data.large_size (\(largeSize)), got \(smallSize)")
+        check.require(workers >= 1, "data.workers", "must be ≥ 1, got \(workers)")
+        check.require(syntheticClasses >= 2, "data.synthetic_classes", "must be ≥ 2, got \(syntheticClasses)")
+        check.require(syntheticTrainSize >= batchSize, "data.synthetic_train_size",
+                      "must be ≥ data.batch_size (\(batchSize)), got \(syntheticTrainSize)")
+        check.require(syntheticValSize >= 1, "data.synthetic_val_size", "must be ≥ 1, got \(syntheticValSize)")
+        check.require(dataset == .synthetic || !root.isEmpty, "data.root", "is required for dataset \(dataset.rawValue)")
+        for (key, share) in [("image", mix.image), ("video", mix.video), ("rgbd", mix.rgbd)] {
+            check.require(share >= 0, "data.mix.\(key)", "must be ≥ 0, got \(share)")
+        }
+        check.require(mix.image + mix.video + mix.rgbd > 0, "data.mix", "needs at least one modality with a positive share")
+    }
+}
+
+/// What the online network is trained to do.
+public enum Objective: String, ConfigChoice {
+    case relicv2
+    /// Omnivore's per-dataset supervised heads only.
+    case supervised
+    /// Both losses added.
+    case relicv2Supervised = "relicv2_supervised"
+}
+
+/// The self-supervised objective and its networks.
+public struct SSLConfig: Codable, Equatable, Sendable {
+    public var objective = Objective.relicv2
+    /// Critic temperature τ.
+    public var temperature = 0.2
+    /// Weight α of the contrastive term.
+    public var alpha = 1.0
+    /// Weight β of the KL invariance term (0 = contrastive baseline).
+    public var beta = 1.0
+    /// Starting EMA momentum γ₀ of the target network (rises to 1 on a cosine).
+    public var emaBase = 0.996
+    public var projectorHidden = 512
+    public var projectorDim = 128
+    public var predictorHidden = 512
+    /// FIFO queue of past target projections used as extra negatives (0 = none).
+    public var queueSize = 0
+    /// Probability p_m of saliency background removal on a large view.
+    public var saliencyProbability = 0.1
+
+    func validate(_ check: inout ConfigValidator) {
+        check.require(temperature > 0, "ssl.temperature", "must be > 0, got \(temperature)")
+        check.require(alpha >= 0, "ssl.alpha", "must be ≥ 0, got \(alpha)")
+        check.require(beta >= 0, "ssl.beta", "must be ≥ 0, got \(beta)")
+        check.require((0...1).contains(emaBase), "ssl.ema_base", "must be in [0, 1], got \(emaBase)")
+        check.require(projectorHidden >= 1, "ssl.projector_hidden", "must be ≥ 1, got \(projectorHidden)")
+        check.require(projectorDim >= 1, "ssl.projector_dim", "must be ≥ 1, got \(projectorDim)")
+        check.require(predictorHidden >= 1, "ssl.predictor_hidden", "must be ≥ 1, got \(predictorHidden)")
+        check.require(queueSize >= 0, "ssl.queue_size", "must be ≥ 0, got \(queueSize)")
+        check.require((0...1).contains(saliencyProbability), "ssl.saliency_probability",
+                      "must be in [0, 1], got \(saliencyProbability)")
+    }
+}
+
+public enum OptimizerKind: String, ConfigChoice {
+    case lars, adamw, sgd
+}
+
+/// Optimiser and learning-rate schedule (linear warmup, then cosine to `min_lr`).
+public struct OptimConfig: Codable, Equatable, Sendable {
+    public var name = OptimizerKind.adamw
+    /// Peak learning rate (after warmup).
+    public var lr = 2e-3
+    public var minLr = 0.0
+    public var warmupSteps = 30
+    public var weightDecay = 0.05
+    /// SGD and LARS momentum.
+    public var momentum = 0.9
+    /// AdamW β₁, β₂ and ε.
+    public var beta1 = 0.9
+    public var beta2 = 0.999
+    public var eps = 1e-8
+    /// LARS trust coefficient η.
+    public var trustCoefficient = 1e-3
+
+    func validate(_ check: inout ConfigValidator) {
+        check.require(lr > 0, "optim.lr", "must be > 0, got \(lr)")
+        check.require(minLr >= 0 && minLr <= lr, "optim.min_lr", "must be in [0, optim.lr], got \(minLr)")
+        check.require(warmupSteps >= 0, "optim.warmup_steps", "must be ≥ 0, got \(warmupSteps)")
+        check.require(weightDecay >= 0, "optim.weight_decay", "must be ≥ 0, got \(weightDecay)")
+        check.require((0..<1).contains(momentum), "optim.momentum", "must be in [0, 1), got \(momentum)")
+        check.require((0..<1).contains(beta1), "optim.beta1", "must be in [0, 1), got \(beta1)")
+        check.require((0..<1).contains(beta2), "optim.beta2", "must be in [0, 1), got \(beta2)")
+        check.require(eps > 0, "optim.eps", "must be > 0, got \(eps)")
+        check.require(trustCoefficient > 0, "optim.trust_coefficient", "must be > 0, got \(trustCoefficient)")
+    }
+}
+
+/// Data parallelism across processes.
+public struct DistConfig: Codable, Equatable, Sendable {
+    /// Gradient all-reduce bucket cap in MB (0 = one bucket for everything).
+    public var bucketMb = 4.0
+    /// Synchronise BatchNorm statistics across ranks.
+    public var syncBn = false
+    /// Compute threads per rank (0 = the node's cores divided by its ranks).
+    public var threads = 0
+    /// Every this many steps the coordinator checks that target networks agree on all ranks.
+    public var emaCheckEvery = 100
+
+    func validate(_ check: inout ConfigValidator) {
+        check.require(bucketMb >= 0, "dist.bucket_mb", "must be ≥ 0, got \(bucketMb)")
+        check.require(threads >= 0, "dist.threads", "must be ≥ 0, got \(threads)")
+        check.require(emaCheckEvery >= 1, "dist.ema_check_every", "must be ≥ 1, got \(emaCheckEvery)")
+    }
+}
+
+/// Sharded zstd checkpoints.
+public struct CheckpointConfig: Codable, Equatable, Sendable {
+    /// Save every this many steps (0 = only at the end and on preemption).
+    public var everySteps = 100
+    /// Newest checkpoints kept.
+    public var keep = 3
+    /// zstd level of the shards.
+    public var zstdLevel = 1
+
+    func validate(_ check: inout ConfigValidator) {
+        check.require(everySteps >= 0, "checkpoint.every_steps", "must be ≥ 0, got \(everySteps)")
+        check.require(keep >= 1, "checkpoint.keep", "must be ≥ 1, got \(keep)")
+        check.require((1...19).contains(zstdLevel), "checkpoint.zstd_level", "must be in 1…19, got \(zstdLevel)")
+    }
+}
+
+/// Evaluation after pretraining.
+public struct EvalConfig: Codable, Equatable, Sendable {
+    /// Run the linear probe (and kNN) on frozen features at the end of pretraining.
+    public var linearProbe = true
+    public var probeEpochs = 100
+    public var knnK = 20
+    public var knnTemperature = 0.07
+
+    func validate(_ check: inout ConfigValidator) {
+        check.require(probeEpochs >= 1, "eval.probe_epochs", "must be ≥ 1, got \(probeEpochs)")
+        check.require(knnK >= 1, "eval.knn_k", "must be ≥ 1, got \(knnK)")
+        check.require(knnTemperature > 0, "eval.knn_temperature", "must be > 0, got \(knnTemperature)")
+    }
+}

@@ -1,0 +1,30 @@
+import ArgumentParser
+import Foundation
+import KaleidoTrain
+import Logging
+
+@main
+struct Kaleido: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kaleido",
+        abstract: "Distributed self-supervised pretraining (ReLICv2, Omnivore) on CPU BLAS and MPI.",
+        discussion: """
+        Single process:   kaleido <subcommand> ...
+        Several ranks:    mpirun -np 4 kaleido <subcommand> ...
+        """,
+        version: kaleidoVersion,
+        subcommands: [Version.self, Config.self])
+}
+
+/// Options every subcommand that logs shares.
+struct LoggingOptions: ParsableArguments {
+    @Option(name: .customLong("log-level"), help: "Least severe messages shown: trace, debug, info, notice, warning, error, critical.")
+    var level: Logger.Level = .info
+
+    /// Rank-prefixed logging to stderr; call once before any library code logs.
+    func bootstrap() {
+        RankLogHandler.bootstrap(identity: .fromLauncher(environment: ProcessInfo.processInfo.environment), level: level)
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

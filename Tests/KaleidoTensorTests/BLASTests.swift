@@ -1,0 +1,51 @@
+import Testing
+@testable import KaleidoTensor
+
+@Suite struct BLASTests {
+    /// Naive row-major reference for C = op(A)·op(B).
+    func reference(_ a: [Float], _ b: [Float], m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) -> [Float] {
+        var c = [Float](repeating: 0, count: m * n)
+        for i in 0..<m {
+            for j in 0..<n {
+                var sum: Float = 0
+                for p in 0..<k {
+                    let x = transposeA ? a[p * m + i] : a[i * k + p]
+                    let y = transposeB ? b[j * k + p] : b[p * n + j]
+                    sum += x * y
+                }
+                c[i * n + j] = sum
+            }
+        }
+        return c
+    }
+
+    @Test(arguments: [(false, false), (true, false), (false, true), (true, true)])
+    func sgemmMatchesNaiveProductForEveryTranspose(transposeA: Bool, transposeB: Bool) {
+        let (m, n, k) = (5, 7, 3)
+        var rng = SystemRandomNumberGenerator()
+        let a = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &rng) }
+        let b = (0..<(k * n)).map { _ in Float.random(in: -1...1, using: &rng) }
+        var c = [Float](repeating: 0, count: m * n)
+        BLAS.sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
+                   a: a, lda: transposeA ? m : k, b: b, ldb: transposeB ? k : n, c: &c, ldc: n)
+        let expected = reference(a, b, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
+        for (x, y) in zip(c, expected) { #expect(abs(x - y) < 1e-5) }
+    }
+
+    @Test func sgemmAccumulatesWithBeta() {
+        let a: [Float] = [1, 2, 3, 4]  // 2×2
+        let b: [Float] = [1, 0, 0, 1]  // identity
+        var c: [Float] = [10, 10, 10, 10]
+        BLAS.sgemm(transposeA: false, transposeB: false, m: 2, n: 2, k: 2, alpha: 2, a: a, lda: 2, b: b, ldb: 2,
+                   beta: 1, c: &c, ldc: 2)
+        #expect(c == [12, 14, 16, 18])
+    }
+
+    @Test func configurationNamesOpenBLASAndThreadCountIsSettable() {
+        #expect(BLAS.configuration.contains("OpenBLAS"))
+        let before = BLAS.threadCount
+        BLAS.threadCount = 1
+        #expect(BLAS.threadCount == 1)
+        BLAS.threadCount = before
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+import Testing
+@testable import KaleidoTrain
+
+/// The repository root, found from this file's location (tests read the shipped configs).
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent()
+
+@Suite struct ConfigLoaderTests {
+    func message(_ body: () throws -> Void) -> String {
+        do {
+            try body()
+            return "no error"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func debugYAMLEqualsTheBuiltInDefaults() throws {
+        let path = repositoryRoot.appendingPathComponent("configs/debug.yaml").path
+        let resolved = try ConfigLoader.load(file: path)
+        #expect(resolved.config == KaleidoConfig())
+        // Every default key is spelled out in the file, so the file documents them all.
+        let defaults = try ConfigLoader.schemaNode(of: KaleidoConfig()).leafPaths().map { $0.joined(separator: ".") }
+        #expect(Set(resolved.origins.keys) == Set(defaults))
+    }
+
+    @Test func everyShippedConfigLoads() throws {
+        let directory = repositoryRoot.appendingPathComponent("configs")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".yaml") }
+        #expect(!files.isEmpty)
+        for file in files {
+            _ = try ConfigLoader.load(file: directory.appendingPathComponent(file).path)
+        }
+    }
+
+    @Test func fileValuesAndOverridesApplyInOrder() throws {
+        let resolved = try ConfigLoader.load(
+            yaml: "optim:\n  lr: 0.5\n  name: lars\nmodel:\n  arch: convnext_tiny\n", name: "configs/x.yaml",
+            overrides: ["optim.lr=0.25", "data.mix.video=0.5"])
+        #expect(resolved.config.optim.lr == 0.25)
+        #expect(resolved.config.optim.name == .lars)
+        #expect(resolved.config.model.arch == .convnextTiny)
+        #expect(resolved.config.data.mix.video == 0.5)
+        #expect(resolved.config.optim.warmupSteps == KaleidoConfig().optim.warmupSteps)
+        #expect(resolved.origins["optim.lr"] == .override("optim.lr=0.25"))
+        #expect(resolved.origins["optim.name"] == .file(path: "configs/x.yaml", line: 3))
+    }
+
+    @Test func wrongTypeNamesFileAndKeyPath() {
+        let text = message { _ = try ConfigLoader.load(yaml: "optim:\n  lr: fast\n", name: "configs/x.yaml") }
+        #expect(text == "configs/x.yaml: optim.lr: expected a number, got \"fast\" (line 2)")
+        let integer = message { _ = try ConfigLoader.load(yaml: "run:\n  steps: 1.5\n", name: "c.yaml") }
+        #expect(integer == "c.yaml: run.steps: expected an integer, got 1.5 (line 2)")
+        let flag = message { _ = try ConfigLoader.load(yaml: "dist:\n  sync_bn: maybe\n", name: "c.yaml") }
+        #expect(flag == "c.yaml: dist.sync_bn: expected true or false, got \"maybe\" (line 2)")
+    }
+
+    @Test func wrongTypeInAnOverrideNamesTheOverride() {
+        let text = message { _ = try ConfigLoader.load(overrides: ["optim.lr=fast"]) }
+        #expect(text == "--set optim.lr=fast: optim.lr: expected a number, got \"fast\"")
+    }
+
+    @Test func unknownKeyIsAnErrorWithASuggestion() {
+        let typo = message { _ = try ConfigLoader.load(yaml: "optim:\n  lrr: 0.1\n", name: "configs/x.yaml") }
+        #expect(typo == "configs/x.yaml: optim.lrr: unknown key (did you mean optim.lr?) (line 2)")
+        let misplaced = message { _ = try ConfigLoader.load(yaml: "lr: 0.1\n", name: "c.yaml") }
+        #expect(misplaced == "c.yaml: lr: unknown key (did you mean optim.lr?) (line 1)")
+        let section = message { _ = try ConfigLoader.load(overrides: ["optimizer.lr=1"]) }
+        #expect(section.hasPrefix("--set optimizer.lr=1: optimizer: unknown key"))
+    }
+
+    @Test func outOfRangeValuesAreErrors() {
+        let lr = message { _ = try ConfigLoader.load(yaml: "optim:\n  lr: -1\n", name: "c.yaml") }
+        #expect(lr == "c.yaml: optim.lr: must be > 0, got -1.0 (line 2)")
+        let crops = message { _ = try ConfigLoader.load(overrides: ["data.large_crops=1"]) }
+        #expect(crops == "--set data.large_crops=1: data.large_crops: must be ≥ 2 (ReLICv2 pairs large views), got 1")
+    }
+
+    @Test func unknownChoiceListsTheValidOnes() {
+        let text = message { _ = try ConfigLoader.load(overrides: ["model.arch=resnet19"]) }
+        #expect(text.hasPrefix("--set model.arch=resnet19: model.arch: expected one of resnet18, resnet50, convnext_atto"))
+        #expect(text.hasSuffix("got \"resnet19\""))
+    }
+
+    @Test func sectionGivenAScalarIsAnError() {
+        let text = message { _ = try ConfigLoader.load(yaml: "optim: 3\n", name: "c.yaml") }
+        #expect(text == "c.yaml: optim: expected a mapping of keys, got 3 (line 1)")
+    }
+
+    @Test func malformedOverridesAndFilesAreErrors() {
+        #expect(message { _ = try ConfigLoader.load(overrides: ["optim.lr"]) } == "--set optim.lr: expected key.path=value")
+        #expect(message { _ = try ConfigLoader.load(overrides: ["optim..lr=1"]) }.contains("malformed"))
+        #expect(message { _ = try ConfigLoader.load(file: "/nonexistent/k.yaml") }
+                == "/nonexistent/k.yaml: cannot read config: no such file")
+        #expect(message { _ = try ConfigLoader.load(yaml: "optim: [1, 2\n", name: "bad.yaml") }.hasPrefix("bad.yaml: invalid YAML"))
+    }
+
+    @Test func baseFilesAreAppliedFirstAndCyclesAreCaught() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-base-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try "optim:\n  lr: 0.5\n  warmup_steps: 7\n".write(to: directory.appendingPathComponent("parent.yaml"),
+                                                        atomically: true, encoding: .utf8)
+        try "base: parent.yaml\noptim:\n  lr: 0.25\n".write(to: directory.appendingPathComponent("child.yaml"),
+                                                          atomically: true, encoding: .utf8)
+        let resolved = try ConfigLoader.load(file: directory.appendingPathComponent("child.yaml").path)
+        #expect(resolved.config.optim.lr == 0.25 && resolved.config.optim.warmupSteps == 7)
+
+        try "base: b.yaml\n".write(to: directory.appendingPathComponent("a.yaml"), atomically: true, encoding: .utf8)
+        try "base: a.yaml\n".write(to: directory.appendingPathComponent("b.yaml"), atomically: true, encoding: .utf8)
+        #expect(throws: ConfigError.self) { try ConfigLoader.load(file: directory.appendingPathComponent("a.yaml").path) }
+    }
+
+    @Test func resolvedYAMLReloadsToTheSameConfig() throws {
+        let resolved = try ConfigLoader.load(overrides: ["optim.lr=0.125", "model.arch=omnivore_swin_tiny"])
+        let again = try ConfigLoader.load(yaml: try resolved.yaml(), name: "resolved.yaml")
+        #expect(again.config == resolved.config)
+        #expect(try resolved.yaml().contains("warmup_steps: 30"))
+    }
+
+    @Test func keyStylesConvertBothWays() {
+        for name in ["warmupSteps", "knnK", "bucketMb", "beta1", "lr"] {
+            #expect(KeyStyle.camelCase(KeyStyle.snakeCase(name)) == name)
+        }
+        #expect(KeyStyle.snakeCase("zeroInitResidual") == "zero_init_residual")
+    }
+}
