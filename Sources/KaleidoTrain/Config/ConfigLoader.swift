@@ -64,7 +64,7 @@ public enum ConfigLoader {
     static func schemaNode(of config: KaleidoConfig) throws -> Node {
         let text = try YAMLEncoder().encode(config)
         guard let node = try Yams.compose(yaml: text) else { fatalError("the encoder produced no YAML") }
-        return node.mappingKeys(KeyStyle.snakeCase)
+        return node.mappingKeys(KeyStyle.snakeCase).readableFloats()
     }
 }
 
@@ -310,6 +310,22 @@ extension Node {
             return .mapping(Node.Mapping(pairs, mapping.tag, mapping.style))
         case .sequence(let sequence):
             return .sequence(Node.Sequence(sequence.map { $0.mappingKeys(rename) }, sequence.tag, sequence.style))
+        default:
+            return self
+        }
+    }
+
+    /// A copy where floats Yams wrote in exponent form (`5e-1`) read as people write them (`0.5`).
+    func readableFloats() -> Node {
+        switch self {
+        case .scalar(let scalar):
+            guard scalar.string.contains("e"), let value = Double(scalar.string) else { return self }
+            return .scalar(Node.Scalar("\(value)", scalar.tag, scalar.style))
+        case .mapping(let mapping):
+            let pairs = mapping.map { ($0.key, $0.value.readableFloats()) }
+            return .mapping(Node.Mapping(pairs, mapping.tag, mapping.style))
+        case .sequence(let sequence):
+            return .sequence(Node.Sequence(sequence.map { $0.readableFloats() }, sequence.tag, sequence.style))
         default:
             return self
         }
