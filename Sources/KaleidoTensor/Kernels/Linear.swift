@@ -1,0 +1,64 @@
+/// Fully connected layer over the last dimension.
+///
+/// out = inp · Wᵀ + b
+/// inp is (M, IC), weight is (OC, IC) as in PyTorch, bias is (OC) or nil, out is (M, OC);
+/// M is the product of every leading dimension (N, or N·H·W for channels-last activations).
+public enum Linear {
+    public static func forward(
+        output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+        rows: Int, inChannels: Int, outChannels: Int, pool: ComputePool
+    ) {
+        BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: outChannels, k: inChannels,
+                   a: input, lda: inChannels, b: weight, ldb: inChannels, beta: 0, c: output, ldc: outChannels)
+        if let bias {
+            Bias.forward(output: output, bias: bias, rows: rows, channels: outChannels, pool: pool)
+        }
+    }
+
+    /// dinp += dout · W          (M, OC)·(OC, IC)
+    /// dW   += doutᵀ · inp       (OC, M)·(M, IC)
+    /// db   += Σ_rows dout
+    public static func backward(
+        dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
+        dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        rows: Int, inChannels: Int, outChannels: Int, pool: ComputePool
+    ) {
+        if let dInput {
+            BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: inChannels, k: outChannels,
+                       a: dOutput, lda: outChannels, b: weight, ldb: inChannels, beta: 1, c: dInput, ldc: inChannels)
+        }
+        if let dWeight {
+            BLAS.sgemm(transposeA: true, transposeB: false, m: outChannels, n: inChannels, k: rows,
+                       a: dOutput, lda: outChannels, b: input, ldb: inChannels, beta: 1, c: dWeight, ldc: inChannels)
+        }
+        if let dBias {
+            Bias.backward(dBias: dBias, dOutput: dOutput, rows: rows, channels: outChannels, pool: pool)
+        }
+    }
+}
+
+/// Per-channel bias over the last dimension: out[m, c] += b[c]. out is (M, C), bias is (C).
+public enum Bias {
+    public static func forward(output: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>,
+                               rows: Int, channels: Int, pool: ComputePool) {
+        pool.forEachRange(rows, minimumPerThread: max(1, 16384 / max(1, channels))) { range in
+            for m in range {
+                let row = output + m * channels
+                for c in 0..<channels { row[c] += bias[c] }
+            }
+        }
+    }
+
+    /// db[c] += Σ_m dout[m, c]. Summed serially over rows so the result does not depend on the
+    /// thread count (a deterministic reduction is what makes runs reproducible).
+    public static func backward(dBias: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
+                                rows: Int, channels: Int, pool: ComputePool) {
+        pool.forEachRange(channels, minimumPerThread: 64) { range in
+            for m in 0..<rows {
+                let row = dOutput + m * channels
+                for c in range { dBias[c] += row[c] }
+            }
+        }
+    }
+}
