@@ -1,0 +1,176 @@
+/// Geometry of a 2-D convolution over channels-last images (groups = 1).
+///
+/// OH = (H + 2·pad − K) / stride + 1, and likewise OW. The im2col matrix of one image has
+/// OH·OW rows and K·K·IC columns; images are processed in chunks so the workspace stays bounded
+/// (a whole ResNet batch at once would need hundreds of MB of columns).
+public struct Conv2DShape: Equatable, Sendable {
+    public let batch, height, width, inChannels, outChannels: Int
+    public let kernel, stride, padding: Int
+    public let outHeight, outWidth: Int
+    /// Images whose columns fit the workspace at once.
+    public let imagesPerChunk: Int
+
+    /// - Parameter workspaceCap: floats of im2col columns held at once (default 32 MB).
+    public init(batch: Int, height: Int, width: Int, inChannels: Int, outChannels: Int,
+                kernel: Int, stride: Int = 1, padding: Int = 0, workspaceCap: Int = 8 << 20) {
+        precondition(kernel >= 1 && stride >= 1 && padding >= 0, "bad convolution geometry k\(kernel) s\(stride) p\(padding)")
+        precondition(height + 2 * padding >= kernel && width + 2 * padding >= kernel,
+                     "kernel \(kernel) larger than padded input \(height)×\(width)")
+        self.batch = batch; self.height = height; self.width = width
+        self.inChannels = inChannels; self.outChannels = outChannels
+        self.kernel = kernel; self.stride = stride; self.padding = padding
+        outHeight = (height + 2 * padding - kernel) / stride + 1
+        outWidth = (width + 2 * padding - kernel) / stride + 1
+        let columnsPerImage = outHeight * outWidth * kernel * kernel * inChannels
+        imagesPerChunk = max(1, min(batch, workspaceCap / max(1, columnsPerImage)))
+    }
+
+    /// Rows of the im2col matrix (output pixels) and its width (K·K·IC).
+    public var outputPixels: Int { batch * outHeight * outWidth }
+    public var patchSize: Int { kernel * kernel * inChannels }
+
+    /// A 1×1 stride-1 unpadded convolution is a plain matrix product on the input itself.
+    public var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 }
+
+    /// Floats of scratch memory `forward` and `backward` need.
+    public var workspaceFloats: Int { isPointwise ? 0 : imagesPerChunk * outHeight * outWidth * patchSize }
+
+    /// Multiply-adds ×2 of the forward pass.
+    public var forwardFLOPs: Double { 2 * Double(outputPixels) * Double(patchSize) * Double(outChannels) }
+}
+
+/// 2-D convolution, channels-last, as im2col + sgemm.
+///
+/// out[n,oh,ow,oc] = b[oc] + Σ_{kh,kw,ic} in[n, oh·s−p+kh, ow·s−p+kw, ic] · W[oc,kh,kw,ic]
+/// in is (N, H, W, IC), weight is (OC, K, K, IC), bias (OC) or nil, out is (N, OH, OW, OC).
+/// With col the (N·OH·OW, K·K·IC) patch matrix: out = col · Wᵀ.
+public enum Conv2D {
+    public static func forward(
+        output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+        shape s: Conv2DShape, workspace: UnsafeMutablePointer<Float>?, pool: ComputePool
+    ) {
+        forEachChunk(s) { firstImage, images in
+            let rows = images * s.outHeight * s.outWidth
+            let columns = patches(s, input: input, firstImage: firstImage, images: images, workspace: workspace, pool: pool)
+            BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: s.outChannels, k: s.patchSize,
+                       a: columns, lda: s.patchSize, b: weight, ldb: s.patchSize,
+                       beta: 0, c: output + firstImage * s.outHeight * s.outWidth * s.outChannels, ldc: s.outChannels)
+        }
+        if let bias {
+            Bias.forward(output: output, bias: bias, rows: s.outputPixels, channels: s.outChannels, pool: pool)
+        }
+    }
+
+    /// dW   += doutᵀ · col          (OC, M)·(M, K·K·IC)
+    /// dcol  = dout · W             (M, OC)·(OC, K·K·IC), then col2im adds it into din
+    /// db   += Σ_pixels dout
+    /// The columns are recomputed from the input rather than cached: that costs one pass over
+    /// memory and saves K·K copies of every activation.
+    public static func backward(
+        dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
+        dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        shape s: Conv2DShape, workspace: UnsafeMutablePointer<Float>?, pool: ComputePool
+    ) {
+        forEachChunk(s) { firstImage, images in
+            let rows = images * s.outHeight * s.outWidth
+            let chunkOutput = dOutput + firstImage * s.outHeight * s.outWidth * s.outChannels
+            if let dWeight {
+                let columns = patches(s, input: input, firstImage: firstImage, images: images, workspace: workspace, pool: pool)
+                BLAS.sgemm(transposeA: true, transposeB: false, m: s.outChannels, n: s.patchSize, k: rows,
+                           a: chunkOutput, lda: s.outChannels, b: columns, ldb: s.patchSize,
+                           beta: 1, c: dWeight, ldc: s.patchSize)
+            }
+            guard let dInput else { return }
+            let chunkInput = dInput + firstImage * s.height * s.width * s.inChannels
+            if s.isPointwise {
+                BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: s.inChannels, k: s.outChannels,
+                           a: chunkOutput, lda: s.outChannels, b: weight, ldb: s.inChannels,
+                           beta: 1, c: chunkInput, ldc: s.inChannels)
+                return
+            }
+            let dColumns = workspace!
+            BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: s.patchSize, k: s.outChannels,
+                       a: chunkOutput, lda: s.outChannels, b: weight, ldb: s.patchSize,
+                       beta: 0, c: dColumns, ldc: s.patchSize)
+            addColumnsToImage(s, dColumns: dColumns, dInput: chunkInput, images: images, pool: pool)
+        }
+        if let dBias {
+            Bias.backward(dBias: dBias, dOutput: dOutput, rows: s.outputPixels, channels: s.outChannels, pool: pool)
+        }
+    }
+
+    private static func forEachChunk(_ s: Conv2DShape, _ body: (_ firstImage: Int, _ images: Int) -> Void) {
+        var first = 0
+        while first < s.batch {
+            let images = min(s.imagesPerChunk, s.batch - first)
+            body(first, images)
+            first += images
+        }
+    }
+
+    /// The im2col matrix of images [firstImage, firstImage + images): row (n, oh, ow) holds the
+    /// K·K·IC input values under the kernel, zeros where it hangs over the padding. For a
+    /// pointwise convolution the input already is that matrix.
+    private static func patches(_ s: Conv2DShape, input: UnsafePointer<Float>, firstImage: Int, images: Int,
+                                workspace: UnsafeMutablePointer<Float>?, pool: ComputePool) -> UnsafePointer<Float> {
+        let image = input + firstImage * s.height * s.width * s.inChannels
+        if s.isPointwise { return image }
+        guard let columns = workspace else { preconditionFailure("Conv2D \(s) needs a workspace of \(s.workspaceFloats) floats") }
+        let ic = s.inChannels
+        let rowsPerImage = s.outHeight * s.outWidth
+        pool.forEachRange(images * s.outHeight, minimumPerThread: 4) { range in
+            for imageRow in range {
+                let n = imageRow / s.outHeight, oh = imageRow % s.outHeight
+                let source = image + n * s.height * s.width * ic
+                for ow in 0..<s.outWidth {
+                    var destination = columns + ((n * rowsPerImage) + oh * s.outWidth + ow) * s.patchSize
+                    for kh in 0..<s.kernel {
+                        let ih = oh * s.stride - s.padding + kh
+                        // A row of the kernel is K·IC contiguous floats of the input, except
+                        // where it leaves the image.
+                        for kw in 0..<s.kernel {
+                            let iw = ow * s.stride - s.padding + kw
+                            if ih < 0 || ih >= s.height || iw < 0 || iw >= s.width {
+                                destination.update(repeating: 0, count: ic)
+                            } else {
+                                destination.update(from: source + (ih * s.width + iw) * ic, count: ic)
+                            }
+                            destination += ic
+                        }
+                    }
+                }
+            }
+        }
+        return UnsafePointer(columns)
+    }
+
+    /// col2im as a gather: each input pixel sums the column entries that read it. Written this
+    /// way round, threads own disjoint input rows and the summation order is fixed, so the
+    /// result is the same for any thread count.
+    private static func addColumnsToImage(_ s: Conv2DShape, dColumns: UnsafePointer<Float>, dInput: UnsafeMutablePointer<Float>,
+                                          images: Int, pool: ComputePool) {
+        let ic = s.inChannels
+        let rowsPerImage = s.outHeight * s.outWidth
+        pool.forEachRange(images * s.height, minimumPerThread: 4) { range in
+            for imageRow in range {
+                let n = imageRow / s.height, ih = imageRow % s.height
+                for iw in 0..<s.width {
+                    let target = dInput + ((n * s.height + ih) * s.width + iw) * ic
+                    for kh in 0..<s.kernel {
+                        let th = ih + s.padding - kh
+                        guard th >= 0, th % s.stride == 0, th / s.stride < s.outHeight else { continue }
+                        let oh = th / s.stride
+                        for kw in 0..<s.kernel {
+                            let tw = iw + s.padding - kw
+                            guard tw >= 0, tw % s.stride == 0, tw / s.stride < s.outWidth else { continue }
+                            let ow = tw / s.stride
+                            let source = dColumns + (n * rowsPerImage + oh * s.outWidth + ow) * s.patchSize + (kh * s.kernel + kw) * ic
+                            for c in 0..<ic { target[c] += source[c] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+import Testing
+@testable import KaleidoTensor
+
+@Suite struct Conv2DTests {
+    struct Case: CustomTestStringConvertible, Sendable {
+        let batch, height, width, inChannels, outChannels, kernel, stride, padding: Int
+        var testDescription: String { "n\(batch) \(height)×\(width)×\(inChannels)→\(outChannels) k\(kernel) s\(stride) p\(padding)" }
+        var workspaceCap = 8 << 20
+        var shape: Conv2DShape {
+            Conv2DShape(batch: batch, height: height, width: width, inChannels: inChannels, outChannels: outChannels,
+                        kernel: kernel, stride: stride, padding: padding, workspaceCap: workspaceCap)
+        }
+    }
+
+    static let cases = [
+        Case(batch: 2, height: 5, width: 4, inChannels: 3, outChannels: 4, kernel: 3, stride: 1, padding: 1),
+        Case(batch: 1, height: 7, width: 7, inChannels: 2, outChannels: 3, kernel: 3, stride: 2, padding: 1),
+        Case(batch: 2, height: 6, width: 5, inChannels: 3, outChannels: 2, kernel: 1, stride: 1, padding: 0),
+        Case(batch: 1, height: 5, width: 5, inChannels: 2, outChannels: 3, kernel: 1, stride: 2, padding: 0),
+        Case(batch: 1, height: 6, width: 7, inChannels: 2, outChannels: 2, kernel: 5, stride: 1, padding: 2),
+        Case(batch: 1, height: 9, width: 9, inChannels: 1, outChannels: 2, kernel: 7, stride: 2, padding: 3),
+    ]
+
+    /// Direct evaluation of the defining sum, for comparing the im2col path.
+    func naiveForward(_ c: Case, input: [Float], weight: [Float], bias: [Float]) -> [Float] {
+        let s = c.shape
+        var out = [Float](repeating: 0, count: s.outputPixels * c.outChannels)
+        for n in 0..<c.batch { for oh in 0..<s.outHeight { for ow in 0..<s.outWidth { for oc in 0..<c.outChannels {
+            var sum = bias[oc]
+            for kh in 0..<c.kernel { for kw in 0..<c.kernel {
+                let ih = oh * c.stride - c.padding + kh, iw = ow * c.stride - c.padding + kw
+                guard ih >= 0, ih < c.height, iw >= 0, iw < c.width else { continue }
+                for ic in 0..<c.inChannels {
+                    sum += input[((n * c.height + ih) * c.width + iw) * c.inChannels + ic]
+                        * weight[((oc * c.kernel + kh) * c.kernel + kw) * c.inChannels + ic]
+                }
+            } }
+            out[((n * s.outHeight + oh) * s.outWidth + ow) * c.outChannels + oc] = sum
+        } } } }
+        return out
+    }
+
+    func forward(_ c: Case, _ v: [String: [Float]], pool: ComputePool = .serial) -> [Float] {
+        let s = c.shape
+        let workspace = Tensor(zeros: [s.workspaceFloats])
+        return withPointers([[Float](repeating: 0, count: s.outputPixels * c.outChannels)]) { p in
+            Conv2D.forward(output: p[0], input: v["input"]!, weight: v["weight"]!, bias: v["bias"]!,
+                           shape: s, workspace: workspace.pointer, pool: pool)
+        }[0]
+    }
+
+    func inputs(_ c: Case) -> [String: [Float]] {
+        ["input": randomValues(c.batch * c.height * c.width * c.inChannels, seed: 11),
+         "weight": randomValues(c.outChannels * c.kernel * c.kernel * c.inChannels, seed: 12),
+         "bias": randomValues(c.outChannels, seed: 13)]
+    }
+
+    @Test(arguments: cases)
+    func forwardMatchesTheDefiningSum(_ c: Case) {
+        let v = inputs(c)
+        let expected = naiveForward(c, input: v["input"]!, weight: v["weight"]!, bias: v["bias"]!)
+        let got = forward(c, v)
+        #expect(zip(got, expected).allSatisfy { abs($0 - $1) < 1e-5 })
+    }
+
+    @Test(arguments: cases)
+    func backwardMatchesFiniteDifferences(_ c: Case) {
+        let s = c.shape
+        GradientCheck().run(inputs: inputs(c), forward: { forward(c, $0) }, backward: { v, dOut in
+            let workspace = Tensor(zeros: [s.workspaceFloats])
+            let g = withPointers([v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }, v["bias"]!.map { _ in 0 }]) { p in
+                Conv2D.backward(dInput: p[0], dWeight: p[1], dBias: p[2], dOutput: dOut, input: v["input"]!,
+                                weight: v["weight"]!, shape: s, workspace: workspace.pointer, pool: .serial)
+            }
+            return ["input": g[0], "weight": g[1], "bias": g[2]]
+        })
+    }
+
+    @Test func chunkedBatchAndThreadsGiveTheSameResultAsOneChunk() {
+        let whole = Case(batch: 5, height: 8, width: 8, inChannels: 4, outChannels: 3, kernel: 3, stride: 1, padding: 1)
+        var chunked = whole
+        chunked.workspaceCap = 2 * 8 * 8 * 9 * 4
+        #expect(whole.shape.imagesPerChunk == 5 && chunked.shape.imagesPerChunk == 2)
+        let v = inputs(whole)
+        let reference = forward(whole, v, pool: .serial)
+        #expect(forward(chunked, v, pool: .serial) == reference)
+        #expect(forward(whole, v, pool: ComputePool(threads: 2)) == reference)
+
+        let dOut = randomValues(reference.count, seed: 5)
+        func gradients(_ c: Case, _ pool: ComputePool) -> [[Float]] {
+            let workspace = Tensor(zeros: [c.shape.workspaceFloats])
+            return withPointers([v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }]) { p in
+                Conv2D.backward(dInput: p[0], dWeight: p[1], dBias: nil, dOutput: dOut, input: v["input"]!,
+                                weight: v["weight"]!, shape: c.shape, workspace: workspace.pointer, pool: pool)
+            }
+        }
+        let expected = gradients(whole, .serial)
+        #expect(gradients(whole, ComputePool(threads: 2)) == expected)
+        let fromChunks = gradients(chunked, .serial)
+        #expect(fromChunks[0] == expected[0])
+        // Weight gradients sum chunk by chunk, a different order of float additions.
+        #expect(zip(fromChunks[1], expected[1]).allSatisfy { abs($0 - $1) < 1e-4 })
+    }
+}
