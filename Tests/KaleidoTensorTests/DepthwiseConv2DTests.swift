@@ -1,0 +1,80 @@
+import Testing
+@testable import KaleidoTensor
+
+@Suite struct DepthwiseConv2DTests {
+    struct Case: CustomTestStringConvertible, Sendable {
+        let batch, height, width, channels, kernel, stride, padding: Int
+        var testDescription: String { "n\(batch) \(height)×\(width)×\(channels) k\(kernel) s\(stride) p\(padding)" }
+        var shape: DepthwiseConv2DShape {
+            DepthwiseConv2DShape(batch: batch, height: height, width: width, channels: channels,
+                                 kernel: kernel, stride: stride, padding: padding)
+        }
+    }
+
+    /// Channel counts below, at and above the 8-wide vector, widths with interior 4-pixel tiles
+    /// and ragged edges.
+    static let cases = [
+        Case(batch: 2, height: 9, width: 11, channels: 12, kernel: 7, stride: 1, padding: 3),
+        Case(batch: 1, height: 7, width: 7, channels: 3, kernel: 7, stride: 1, padding: 3),
+        Case(batch: 1, height: 9, width: 9, channels: 16, kernel: 3, stride: 2, padding: 1),
+        Case(batch: 2, height: 6, width: 5, channels: 9, kernel: 3, stride: 1, padding: 1),
+        Case(batch: 1, height: 8, width: 13, channels: 8, kernel: 3, stride: 2, padding: 2),
+    ]
+
+    func naiveForward(_ c: Case, input: [Float], weight: [Float], bias: [Float]) -> [Float] {
+        let s = c.shape
+        var out = [Float](repeating: 0, count: c.batch * s.outHeight * s.outWidth * c.channels)
+        for n in 0..<c.batch { for oh in 0..<s.outHeight { for ow in 0..<s.outWidth { for ch in 0..<c.channels {
+            var sum = bias[ch]
+            for kh in 0..<c.kernel { for kw in 0..<c.kernel {
+                let ih = oh * c.stride - c.padding + kh, iw = ow * c.stride - c.padding + kw
+                guard ih >= 0, ih < c.height, iw >= 0, iw < c.width else { continue }
+                sum += input[((n * c.height + ih) * c.width + iw) * c.channels + ch] * weight[(kh * c.kernel + kw) * c.channels + ch]
+            } }
+            out[((n * s.outHeight + oh) * s.outWidth + ow) * c.channels + ch] = sum
+        } } } }
+        return out
+    }
+
+    func inputs(_ c: Case) -> [String: [Float]] {
+        ["input": randomValues(c.batch * c.height * c.width * c.channels, seed: 21),
+         "weight": randomValues(c.kernel * c.kernel * c.channels, seed: 22),
+         "bias": randomValues(c.channels, seed: 23)]
+    }
+
+    func forward(_ c: Case, _ v: [String: [Float]], pool: ComputePool = .serial) -> [Float] {
+        let s = c.shape
+        return withPointers([[Float](repeating: 0, count: c.batch * s.outHeight * s.outWidth * c.channels)]) { p in
+            DepthwiseConv2D.forward(output: p[0], input: v["input"]!, weight: v["weight"]!, bias: v["bias"]!, shape: s, pool: pool)
+        }[0]
+    }
+
+    func backward(_ c: Case, _ v: [String: [Float]], _ dOut: [Float], pool: ComputePool = .serial) -> [String: [Float]] {
+        let workspace = Tensor(zeros: [c.shape.workspaceFloats])
+        let g = withPointers([v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }, v["bias"]!.map { _ in 0 }]) { p in
+            DepthwiseConv2D.backward(dInput: p[0], dWeight: p[1], dBias: p[2], dOutput: dOut, input: v["input"]!,
+                                     weight: v["weight"]!, shape: c.shape, workspace: workspace.pointer, pool: pool)
+        }
+        return ["input": g[0], "weight": g[1], "bias": g[2]]
+    }
+
+    @Test(arguments: cases)
+    func forwardMatchesTheDefiningSum(_ c: Case) {
+        let v = inputs(c)
+        let expected = naiveForward(c, input: v["input"]!, weight: v["weight"]!, bias: v["bias"]!)
+        #expect(zip(forward(c, v), expected).allSatisfy { abs($0 - $1) < 1e-5 })
+    }
+
+    @Test(arguments: cases)
+    func backwardMatchesFiniteDifferences(_ c: Case) {
+        GradientCheck().run(inputs: inputs(c), forward: { forward(c, $0) }, backward: { backward(c, $0, $1) })
+    }
+
+    @Test func resultsDoNotDependOnTheThreadCount() {
+        let c = Case(batch: 3, height: 14, width: 14, channels: 24, kernel: 7, stride: 1, padding: 3)
+        let v = inputs(c)
+        #expect(forward(c, v, pool: .serial) == forward(c, v, pool: ComputePool(threads: 2)))
+        let dOut = randomValues(forward(c, v).count, seed: 9)
+        #expect(backward(c, v, dOut, pool: .serial) == backward(c, v, dOut, pool: ComputePool(threads: 2)))
+    }
+}
