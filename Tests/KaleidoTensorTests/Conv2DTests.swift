@@ -42,10 +42,9 @@ import Testing
 
     func forward(_ c: Case, _ v: [String: [Float]], pool: ComputePool = .serial) -> [Float] {
         let s = c.shape
-        let workspace = Tensor(zeros: [s.workspaceFloats])
-        return withPointers([[Float](repeating: 0, count: s.outputPixels * c.outChannels)]) { p in
+        return withPointers([[Float](repeating: 0, count: s.outputPixels * c.outChannels)], scratch: [s.workspaceFloats]) { p, scratch in
             Conv2D.forward(output: p[0], input: v["input"]!, weight: v["weight"]!, bias: v["bias"]!,
-                           shape: s, workspace: workspace.pointer, pool: pool)
+                           shape: s, workspace: scratch[0], pool: pool)
         }[0]
     }
 
@@ -67,10 +66,10 @@ import Testing
     func backwardMatchesFiniteDifferences(_ c: Case) {
         let s = c.shape
         GradientCheck().run(inputs: inputs(c), forward: { forward(c, $0) }, backward: { v, dOut in
-            let workspace = Tensor(zeros: [s.workspaceFloats])
-            let g = withPointers([v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }, v["bias"]!.map { _ in 0 }]) { p in
+            let g = withPointers([v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }, v["bias"]!.map { _ in 0 }],
+                                 scratch: [s.workspaceFloats]) { p, scratch in
                 Conv2D.backward(dInput: p[0], dWeight: p[1], dBias: p[2], dOutput: dOut, input: v["input"]!,
-                                weight: v["weight"]!, shape: s, workspace: workspace.pointer, pool: .serial)
+                                weight: v["weight"]!, shape: s, workspace: scratch[0], pool: .serial)
             }
             return ["input": g[0], "weight": g[1], "bias": g[2]]
         })
@@ -88,10 +87,9 @@ import Testing
 
         let dOut = randomValues(reference.count, seed: 5)
         func gradients(_ c: Case, _ pool: ComputePool) -> [[Float]] {
-            let workspace = Tensor(zeros: [c.shape.workspaceFloats])
-            return withPointers([v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }]) { p in
+            return withPointers([v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }], scratch: [c.shape.workspaceFloats]) { p, scratch in
                 Conv2D.backward(dInput: p[0], dWeight: p[1], dBias: nil, dOutput: dOut, input: v["input"]!,
-                                weight: v["weight"]!, shape: c.shape, workspace: workspace.pointer, pool: pool)
+                                weight: v["weight"]!, shape: c.shape, workspace: scratch[0], pool: pool)
             }
         }
         let expected = gradients(whole, .serial)

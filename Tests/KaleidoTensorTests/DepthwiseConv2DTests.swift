@@ -50,10 +50,10 @@ import Testing
     }
 
     func backward(_ c: Case, _ v: [String: [Float]], _ dOut: [Float], pool: ComputePool = .serial) -> [String: [Float]] {
-        let workspace = Tensor(zeros: [c.shape.workspaceFloats])
-        let g = withPointers([v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }, v["bias"]!.map { _ in 0 }]) { p in
+        let g = withPointers([v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }, v["bias"]!.map { _ in 0 }],
+                             scratch: [c.shape.workspaceFloats]) { p, scratch in
             DepthwiseConv2D.backward(dInput: p[0], dWeight: p[1], dBias: p[2], dOutput: dOut, input: v["input"]!,
-                                     weight: v["weight"]!, shape: c.shape, workspace: workspace.pointer, pool: pool)
+                                     weight: v["weight"]!, shape: c.shape, workspace: scratch[0], pool: pool)
         }
         return ["input": g[0], "weight": g[1], "bias": g[2]]
     }

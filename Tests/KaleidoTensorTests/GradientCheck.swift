@@ -75,3 +75,13 @@ func withPointers(_ arrays: [[Float]], _ body: ([UnsafeMutablePointer<Float>]) -
     body(tensors.map(\.pointer))
     return tensors.map(\.array)
 }
+
+/// Like `withPointers`, plus zeroed scratch buffers of the given sizes (workspaces, caches) that
+/// stay alive until `body` returns — a pointer taken from a temporary tensor would dangle.
+func withPointers(_ arrays: [[Float]], scratch sizes: [Int],
+                  _ body: ([UnsafeMutablePointer<Float>], [UnsafeMutablePointer<Float>]) -> Void) -> [[Float]] {
+    let scratch = sizes.map { Tensor(zeros: [$0]) }
+    return withExtendedLifetime(scratch) {
+        withPointers(arrays) { body($0, scratch.map(\.pointer)) }
+    }
+}

@@ -16,10 +16,9 @@ import Testing
     }
 
     func forward(_ s: PatchEmbed3DShape, _ v: [String: [Float]]) -> [Float] {
-        let workspace = Tensor(zeros: [s.workspaceFloats])
-        return withPointers([[Float](repeating: 0, count: s.tokens * s.outChannels)]) { p in
+        return withPointers([[Float](repeating: 0, count: s.tokens * s.outChannels)], scratch: [s.workspaceFloats]) { p, scratch in
             PatchEmbed3D.forward(output: p[0], input: v["input"]!, weight: v["weight"]!, bias: v["bias"]!,
-                                 shape: s, workspace: workspace.pointer, pool: .serial)
+                                 shape: s, workspace: scratch[0], pool: .serial)
         }[0]
     }
 
@@ -46,10 +45,10 @@ import Testing
     @Test(arguments: shapes)
     func backwardMatchesFiniteDifferences(_ s: PatchEmbed3DShape) {
         GradientCheck().run(inputs: inputs(s), forward: { forward(s, $0) }, backward: { v, dOut in
-            let workspace = Tensor(zeros: [s.workspaceFloats])
-            let g = withPointers([v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }, v["bias"]!.map { _ in 0 }]) { p in
+            let g = withPointers([v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }, v["bias"]!.map { _ in 0 }],
+                                 scratch: [s.workspaceFloats]) { p, scratch in
                 PatchEmbed3D.backward(dInput: p[0], dWeight: p[1], dBias: p[2], dOutput: dOut, input: v["input"]!,
-                                      weight: v["weight"]!, shape: s, workspace: workspace.pointer, pool: .serial)
+                                      weight: v["weight"]!, shape: s, workspace: scratch[0], pool: .serial)
             }
             return ["input": g[0], "weight": g[1], "bias": g[2]]
         })

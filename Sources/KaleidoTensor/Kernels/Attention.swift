@@ -1,0 +1,136 @@
+import Foundation
+
+/// Geometry of multi-head self-attention over B independent token sets (Swin windows ×
+/// images, or whole images for a plain ViT).
+public struct AttentionShape: Equatable, Sendable {
+    /// Token sets (for Swin: images × windows), heads, tokens per set, dimension per head.
+    public let batch, heads, tokens, headDim: Int
+    /// Distinct masks (windows per image) when a mask is used: set b uses mask[b % maskWindows].
+    public let maskWindows: Int
+
+    public init(batch: Int, heads: Int, tokens: Int, headDim: Int, maskWindows: Int = 1) {
+        precondition(batch >= 1 && heads >= 1 && tokens >= 1 && headDim >= 1 && maskWindows >= 1,
+                     "bad attention geometry B\(batch) h\(heads) L\(tokens) D\(headDim) nW\(maskWindows)")
+        self.batch = batch; self.heads = heads; self.tokens = tokens; self.headDim = headDim
+        self.maskWindows = maskWindows
+    }
+
+    /// Width of a qkv row: three groups (q, k, v) of heads × headDim.
+    public var qkvWidth: Int { 3 * heads * headDim }
+    public var outputWidth: Int { heads * headDim }
+    /// Floats of the probabilities cache (B, heads, L, L); the backward needs the same again.
+    public var probabilityFloats: Int { batch * heads * tokens * tokens }
+    public var workspaceFloats: Int { probabilityFloats }
+    /// Two products of L·L·D multiply-adds per head and set.
+    public var forwardFLOPs: Double { 4 * Double(batch * heads) * Double(tokens * tokens * headDim) }
+}
+
+/// Scaled dot-product attention with an additive bias and mask, reading packed qkv.
+///
+/// For set b and head h, with Q, K, V the (L, D) slices of qkv:
+///   S = scale · Q Kᵀ + bias[h] + mask[b mod nW]        (L, L)
+///   P = softmax_rows(S)                                (L, L), cached for the backward
+///   O = P V                                            (L, D)
+/// qkv is (B, L, 3, heads, D) — the output of one Linear with 3·heads·D features, read in place
+/// through leading dimensions, so no transpose is copied; out is (B, L, heads, D); bias is
+/// (heads, L, L) (Swin's relative position bias already gathered), mask is (nW, L, L) with
+/// 0 or a large negative value (shifted windows).
+public enum Attention {
+    public static func forward(
+        output: UnsafeMutablePointer<Float>, probabilities: UnsafeMutablePointer<Float>,
+        qkv: UnsafePointer<Float>, bias: UnsafePointer<Float>?, mask: UnsafePointer<Float>?,
+        shape s: AttentionShape, scale: Float, pool: ComputePool
+    ) {
+        let l = s.tokens, d = s.headDim, width = s.qkvWidth, heads = s.heads
+        pool.forEachRange(s.batch * heads) { range in
+            for item in range {
+                let b = item / heads, h = item % heads
+                let q = qkv + b * l * width + h * d
+                let k = q + heads * d, v = q + 2 * heads * d
+                let p = probabilities + item * l * l
+                BLAS.sgemm(transposeA: false, transposeB: true, m: l, n: l, k: d, alpha: scale,
+                           a: q, lda: width, b: k, ldb: width, beta: 0, c: p, ldc: l)
+                let rowBias = bias.map { $0 + h * l * l }
+                let rowMask = mask.map { $0 + (b % s.maskWindows) * l * l }
+                for i in 0..<(l * l) {
+                    p[i] += (rowBias?[i] ?? 0) + (rowMask?[i] ?? 0)
+                }
+                softmaxRows(p, rows: l)
+                BLAS.sgemm(transposeA: false, transposeB: false, m: l, n: d, k: l,
+                           a: p, lda: l, b: v, ldb: width, beta: 0, c: output + b * l * s.outputWidth + h * d, ldc: s.outputWidth)
+            }
+        }
+    }
+
+    /// dP = dO Vᵀ;  dS = P ⊙ (dP − rowsum(dP ⊙ P));
+    /// dQ += scale · dS K;  dK += scale · dSᵀ Q;  dV += Pᵀ dO;  dbias[h] += Σ_b dS.
+    /// dS is kept for every set in `workspace` so the bias gradient is summed over sets in a
+    /// fixed order after the parallel part (deterministic for any thread count).
+    public static func backward(
+        dQKV: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?,
+        dOutput: UnsafePointer<Float>, qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
+        shape s: AttentionShape, scale: Float, workspace: UnsafeMutablePointer<Float>, pool: ComputePool
+    ) {
+        let l = s.tokens, d = s.headDim, width = s.qkvWidth, heads = s.heads
+        pool.forEachRange(s.batch * heads) { range in
+            for item in range {
+                let b = item / heads, h = item % heads
+                let q = qkv + b * l * width + h * d
+                let k = q + heads * d, v = q + 2 * heads * d
+                let dq = dQKV + b * l * width + h * d
+                let dk = dq + heads * d, dv = dq + 2 * heads * d
+                let dOut = dOutput + b * l * s.outputWidth + h * d
+                let p = probabilities + item * l * l
+                let dS = workspace + item * l * l
+                BLAS.sgemm(transposeA: false, transposeB: true, m: l, n: l, k: d,
+                           a: dOut, lda: s.outputWidth, b: v, ldb: width, beta: 0, c: dS, ldc: l)
+                softmaxBackwardRows(dScores: dS, probabilities: p, rows: l)
+                BLAS.sgemm(transposeA: false, transposeB: false, m: l, n: d, k: l, alpha: scale,
+                           a: dS, lda: l, b: k, ldb: width, beta: 1, c: dq, ldc: width)
+                BLAS.sgemm(transposeA: true, transposeB: false, m: l, n: d, k: l, alpha: scale,
+                           a: dS, lda: l, b: q, ldb: width, beta: 1, c: dk, ldc: width)
+                BLAS.sgemm(transposeA: true, transposeB: false, m: l, n: d, k: l,
+                           a: p, lda: l, b: dOut, ldb: s.outputWidth, beta: 1, c: dv, ldc: width)
+            }
+        }
+        guard let dBias else { return }
+        pool.forEachRange(heads) { range in
+            for h in range {
+                let target = dBias + h * l * l
+                for b in 0..<s.batch {
+                    let source = workspace + (b * heads + h) * l * l
+                    for i in 0..<(l * l) { target[i] += source[i] }
+                }
+            }
+        }
+    }
+
+    /// In-place softmax of each row of an (rows, rows) matrix. The row maximum is subtracted
+    /// only for numerical stability; a fully masked row (all −∞) is left as zeros.
+    @inline(__always) static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int) {
+        for r in 0..<rows {
+            let row = p + r * rows
+            var maximum = -Float.infinity
+            for j in 0..<rows { maximum = max(maximum, row[j]) }
+            guard maximum > -Float.infinity else { row.update(repeating: 0, count: rows); continue }
+            var sum: Float = 0
+            for j in 0..<rows {
+                let e = expf(row[j] - maximum)
+                row[j] = e
+                sum += e
+            }
+            let inverse = 1 / sum
+            for j in 0..<rows { row[j] *= inverse }
+        }
+    }
+
+    /// dS = P ⊙ (dP − Σ_j dP_j P_j), row by row, in place over dP.
+    @inline(__always) static func softmaxBackwardRows(dScores: UnsafeMutablePointer<Float>, probabilities: UnsafePointer<Float>, rows: Int) {
+        for r in 0..<rows {
+            let dp = dScores + r * rows, p = probabilities + r * rows
+            var dot: Float = 0
+            for j in 0..<rows { dot += dp[j] * p[j] }
+            for j in 0..<rows { dp[j] = p[j] * (dp[j] - dot) }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+import Foundation
+import KaleidoTensor
+
+/// One measured kernel: its throughput on this machine.
+public struct KernelMeasurement: Codable, Sendable {
+    public let kernel: String
+    public let shape: String
+    /// "forward", "backward" or "peak".
+    public let pass: String
+    public let threads: Int
+    public let milliseconds: Double
+    public let gflops: Double
+}
+
+/// Measures the kernels a training step spends its time in, at the shapes of the benchmark
+/// models (ResNet-18 CIFAR, ConvNeXt-atto with a 2×2 stem, Swin windows), next to raw sgemm and
+/// the machine's FMA peak measured in the same run, so the ratios are meaningful on a noisy host.
+public struct KernelBench {
+    public var threads: Int
+    public var batch: Int
+    /// Each case is repeated until this much time has passed; the fastest repetition counts.
+    public var secondsPerCase: Double
+
+    public init(threads: Int, batch: Int = 64, secondsPerCase: Double = 0.4) {
+        self.threads = threads
+        self.batch = batch
+        self.secondsPerCase = secondsPerCase
+    }
+
+    public func run(report: (KernelMeasurement) -> Void) -> [KernelMeasurement] {
+        BLAS.threadCount = threads
+        let pool = ComputePool(threads: threads)
+        var results: [KernelMeasurement] = []
+        func record(_ m: KernelMeasurement) { results.append(m); report(m) }
+
+        record(fmaPeak(pool: pool))
+        for size in [256, 1024] { record(sgemm(m: size, n: size, k: size)) }
+        // ResNet-18 CIFAR stages: 3×3, stride 1, padding 1.
+        for (side, channels) in [(32, 64), (16, 128), (8, 256), (4, 512)] {
+            let s = Conv2DShape(batch: batch, height: side, width: side, inChannels: channels, outChannels: channels,
+                                kernel: 3, stride: 1, padding: 1)
+            conv3x3(s, pool: pool).forEach(record)
+        }
+        // ConvNeXt-atto on 32 px with a 2×2 stem, and ConvNeXt-T's first stage at 224 px.
+        for (n, side, channels) in [(batch, 16, 40), (batch, 8, 80), (batch, 4, 160), (batch, 2, 320), (8, 56, 96)] {
+            let s = DepthwiseConv2DShape(batch: n, height: side, width: side, channels: channels, kernel: 7, stride: 1, padding: 3)
+            depthwise(s, pool: pool).forEach(record)
+        }
+        // Swin windows: swin-tiny-32 (16 tokens of 16 dims, 3 heads, 16 windows per image) and
+        // Swin-T at 224 px (49 tokens of 32 dims, 64 windows per image).
+        for s in [AttentionShape(batch: batch * 16, heads: 3, tokens: 16, headDim: 16),
+                  AttentionShape(batch: 8 * 64, heads: 3, tokens: 49, headDim: 32)] {
+            attention(s, pool: pool).forEach(record)
+        }
+        return results
+    }
+
+    /// Fastest of repeated runs of `body`, in seconds.
+    func time(_ body: () -> Void) -> Double {
+        body()
+        var best = Double.infinity
+        let start = DispatchTime.now().uptimeNanoseconds
+        repeat {
+            let begin = DispatchTime.now().uptimeNanoseconds
+            body()
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e9)
+        } while Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < secondsPerCase
+        return best
+    }
+
+    func measurement(_ kernel: String, _ shape: String, _ pass: String, flops: Double, seconds: Double) -> KernelMeasurement {
+        KernelMeasurement(kernel: kernel, shape: shape, pass: pass, threads: threads,
+                          milliseconds: seconds * 1000, gflops: flops / seconds / 1e9)
+    }
+
+    /// Independent 8-wide FMA chains on every thread: the most floating-point work per second
+    /// this build's vector code can do, the yardstick for kernels that do not use BLAS.
+    func fmaPeak(pool: ComputePool) -> KernelMeasurement {
+        let iterations = 2_000_000
+        let sinks = Tensor(zeros: [threads * 8])
+        let seconds = time {
+            pool.forEachRange(threads) { range in
+                for t in range {
+                    var a = (SIMD8<Float>(repeating: 1), SIMD8<Float>(repeating: 2), SIMD8<Float>(repeating: 3),
+                             SIMD8<Float>(repeating: 4), SIMD8<Float>(repeating: 5), SIMD8<Float>(repeating: 6),
+                             SIMD8<Float>(repeating: 7), SIMD8<Float>(repeating: 8), SIMD8<Float>(repeating: 9),
+                             SIMD8<Float>(repeating: 10))
+                    let x = SIMD8<Float>(repeating: 0.999_999), y = SIMD8<Float>(repeating: 1e-7)
+                    for _ in 0..<iterations {
+                        a.0 = a.0.addingProduct(a.0, x) ; a.1 = a.1.addingProduct(a.1, x)
+                        a.2 = a.2.addingProduct(a.2, x) ; a.3 = a.3.addingProduct(a.3, x)
+                        a.4 = a.4.addingProduct(a.4, x) ; a.5 = a.5.addingProduct(a.5, x)
+                        a.6 = a.6.addingProduct(a.6, y) ; a.7 = a.7.addingProduct(a.7, y)
+                        a.8 = a.8.addingProduct(a.8, y) ; a.9 = a.9.addingProduct(a.9, y)
+                    }
+                    let total = a.0 + a.1 + a.2 + a.3 + a.4 + a.5 + a.6 + a.7 + a.8 + a.9
+                    for lane in 0..<8 { sinks.pointer[t * 8 + lane] = total[lane] }
+                }
+            }
+        }
+        let flops = Double(threads) * Double(iterations) * 10 * 8 * 2
+        return measurement("fma_peak", "10 chains × 8 lanes", "peak", flops: flops, seconds: seconds)
+    }
+
+    func sgemm(m: Int, n: Int, k: Int) -> KernelMeasurement {
+        var rng = SplitMix64(seed: 1)
+        let a = Tensor(randomNormal: [m, k], rng: &rng), b = Tensor(randomNormal: [k, n], rng: &rng), c = Tensor(zeros: [m, n])
+        let seconds = time {
+            BLAS.sgemm(transposeA: false, transposeB: false, m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: n, c: c.pointer, ldc: n)
+        }
+        return measurement("sgemm", "\(m)×\(n)×\(k)", "forward", flops: 2 * Double(m * n * k), seconds: seconds)
+    }
+
+    func conv3x3(_ s: Conv2DShape, pool: ComputePool) -> [KernelMeasurement] {
+        var rng = SplitMix64(seed: 2)
+        let input = Tensor(randomNormal: [s.batch, s.height, s.width, s.inChannels], rng: &rng)
+        let weight = Tensor(randomNormal: [s.outChannels, 3, 3, s.inChannels], std: 0.05, rng: &rng)
+        let output = Tensor(zeros: [s.outputPixels, s.outChannels])
+        let dInput = Tensor(zeros: input.shape), dWeight = Tensor(zeros: weight.shape)
+        let workspace = Tensor(zeros: [s.workspaceFloats])
+        let name = "n\(s.batch) \(s.height)×\(s.width)×\(s.inChannels)→\(s.outChannels)"
+        let forward = time {
+            Conv2D.forward(output: output.pointer, input: input.pointer, weight: weight.pointer, bias: nil,
+                           shape: s, workspace: workspace.pointer, pool: pool)
+        }
+        let backward = time {
+            Conv2D.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: nil, dOutput: output.pointer,
+                            input: input.pointer, weight: weight.pointer, shape: s, workspace: workspace.pointer, pool: pool)
+        }
+        return [measurement("conv3x3", name, "forward", flops: s.forwardFLOPs, seconds: forward),
+                measurement("conv3x3", name, "backward", flops: 2 * s.forwardFLOPs, seconds: backward)]
+    }
+
+    func depthwise(_ s: DepthwiseConv2DShape, pool: ComputePool) -> [KernelMeasurement] {
+        var rng = SplitMix64(seed: 3)
+        let input = Tensor(randomNormal: [s.batch, s.height, s.width, s.channels], rng: &rng)
+        let weight = Tensor(randomNormal: [s.kernel, s.kernel, s.channels], std: 0.1, rng: &rng)
+        let bias = Tensor(zeros: [s.channels])
+        let output = Tensor(zeros: [s.batch, s.outHeight, s.outWidth, s.channels])
+        let dInput = Tensor(zeros: input.shape), dWeight = Tensor(zeros: weight.shape)
+        let workspace = Tensor(zeros: [s.workspaceFloats])
+        let name = "n\(s.batch) \(s.height)×\(s.width)×\(s.channels)"
+        let forward = time {
+            DepthwiseConv2D.forward(output: output.pointer, input: input.pointer, weight: weight.pointer, bias: bias.pointer,
+                                    shape: s, pool: pool)
+        }
+        let backward = time {
+            DepthwiseConv2D.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: nil, dOutput: output.pointer,
+                                     input: input.pointer, weight: weight.pointer, shape: s, workspace: workspace.pointer, pool: pool)
+        }
+        return [measurement("depthwise7x7", name, "forward", flops: s.forwardFLOPs, seconds: forward),
+                measurement("depthwise7x7", name, "backward", flops: 2 * s.forwardFLOPs, seconds: backward)]
+    }
+
+    func attention(_ s: AttentionShape, pool: ComputePool) -> [KernelMeasurement] {
+        var rng = SplitMix64(seed: 4)
+        let qkv = Tensor(randomNormal: [s.batch, s.tokens, s.qkvWidth], rng: &rng)
+        let bias = Tensor(randomNormal: [s.heads, s.tokens, s.tokens], std: 0.1, rng: &rng)
+        let output = Tensor(zeros: [s.batch, s.tokens, s.outputWidth])
+        let probabilities = Tensor(zeros: [s.probabilityFloats]), workspace = Tensor(zeros: [s.workspaceFloats])
+        let dQKV = Tensor(zeros: qkv.shape), dBias = Tensor(zeros: bias.shape)
+        let scale = 1 / Float(s.headDim).squareRoot()
+        let name = "B\(s.batch) h\(s.heads) L\(s.tokens) D\(s.headDim)"
+        let forward = time {
+            Attention.forward(output: output.pointer, probabilities: probabilities.pointer, qkv: qkv.pointer, bias: bias.pointer,
+                              mask: nil, shape: s, scale: scale, pool: pool)
+        }
+        let backward = time {
+            Attention.backward(dQKV: dQKV.pointer, dBias: dBias.pointer, dOutput: output.pointer, qkv: qkv.pointer,
+                               probabilities: probabilities.pointer, shape: s, scale: scale, workspace: workspace.pointer, pool: pool)
+        }
+        return [measurement("attention", name, "forward", flops: s.forwardFLOPs, seconds: forward),
+                measurement("attention", name, "backward", flops: 2 * s.forwardFLOPs, seconds: backward)]
+    }
+}
+
+/// The bars, computed from one run's measurements.
+public struct KernelBenchSummary: Codable, Sendable {
+    /// Conv 3×3 forward+backward over the ResNet-18 CIFAR shapes (total FLOPs / total time)
+    /// as a fraction of the best sgemm GFLOP/s.
+    public let conv3x3OfSgemm: Double
+    /// Depthwise 7×7 forward+backward as a fraction of the FMA peak.
+    public let depthwiseOfPeak: Double
+
+    public init(_ results: [KernelMeasurement]) {
+        func aggregate(_ kernel: String) -> Double {
+            let cases = results.filter { $0.kernel == kernel }
+            let flops = cases.reduce(0) { $0 + $1.gflops * $1.milliseconds }
+            let time = cases.reduce(0) { $0 + $1.milliseconds }
+            return time > 0 ? flops / time : 0
+        }
+        let sgemm = results.filter { $0.kernel == "sgemm" }.map(\.gflops).max() ?? .nan
+        let peak = results.first { $0.kernel == "fma_peak" }?.gflops ?? .nan
+        conv3x3OfSgemm = aggregate("conv3x3") / sgemm
+        depthwiseOfPeak = aggregate("depthwise7x7") / peak
+    }
+}
