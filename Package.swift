@@ -57,9 +57,9 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Parity fixtures are safetensors files, read with the checkpoint target's reader.
-        .testTarget(name: "KaleidoTensorTests", dependencies: ["KaleidoTensor", "KaleidoCheckpoint"]),
+        .testTarget(name: "KaleidoTensorTests", dependencies: ["KaleidoTensor", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoDistTests", dependencies: ["KaleidoDist"]),
-        .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint"]),
+        .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoDataTests", dependencies: ["KaleidoData"]),
         .testTarget(name: "KaleidoTrainTests", dependencies: ["KaleidoTrain", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "KaleidoCLITests", dependencies: ["kaleido"]),

@@ -20,10 +20,16 @@ public struct ComputePool: Sendable {
     /// Work below `minimumPerThread` items per thread stays on fewer threads, because waking a
     /// thread costs microseconds.
     public func forEachRange(_ count: Int, minimumPerThread: Int = 1, _ body: (Range<Int>) -> Void) {
+        forEachPart(count, minimumPerThread: minimumPerThread) { _, range in body(range) }
+    }
+
+    /// Like `forEachRange`, also passing the part's index (< `threads`), so a kernel can give
+    /// each part its own slice of a scratch buffer.
+    public func forEachPart(_ count: Int, minimumPerThread: Int = 1, _ body: (_ part: Int, Range<Int>) -> Void) {
         guard count > 0 else { return }
         let parts = min(threads, max(1, count / max(1, minimumPerThread)))
         if parts == 1 {
-            body(0..<count)
+            body(0, 0..<count)
             return
         }
         withoutActuallyEscaping(body) { body in
@@ -33,7 +39,7 @@ public struct ComputePool: Sendable {
             DispatchQueue.concurrentPerform(iterations: parts) { part in
                 let start = count * part / parts
                 let end = count * (part + 1) / parts
-                shared.value(start..<end)
+                shared.value(part, start..<end)
             }
         }
     }

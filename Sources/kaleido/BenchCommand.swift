@@ -28,6 +28,9 @@ extension Kaleido.Bench {
         @Option(help: "Seconds spent repeating each case; the fastest repetition counts.")
         var seconds: Double = 0.4
 
+        @Option(help: "Comma-separated kernel families to run: sgemm, conv3x3, depthwise7x7, attention (default: all).")
+        var only: String?
+
         @Flag(help: "Print JSON lines (one per case, then a summary) instead of a table.")
         var json = false
 
@@ -35,6 +38,11 @@ extension Kaleido.Bench {
             guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
             guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
             guard seconds > 0 else { throw ValidationError("--seconds must be positive, got \(seconds)") }
+            let unknown = families.subtracting(KernelBench.families)
+            guard unknown.isEmpty else {
+                throw ValidationError("--only: unknown kernel family \(unknown.sorted().joined(separator: ", ")); "
+                                      + "choose from \(KernelBench.families.sorted().joined(separator: ", "))")
+            }
         }
 
         func run() throws {
@@ -46,7 +54,7 @@ extension Kaleido.Bench {
             if !json {
                 print(pad("kernel", 14) + pad("shape", 26) + pad("pass", 10) + pad("ms", 10, right: true) + pad("GFLOP/s", 10, right: true))
             }
-            let bench = KernelBench(threads: threads, batch: batch, secondsPerCase: seconds)
+            let bench = KernelBench(threads: threads, batch: batch, secondsPerCase: seconds, only: families)
             let results = bench.run { m in
                 if json {
                     print((try? line(m)) ?? "")
@@ -65,6 +73,10 @@ extension Kaleido.Bench {
                 print(String(format: "conv 3×3 fwd+bwd (ResNet-18 CIFAR shapes) / sgemm:  %.0f%%  (bar ≥ 60%%)", summary.conv3x3OfSgemm * 100))
                 print(String(format: "depthwise 7×7 fwd+bwd / FMA peak:                  %.0f%%  (bar ≥ 25%%)", summary.depthwiseOfPeak * 100))
             }
+        }
+
+        private var families: Set<String> {
+            Set((only ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
         }
 
         private func pad(_ text: String, _ width: Int, right: Bool = false) -> String {

@@ -19,6 +19,8 @@ import Testing
         Case(batch: 1, height: 9, width: 9, channels: 16, kernel: 3, stride: 2, padding: 1),
         Case(batch: 2, height: 6, width: 5, channels: 9, kernel: 3, stride: 1, padding: 1),
         Case(batch: 1, height: 8, width: 13, channels: 8, kernel: 3, stride: 2, padding: 2),
+        Case(batch: 3, height: 5, width: 21, channels: 17, kernel: 7, stride: 1, padding: 3),
+        Case(batch: 2, height: 9, width: 10, channels: 8, kernel: 3, stride: 1, padding: 0),
     ]
 
     func naiveForward(_ c: Case, input: [Float], weight: [Float], bias: [Float]) -> [Float] {
@@ -44,14 +46,16 @@ import Testing
 
     func forward(_ c: Case, _ v: [String: [Float]], pool: ComputePool = .serial) -> [Float] {
         let s = c.shape
-        return withPointers([[Float](repeating: 0, count: c.batch * s.outHeight * s.outWidth * c.channels)]) { p in
-            DepthwiseConv2D.forward(output: p[0], input: v["input"]!, weight: v["weight"]!, bias: v["bias"]!, shape: s, pool: pool)
+        return withPointers([[Float](repeating: 0, count: c.batch * s.outHeight * s.outWidth * c.channels)],
+                            scratch: [s.workspaceFloats(threads: pool.threads)]) { p, scratch in
+            DepthwiseConv2D.forward(output: p[0], input: v["input"]!, weight: v["weight"]!, bias: v["bias"]!,
+                                    shape: s, workspace: scratch[0], pool: pool)
         }[0]
     }
 
     func backward(_ c: Case, _ v: [String: [Float]], _ dOut: [Float], pool: ComputePool = .serial) -> [String: [Float]] {
         let g = withPointers([v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }, v["bias"]!.map { _ in 0 }],
-                             scratch: [c.shape.workspaceFloats]) { p, scratch in
+                             scratch: [c.shape.workspaceFloats(threads: pool.threads)]) { p, scratch in
             DepthwiseConv2D.backward(dInput: p[0], dWeight: p[1], dBias: p[2], dOutput: dOut, input: v["input"]!,
                                      weight: v["weight"]!, shape: c.shape, workspace: scratch[0], pool: pool)
         }

@@ -4,186 +4,117 @@ public struct DepthwiseConv2DShape: Equatable, Sendable {
     public let batch, height, width, channels, kernel, stride, padding: Int
     public let outHeight, outWidth: Int
 
-    /// The weight gradient is summed in this many fixed blocks of output rows, each into its
-    /// own partial, then the partials are added in order: parallel and still deterministic.
+    /// The weight gradient is summed in this many fixed blocks of images, each into its own
+    /// partial, then the partials are added in order: parallel and still deterministic.
     public static let weightGradientBlocks = 16
 
     public init(batch: Int, height: Int, width: Int, channels: Int, kernel: Int, stride: Int = 1, padding: Int = 0) {
-        precondition(kernel >= 1 && stride >= 1 && padding >= 0, "bad depthwise geometry k\(kernel) s\(stride) p\(padding)")
+        precondition(kernel >= 1 && stride >= 1 && padding >= 0 && padding < kernel,
+                     "bad depthwise geometry k\(kernel) s\(stride) p\(padding)")
+        precondition(height + 2 * padding >= kernel && width + 2 * padding >= kernel,
+                     "kernel \(kernel) larger than padded input \(height)×\(width)")
         self.batch = batch; self.height = height; self.width = width; self.channels = channels
         self.kernel = kernel; self.stride = stride; self.padding = padding
         outHeight = (height + 2 * padding - kernel) / stride + 1
         outWidth = (width + 2 * padding - kernel) / stride + 1
     }
 
-    var outputRows: Int { batch * outHeight }
-    var weightBlocks: Int { min(outputRows, DepthwiseConv2DShape.weightGradientBlocks) }
+    var weightBlocks: Int { min(batch, DepthwiseConv2DShape.weightGradientBlocks) }
+    var filterFloats: Int { kernel * kernel * channels }
+    /// One zero-padded image, input or (for the input gradient) output-gradient sized.
+    var paddedImageFloats: Int {
+        let input = (height + 2 * padding) * (width + 2 * padding)
+        let gradient = (outHeight + 2 * (kernel - 1 - padding)) * (outWidth + 2 * (kernel - 1 - padding))
+        return max(input, gradient) * channels
+    }
 
-    /// Floats of scratch `backward` needs for the weight-gradient partials.
-    public var workspaceFloats: Int { weightBlocks * kernel * kernel * channels }
+    /// Floats of scratch `forward` and `backward` need with a pool of `threads`: a padded image
+    /// per thread, the weight-gradient partials and a flipped copy of the filter.
+    public func workspaceFloats(threads: Int) -> Int {
+        threads * paddedImageFloats + weightBlocks * filterFloats + filterFloats
+    }
 
     public var forwardFLOPs: Double { 2 * Double(batch * outHeight * outWidth * channels * kernel * kernel) }
-
-    /// Output columns ow whose input column ow·s − p + kw lies inside the image.
-    @inline(__always) func validColumns(kw: Int) -> Range<Int> {
-        let low = max(0, (padding - kw + stride - 1) / stride)
-        let high = min(outWidth, (width - 1 + padding - kw) / stride + 1)
-        return low..<max(low, high)
-    }
 }
 
 /// Depthwise convolution, channels-last (ConvNeXt's 7×7, MobileNet-style 3×3).
 ///
 /// out[n,oh,ow,c] = b[c] + Σ_{kh,kw} in[n, oh·s−p+kh, ow·s−p+kw, c] · W[kh,kw,c]
 /// in is (N, H, W, C), weight is (K, K, C), bias (C) or nil, out is (N, OH, OW, C).
-/// Channels are contiguous, so every inner loop is 8-wide SIMD over c. The forward keeps a
-/// 4-pixel × 8-channel tile of outputs in registers, so each weight load feeds four FMAs.
+///
+/// Each image is first copied into a zero-padded scratch image, so the inner loops never test
+/// bounds. Channels are contiguous, so every inner loop is 8-wide SIMD over c; the forward
+/// keeps a tile of 8 output pixels × 8 channels in registers, so each weight load feeds eight
+/// independent FMA chains (enough to cover FMA latency on two ports).
 public enum DepthwiseConv2D {
     typealias Vector = SIMD8<Float>
-    static let tile = 4
 
     public static func forward(
         output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-        shape s: DepthwiseConv2DShape, pool: ComputePool
+        shape s: DepthwiseConv2DShape, workspace: UnsafeMutablePointer<Float>, pool: ComputePool
     ) {
-        let c = s.channels
-        // First and last output columns whose whole K-wide window is inside the image.
-        let interiorStart = (s.padding + s.stride - 1) / s.stride
-        let interiorEnd = (s.width - s.kernel + s.padding) / s.stride + 1
-        pool.forEachRange(s.outputRows, minimumPerThread: 2) { rows in
-            for row in rows {
-                let n = row / s.outHeight, oh = row % s.outHeight
-                let outRow = output + row * s.outWidth * c
-                let kernelRows = validKernelRows(s, outputRow: oh)
-                let imageBase = input + n * s.height * s.width * c
-                var ow = 0
-                while ow < s.outWidth {
-                    if ow >= interiorStart && ow + tile <= interiorEnd {
-                        forwardInteriorTile(s, outRow: outRow, imageBase: imageBase, oh: oh, ow: ow,
-                                            kernelRows: kernelRows, weight: weight, bias: bias)
-                        ow += tile
-                    } else {
-                        forwardPixel(s, outRow: outRow, imageBase: imageBase, oh: oh, ow: ow,
-                                     kernelRows: kernelRows, weight: weight, bias: bias)
-                        ow += 1
-                    }
-                }
+        let image = Correlation(height: s.height, width: s.width, padding: s.padding, stride: s.stride,
+                                outHeight: s.outHeight, outWidth: s.outWidth, kernel: s.kernel, channels: s.channels)
+        pool.forEachPart(s.batch) { part, images in
+            let padded = workspace + part * s.paddedImageFloats
+            for n in images {
+                image.pad(input + n * s.height * s.width * s.channels, into: padded)
+                image.correlate(padded, weight: weight, start: bias, accumulate: false,
+                                into: output + n * s.outHeight * s.outWidth * s.channels)
             }
-        }
-    }
-
-    /// Rows kh of the kernel that land inside the image for output row oh.
-    @inline(__always) static func validKernelRows(_ s: DepthwiseConv2DShape, outputRow oh: Int) -> Range<Int> {
-        let top = oh * s.stride - s.padding
-        return max(0, -top)..<min(s.kernel, s.height - top)
-    }
-
-    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> Vector {
-        UnsafeRawPointer(p).loadUnaligned(as: Vector.self)
-    }
-
-    @inline(__always) static func store(_ v: Vector, _ p: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vector.self)
-    }
-
-    /// Four adjacent output pixels whose windows are entirely inside the image.
-    @inline(__always) static func forwardInteriorTile(
-        _ s: DepthwiseConv2DShape, outRow: UnsafeMutablePointer<Float>, imageBase: UnsafePointer<Float>,
-        oh: Int, ow: Int, kernelRows: Range<Int>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?
-    ) {
-        let c = s.channels, step = s.stride * c
-        let top = oh * s.stride - s.padding, left = ow * s.stride - s.padding
-        var c0 = 0
-        while c0 + 8 <= c {
-            let start = bias.map { load($0 + c0) } ?? Vector()
-            var a0 = start, a1 = start, a2 = start, a3 = start
-            for kh in kernelRows {
-                let source = imageBase + ((top + kh) * s.width + left) * c + c0
-                let filter = weight + kh * s.kernel * c + c0
-                for kw in 0..<s.kernel {
-                    let w = load(filter + kw * c)
-                    let p = source + kw * c
-                    a0 = a0.addingProduct(load(p), w)
-                    a1 = a1.addingProduct(load(p + step), w)
-                    a2 = a2.addingProduct(load(p + 2 * step), w)
-                    a3 = a3.addingProduct(load(p + 3 * step), w)
-                }
-            }
-            let destination = outRow + ow * c + c0
-            store(a0, destination); store(a1, destination + c); store(a2, destination + 2 * c); store(a3, destination + 3 * c)
-            c0 += 8
-        }
-        for t in 0..<tile where c0 < c {
-            forwardChannels(s, destination: outRow + (ow + t) * c, imageBase: imageBase, top: top,
-                            left: left + t * s.stride, kernelRows: kernelRows, kernelColumns: 0..<s.kernel,
-                            weight: weight, bias: bias, channels: c0..<c)
-        }
-    }
-
-    /// One output pixel anywhere, with the kernel clipped to the image.
-    @inline(__always) static func forwardPixel(
-        _ s: DepthwiseConv2DShape, outRow: UnsafeMutablePointer<Float>, imageBase: UnsafePointer<Float>,
-        oh: Int, ow: Int, kernelRows: Range<Int>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?
-    ) {
-        let left = ow * s.stride - s.padding
-        let kernelColumns = max(0, -left)..<min(s.kernel, s.width - left)
-        forwardChannels(s, destination: outRow + ow * s.channels, imageBase: imageBase, top: oh * s.stride - s.padding,
-                        left: left, kernelRows: kernelRows, kernelColumns: kernelColumns,
-                        weight: weight, bias: bias, channels: 0..<s.channels)
-    }
-
-    @inline(__always) static func forwardChannels(
-        _ s: DepthwiseConv2DShape, destination: UnsafeMutablePointer<Float>, imageBase: UnsafePointer<Float>,
-        top: Int, left: Int, kernelRows: Range<Int>, kernelColumns: Range<Int>,
-        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, channels: Range<Int>
-    ) {
-        let c = s.channels
-        var c0 = channels.lowerBound
-        while c0 + 8 <= channels.upperBound {
-            var sum = bias.map { load($0 + c0) } ?? Vector()
-            for kh in kernelRows {
-                for kw in kernelColumns {
-                    sum = sum.addingProduct(load(imageBase + ((top + kh) * s.width + left + kw) * c + c0),
-                                            load(weight + (kh * s.kernel + kw) * c + c0))
-                }
-            }
-            store(sum, destination + c0)
-            c0 += 8
-        }
-        for channel in c0..<channels.upperBound {
-            var sum = bias?[channel] ?? 0
-            for kh in kernelRows {
-                for kw in kernelColumns {
-                    sum += imageBase[((top + kh) * s.width + left + kw) * c + channel] * weight[(kh * s.kernel + kw) * c + channel]
-                }
-            }
-            destination[channel] = sum
         }
     }
 
     /// din[n,ih,iw,c] += Σ dout[n,oh,ow,c] · W[kh,kw,c]   over ih = oh·s−p+kh, iw = ow·s−p+kw
     /// dW[kh,kw,c]    += Σ_{n,oh,ow} in[n,ih,iw,c] · dout[n,oh,ow,c]
     /// db[c]          += Σ_{n,oh,ow} dout[n,oh,ow,c]
-    /// The input gradient is gathered per input row (threads own rows); the weight gradient is
-    /// summed per fixed block of output rows into `workspace`, then the blocks are added in order.
+    /// With stride 1 the input gradient is itself a correlation: dout padded by K−1−p with the
+    /// filter flipped, so it runs through the forward's register-tiled loop.
     public static func backward(
         dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-        shape s: DepthwiseConv2DShape, workspace: UnsafeMutablePointer<Float>?, pool: ComputePool
+        shape s: DepthwiseConv2DShape, workspace: UnsafeMutablePointer<Float>, pool: ComputePool
     ) {
-        if let dInput { inputGradient(s, dInput: dInput, dOutput: dOutput, weight: weight, pool: pool) }
+        let partials = workspace + pool.threads * s.paddedImageFloats
+        let flipped = partials + s.weightBlocks * s.filterFloats
+        if let dInput {
+            if s.stride == 1 {
+                flip(weight, into: flipped, kernel: s.kernel, channels: s.channels)
+                let transposed = Correlation(height: s.outHeight, width: s.outWidth, padding: s.kernel - 1 - s.padding, stride: 1,
+                                             outHeight: s.height, outWidth: s.width, kernel: s.kernel, channels: s.channels)
+                pool.forEachPart(s.batch) { part, images in
+                    let padded = workspace + part * s.paddedImageFloats
+                    for n in images {
+                        transposed.pad(dOutput + n * s.outHeight * s.outWidth * s.channels, into: padded)
+                        transposed.correlate(padded, weight: flipped, start: nil, accumulate: true,
+                                             into: dInput + n * s.height * s.width * s.channels)
+                    }
+                }
+            } else {
+                stridedInputGradient(s, dInput: dInput, dOutput: dOutput, weight: weight, pool: pool)
+            }
+        }
         if let dWeight {
-            guard let workspace else { preconditionFailure("DepthwiseConv2D backward needs \(s.workspaceFloats) floats of workspace") }
-            weightGradient(s, dWeight: dWeight, dOutput: dOutput, input: input, partials: workspace, pool: pool)
+            weightGradient(s, dWeight: dWeight, dOutput: dOutput, input: input, workspace: workspace, partials: partials, pool: pool)
         }
         if let dBias {
             Bias.backward(dBias: dBias, dOutput: dOutput, rows: s.batch * s.outHeight * s.outWidth, channels: s.channels, pool: pool)
         }
     }
 
-    static func inputGradient(_ s: DepthwiseConv2DShape, dInput: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
-                              weight: UnsafePointer<Float>, pool: ComputePool) {
+    /// flipped[kh,kw,c] = W[K−1−kh, K−1−kw, c]
+    static func flip(_ weight: UnsafePointer<Float>, into flipped: UnsafeMutablePointer<Float>, kernel: Int, channels: Int) {
+        let taps = kernel * kernel
+        for tap in 0..<taps {
+            flipped.advanced(by: tap * channels).update(from: weight + (taps - 1 - tap) * channels, count: channels)
+        }
+    }
+
+    /// The input gradient for stride > 1, gathered per input row: threads own rows, so the
+    /// summation order is fixed.
+    static func stridedInputGradient(_ s: DepthwiseConv2DShape, dInput: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
+                                     weight: UnsafePointer<Float>, pool: ComputePool) {
         let c = s.channels
         pool.forEachRange(s.batch * s.height, minimumPerThread: 2) { rows in
             for row in rows {
@@ -195,9 +126,10 @@ public enum DepthwiseConv2D {
                     let gradientRow = dOutput + (n * s.outHeight + th / s.stride) * s.outWidth * c
                     for kw in 0..<s.kernel {
                         let filter = weight + (kh * s.kernel + kw) * c
-                        for ow in s.validColumns(kw: kw) {
-                            let iw = ow * s.stride - s.padding + kw
-                            multiplyAdd(target + iw * c, gradientRow + ow * c, filter, count: c)
+                        for iw in 0..<s.width {
+                            let tw = iw + s.padding - kw
+                            guard tw >= 0, tw % s.stride == 0, tw / s.stride < s.outWidth else { continue }
+                            multiplyAdd(target + iw * c, gradientRow + (tw / s.stride) * c, filter, count: c)
                         }
                     }
                 }
@@ -205,45 +137,68 @@ public enum DepthwiseConv2D {
         }
     }
 
+    /// Per fixed block of images: pad each image, then for every output row and tap (kh, kw)
+    /// dot the input row under the tap with the gradient row, four pixels at a time.
     static func weightGradient(_ s: DepthwiseConv2DShape, dWeight: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
-                               input: UnsafePointer<Float>, partials: UnsafeMutablePointer<Float>, pool: ComputePool) {
-        let c = s.channels, filterSize = s.kernel * s.kernel * c
-        let blocks = s.weightBlocks
-        pool.forEachRange(blocks) { blockRange in
+                               input: UnsafePointer<Float>, workspace: UnsafeMutablePointer<Float>,
+                               partials: UnsafeMutablePointer<Float>, pool: ComputePool) {
+        let c = s.channels, blocks = s.weightBlocks
+        let image = Correlation(height: s.height, width: s.width, padding: s.padding, stride: s.stride,
+                                outHeight: s.outHeight, outWidth: s.outWidth, kernel: s.kernel, channels: c)
+        let paddedWidth = s.width + 2 * s.padding
+        pool.forEachPart(blocks) { part, blockRange in
+            let padded = workspace + part * s.paddedImageFloats
             for block in blockRange {
-                let partial = partials + block * filterSize
-                partial.update(repeating: 0, count: filterSize)
-                let rowStart = s.outputRows * block / blocks, rowEnd = s.outputRows * (block + 1) / blocks
-                for row in rowStart..<rowEnd {
-                    let n = row / s.outHeight, oh = row % s.outHeight
-                    let gradientRow = dOutput + row * s.outWidth * c
-                    let top = oh * s.stride - s.padding
-                    for kh in validKernelRows(s, outputRow: oh) {
-                        let inputRow = input + (n * s.height + top + kh) * s.width * c
-                        for kw in 0..<s.kernel {
-                            let columns = s.validColumns(kw: kw)
-                            let sourceStart = inputRow + (columns.lowerBound * s.stride - s.padding + kw) * c
-                            dotAlongRow(partial + (kh * s.kernel + kw) * c, sourceStart, gradientRow + columns.lowerBound * c,
-                                        count: columns.count, sourceStep: s.stride * c, channels: c)
+                let partial = partials + block * s.filterFloats
+                partial.update(repeating: 0, count: s.filterFloats)
+                for n in (s.batch * block / blocks)..<(s.batch * (block + 1) / blocks) {
+                    image.pad(input + n * s.height * s.width * c, into: padded)
+                    for oh in 0..<s.outHeight {
+                        let gradientRow = dOutput + (n * s.outHeight + oh) * s.outWidth * c
+                        for kh in 0..<s.kernel {
+                            let inputRow = padded + (oh * s.stride + kh) * paddedWidth * c
+                            for kw in 0..<s.kernel {
+                                dotAlongRow(partial + (kh * s.kernel + kw) * c, inputRow + kw * c, gradientRow,
+                                            count: s.outWidth, sourceStep: s.stride * c, channels: c)
+                            }
                         }
                     }
                 }
             }
         }
         for block in 0..<blocks {
-            let partial = partials + block * filterSize
-            for i in 0..<filterSize { dWeight[i] += partial[i] }
+            let partial = partials + block * s.filterFloats
+            for i in 0..<s.filterFloats { dWeight[i] += partial[i] }
         }
     }
 
-    /// target[c] += Σ_j a[j·aStep + c] · b[j·C + c] for c < channels, accumulating in registers.
+    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> Vector {
+        UnsafeRawPointer(p).loadUnaligned(as: Vector.self)
+    }
+
+    @inline(__always) static func store(_ v: Vector, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vector.self)
+    }
+
+    /// target[c] += Σ_j a[j·aStep + c] · b[j·C + c], with four partial sums in registers.
     @inline(__always) static func dotAlongRow(_ target: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
                                               count: Int, sourceStep: Int, channels: Int) {
         var c0 = 0
         while c0 + 8 <= channels {
-            var sum = Vector()
-            for j in 0..<count { sum = sum.addingProduct(load(a + j * sourceStep + c0), load(b + j * channels + c0)) }
-            store(load(target + c0) + sum, target + c0)
+            var s0 = Vector(), s1 = Vector(), s2 = Vector(), s3 = Vector()
+            var j = 0
+            while j + 4 <= count {
+                s0 = s0.addingProduct(load(a + j * sourceStep + c0), load(b + j * channels + c0))
+                s1 = s1.addingProduct(load(a + (j + 1) * sourceStep + c0), load(b + (j + 1) * channels + c0))
+                s2 = s2.addingProduct(load(a + (j + 2) * sourceStep + c0), load(b + (j + 2) * channels + c0))
+                s3 = s3.addingProduct(load(a + (j + 3) * sourceStep + c0), load(b + (j + 3) * channels + c0))
+                j += 4
+            }
+            while j < count {
+                s0 = s0.addingProduct(load(a + j * sourceStep + c0), load(b + j * channels + c0))
+                j += 1
+            }
+            store(load(target + c0) + ((s0 + s1) + (s2 + s3)), target + c0)
             c0 += 8
         }
         for channel in c0..<channels {
@@ -261,5 +216,168 @@ public enum DepthwiseConv2D {
             c0 += 8
         }
         for channel in c0..<count { target[channel] += a[channel] * b[channel] }
+    }
+}
+
+/// One image's depthwise correlation over a zero-padded copy: the loop shared by the forward
+/// pass and (with the flipped filter) the stride-1 input gradient.
+struct Correlation {
+    let height, width, padding, stride, outHeight, outWidth, kernel, channels: Int
+    typealias Vector = SIMD8<Float>
+    static let tile = 8
+
+    var paddedWidth: Int { width + 2 * padding }
+
+    /// Copies an (H, W, C) image into the middle of `padded`, zeroing the border.
+    func pad(_ image: UnsafePointer<Float>, into padded: UnsafeMutablePointer<Float>) {
+        let rowFloats = paddedWidth * channels
+        let border = padding * channels
+        for row in 0..<(height + 2 * padding) {
+            let target = padded + row * rowFloats
+            let ih = row - padding
+            if ih < 0 || ih >= height {
+                target.update(repeating: 0, count: rowFloats)
+                continue
+            }
+            target.update(repeating: 0, count: border)
+            (target + border).update(from: image + ih * width * channels, count: width * channels)
+            (target + border + width * channels).update(repeating: 0, count: border)
+        }
+    }
+
+    /// out[oh,ow,c] (= or +=) start[c] + Σ_{kh,kw} padded[oh·s+kh, ow·s+kw, c] · W[kh,kw,c]
+    func correlate(_ padded: UnsafePointer<Float>, weight: UnsafePointer<Float>, start: UnsafePointer<Float>?,
+                   accumulate: Bool, into output: UnsafeMutablePointer<Float>) {
+        let c = channels, rowFloats = paddedWidth * c, step = stride * c
+        for oh in 0..<outHeight {
+            let outRow = output + oh * outWidth * c
+            let top = padded + oh * stride * rowFloats
+            var ow = 0
+            while ow < outWidth {
+                let pixels = min(Correlation.tile, outWidth - ow)
+                var c0 = 0
+                while c0 + 8 <= c {
+                    let destination = outRow + ow * c + c0
+                    let source = top + ow * step + c0
+                    let taps = weight + c0
+                    let bias = start.map { $0 + c0 }
+                    switch pixels {
+                    case 8:
+                        tile8(destination, source, taps, start: bias, accumulate: accumulate, rowFloats: rowFloats, step: step)
+                    case 4...7:
+                        tile4(destination, source, taps, start: bias, accumulate: accumulate, rowFloats: rowFloats, step: step)
+                        for p in 4..<pixels {
+                            pixel(destination + p * c, source + p * step, taps, start: bias, accumulate: accumulate, rowFloats: rowFloats)
+                        }
+                    default:
+                        for p in 0..<pixels {
+                            pixel(destination + p * c, source + p * step, taps, start: bias, accumulate: accumulate, rowFloats: rowFloats)
+                        }
+                    }
+                    c0 += 8
+                }
+                // Channels beyond the last multiple of 8.
+                for channel in c0..<c {
+                    for p in 0..<pixels {
+                        let target = outRow + (ow + p) * c + channel
+                        var sum = accumulate ? target.pointee : 0
+                        sum += start?[channel] ?? 0
+                        for kh in 0..<kernel {
+                            for kw in 0..<kernel {
+                                sum += top[(ow + p) * step + kh * rowFloats + kw * c + channel] * weight[(kh * kernel + kw) * c + channel]
+                            }
+                        }
+                        target.pointee = sum
+                    }
+                }
+                ow += pixels
+            }
+        }
+    }
+
+    @inline(__always) private func initial(_ destination: UnsafeMutablePointer<Float>, start: UnsafePointer<Float>?, accumulate: Bool) -> Vector {
+        var value = start.map { load($0) } ?? Vector()
+        if accumulate { value += load(destination) }
+        return value
+    }
+
+    /// Eight adjacent output pixels × eight channels, all in registers.
+    @inline(__always) private func tile8(_ destination: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>,
+                                         _ filter: UnsafePointer<Float>, start: UnsafePointer<Float>?, accumulate: Bool,
+                                         rowFloats: Int, step: Int) {
+        let c = channels
+        var a0 = initial(destination, start: start, accumulate: accumulate)
+        var a1 = initial(destination + c, start: start, accumulate: accumulate)
+        var a2 = initial(destination + 2 * c, start: start, accumulate: accumulate)
+        var a3 = initial(destination + 3 * c, start: start, accumulate: accumulate)
+        var a4 = initial(destination + 4 * c, start: start, accumulate: accumulate)
+        var a5 = initial(destination + 5 * c, start: start, accumulate: accumulate)
+        var a6 = initial(destination + 6 * c, start: start, accumulate: accumulate)
+        var a7 = initial(destination + 7 * c, start: start, accumulate: accumulate)
+        for kh in 0..<kernel {
+            let row = source + kh * rowFloats
+            let taps = filter + kh * kernel * c
+            for kw in 0..<kernel {
+                let w = load(taps + kw * c)
+                let p = row + kw * c
+                a0 = a0.addingProduct(load(p), w)
+                a1 = a1.addingProduct(load(p + step), w)
+                a2 = a2.addingProduct(load(p + 2 * step), w)
+                a3 = a3.addingProduct(load(p + 3 * step), w)
+                a4 = a4.addingProduct(load(p + 4 * step), w)
+                a5 = a5.addingProduct(load(p + 5 * step), w)
+                a6 = a6.addingProduct(load(p + 6 * step), w)
+                a7 = a7.addingProduct(load(p + 7 * step), w)
+            }
+        }
+        store(a0, destination); store(a1, destination + c); store(a2, destination + 2 * c); store(a3, destination + 3 * c)
+        store(a4, destination + 4 * c); store(a5, destination + 5 * c); store(a6, destination + 6 * c); store(a7, destination + 7 * c)
+    }
+
+    /// Four adjacent output pixels × eight channels (narrow images and row ends).
+    @inline(__always) private func tile4(_ destination: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>,
+                                         _ filter: UnsafePointer<Float>, start: UnsafePointer<Float>?, accumulate: Bool,
+                                         rowFloats: Int, step: Int) {
+        let c = channels
+        var a0 = initial(destination, start: start, accumulate: accumulate)
+        var a1 = initial(destination + c, start: start, accumulate: accumulate)
+        var a2 = initial(destination + 2 * c, start: start, accumulate: accumulate)
+        var a3 = initial(destination + 3 * c, start: start, accumulate: accumulate)
+        for kh in 0..<kernel {
+            let row = source + kh * rowFloats
+            let taps = filter + kh * kernel * c
+            for kw in 0..<kernel {
+                let w = load(taps + kw * c)
+                let p = row + kw * c
+                a0 = a0.addingProduct(load(p), w)
+                a1 = a1.addingProduct(load(p + step), w)
+                a2 = a2.addingProduct(load(p + 2 * step), w)
+                a3 = a3.addingProduct(load(p + 3 * step), w)
+            }
+        }
+        store(a0, destination); store(a1, destination + c); store(a2, destination + 2 * c); store(a3, destination + 3 * c)
+    }
+
+    /// One output pixel × eight channels; even and odd kernel rows go to separate sums so two
+    /// FMA chains are in flight.
+    @inline(__always) private func pixel(_ destination: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>,
+                                         _ filter: UnsafePointer<Float>, start: UnsafePointer<Float>?, accumulate: Bool,
+                                         rowFloats: Int) {
+        let c = channels
+        var even = initial(destination, start: start, accumulate: accumulate), odd = Vector()
+        var kh = 0
+        while kh < kernel {
+            for kw in 0..<kernel {
+                let product = (load(source + kh * rowFloats + kw * c), load(filter + (kh * kernel + kw) * c))
+                if kh & 1 == 0 { even = even.addingProduct(product.0, product.1) } else { odd = odd.addingProduct(product.0, product.1) }
+            }
+            kh += 1
+        }
+        store(even + odd, destination)
+    }
+
+    @inline(__always) private func load(_ p: UnsafePointer<Float>) -> Vector { UnsafeRawPointer(p).loadUnaligned(as: Vector.self) }
+    @inline(__always) private func store(_ v: Vector, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vector.self)
     }
 }

@@ -20,12 +20,20 @@ public struct KernelBench {
     public var batch: Int
     /// Each case is repeated until this much time has passed; the fastest repetition counts.
     public var secondsPerCase: Double
+    /// Kernel families to run (sgemm, conv3x3, depthwise7x7, attention); all when empty.
+    /// The FMA peak is always measured.
+    public var only: Set<String>
 
-    public init(threads: Int, batch: Int = 64, secondsPerCase: Double = 0.4) {
+    public init(threads: Int, batch: Int = 64, secondsPerCase: Double = 0.4, only: Set<String> = []) {
         self.threads = threads
         self.batch = batch
         self.secondsPerCase = secondsPerCase
+        self.only = only
     }
+
+    public static let families: Set<String> = ["sgemm", "conv3x3", "depthwise7x7", "attention"]
+
+    func wants(_ family: String) -> Bool { only.isEmpty || only.contains(family) }
 
     public func run(report: (KernelMeasurement) -> Void) -> [KernelMeasurement] {
         BLAS.threadCount = threads
@@ -34,22 +42,23 @@ public struct KernelBench {
         func record(_ m: KernelMeasurement) { results.append(m); report(m) }
 
         record(fmaPeak(pool: pool))
-        for size in [256, 1024] { record(sgemm(m: size, n: size, k: size)) }
+        for size in [256, 1024] where wants("sgemm") { record(sgemm(m: size, n: size, k: size)) }
         // ResNet-18 CIFAR stages: 3×3, stride 1, padding 1.
-        for (side, channels) in [(32, 64), (16, 128), (8, 256), (4, 512)] {
+        for (side, channels) in [(32, 64), (16, 128), (8, 256), (4, 512)] where wants("conv3x3") {
             let s = Conv2DShape(batch: batch, height: side, width: side, inChannels: channels, outChannels: channels,
                                 kernel: 3, stride: 1, padding: 1)
             conv3x3(s, pool: pool).forEach(record)
         }
         // ConvNeXt-atto on 32 px with a 2×2 stem, and ConvNeXt-T's first stage at 224 px.
-        for (n, side, channels) in [(batch, 16, 40), (batch, 8, 80), (batch, 4, 160), (batch, 2, 320), (8, 56, 96)] {
+        for (n, side, channels) in [(batch, 16, 40), (batch, 8, 80), (batch, 4, 160), (batch, 2, 320), (8, 56, 96)]
+        where wants("depthwise7x7") {
             let s = DepthwiseConv2DShape(batch: n, height: side, width: side, channels: channels, kernel: 7, stride: 1, padding: 3)
             depthwise(s, pool: pool).forEach(record)
         }
         // Swin windows: swin-tiny-32 (16 tokens of 16 dims, 3 heads, 16 windows per image) and
         // Swin-T at 224 px (49 tokens of 32 dims, 64 windows per image).
         for s in [AttentionShape(batch: batch * 16, heads: 3, tokens: 16, headDim: 16),
-                  AttentionShape(batch: 8 * 64, heads: 3, tokens: 49, headDim: 32)] {
+                  AttentionShape(batch: 8 * 64, heads: 3, tokens: 49, headDim: 32)] where wants("attention") {
             attention(s, pool: pool).forEach(record)
         }
         return results
@@ -73,32 +82,10 @@ public struct KernelBench {
                           milliseconds: seconds * 1000, gflops: flops / seconds / 1e9)
     }
 
-    /// Independent 8-wide FMA chains on every thread: the most floating-point work per second
-    /// this build's vector code can do, the yardstick for kernels that do not use BLAS.
     func fmaPeak(pool: ComputePool) -> KernelMeasurement {
-        let iterations = 2_000_000
-        let sinks = Tensor(zeros: [threads * 8])
-        let seconds = time {
-            pool.forEachRange(threads) { range in
-                for t in range {
-                    var a = (SIMD8<Float>(repeating: 1), SIMD8<Float>(repeating: 2), SIMD8<Float>(repeating: 3),
-                             SIMD8<Float>(repeating: 4), SIMD8<Float>(repeating: 5), SIMD8<Float>(repeating: 6),
-                             SIMD8<Float>(repeating: 7), SIMD8<Float>(repeating: 8), SIMD8<Float>(repeating: 9),
-                             SIMD8<Float>(repeating: 10))
-                    let x = SIMD8<Float>(repeating: 0.999_999), y = SIMD8<Float>(repeating: 1e-7)
-                    for _ in 0..<iterations {
-                        a.0 = a.0.addingProduct(a.0, x) ; a.1 = a.1.addingProduct(a.1, x)
-                        a.2 = a.2.addingProduct(a.2, x) ; a.3 = a.3.addingProduct(a.3, x)
-                        a.4 = a.4.addingProduct(a.4, x) ; a.5 = a.5.addingProduct(a.5, x)
-                        a.6 = a.6.addingProduct(a.6, y) ; a.7 = a.7.addingProduct(a.7, y)
-                        a.8 = a.8.addingProduct(a.8, y) ; a.9 = a.9.addingProduct(a.9, y)
-                    }
-                    let total = a.0 + a.1 + a.2 + a.3 + a.4 + a.5 + a.6 + a.7 + a.8 + a.9
-                    for lane in 0..<8 { sinks.pointer[t * 8 + lane] = total[lane] }
-                }
-            }
-        }
-        let flops = Double(threads) * Double(iterations) * 10 * 8 * 2
+        let sink = Tensor(zeros: [threads])
+        var flops = 0.0
+        let seconds = time { flops = PeakThroughput.fmaChains(iterations: 2_000_000, pool: pool, sink: sink.pointer) }
         return measurement("fma_peak", "10 chains × 8 lanes", "peak", flops: flops, seconds: seconds)
     }
 
@@ -138,11 +125,11 @@ public struct KernelBench {
         let bias = Tensor(zeros: [s.channels])
         let output = Tensor(zeros: [s.batch, s.outHeight, s.outWidth, s.channels])
         let dInput = Tensor(zeros: input.shape), dWeight = Tensor(zeros: weight.shape)
-        let workspace = Tensor(zeros: [s.workspaceFloats])
+        let workspace = Tensor(zeros: [s.workspaceFloats(threads: pool.threads)])
         let name = "n\(s.batch) \(s.height)×\(s.width)×\(s.channels)"
         let forward = time {
             DepthwiseConv2D.forward(output: output.pointer, input: input.pointer, weight: weight.pointer, bias: bias.pointer,
-                                    shape: s, pool: pool)
+                                    shape: s, workspace: workspace.pointer, pool: pool)
         }
         let backward = time {
             DepthwiseConv2D.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: nil, dOutput: output.pointer,
