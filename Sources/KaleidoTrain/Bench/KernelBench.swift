@@ -164,21 +164,21 @@ public struct KernelBench {
 /// The bars, computed from one run's measurements.
 public struct KernelBenchSummary: Codable, Sendable {
     /// Conv 3×3 forward+backward over the ResNet-18 CIFAR shapes (total FLOPs / total time)
-    /// as a fraction of the best sgemm GFLOP/s.
-    public let conv3x3OfSgemm: Double
-    /// Depthwise 7×7 forward+backward as a fraction of the FMA peak.
-    public let depthwiseOfPeak: Double
+    /// as a fraction of the best sgemm GFLOP/s; nil when either was not measured.
+    public let conv3x3OfSgemm: Double?
+    /// Depthwise 7×7 forward+backward as a fraction of the FMA peak; nil when not measured.
+    public let depthwiseOfPeak: Double?
 
     public init(_ results: [KernelMeasurement]) {
-        func aggregate(_ kernel: String) -> Double {
+        func aggregate(_ kernel: String) -> Double? {
             let cases = results.filter { $0.kernel == kernel }
             let flops = cases.reduce(0) { $0 + $1.gflops * $1.milliseconds }
             let time = cases.reduce(0) { $0 + $1.milliseconds }
-            return time > 0 ? flops / time : 0
+            return time > 0 ? flops / time : nil
         }
-        let sgemm = results.filter { $0.kernel == "sgemm" }.map(\.gflops).max() ?? .nan
-        let peak = results.first { $0.kernel == "fma_peak" }?.gflops ?? .nan
-        conv3x3OfSgemm = aggregate("conv3x3") / sgemm
-        depthwiseOfPeak = aggregate("depthwise7x7") / peak
+        let sgemm = results.filter { $0.kernel == "sgemm" }.map(\.gflops).max()
+        let peak = results.first { $0.kernel == "fma_peak" }?.gflops
+        conv3x3OfSgemm = aggregate("conv3x3").flatMap { conv in sgemm.map { conv / $0 } }
+        depthwiseOfPeak = aggregate("depthwise7x7").flatMap { depthwise in peak.map { depthwise / $0 } }
     }
 }
