@@ -42,7 +42,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: systemLibraries + [
-        .target(name: "KaleidoTensor", dependencies: ["CBLAS"], swiftSettings: fast),
+        .target(name: "KaleidoTensor", dependencies: ["CBLAS"], exclude: ["Kernels/README.md"], swiftSettings: fast),
         .target(name: "KaleidoDist", dependencies: ["CMPI", .product(name: "Logging", package: "swift-log")]),
         .target(name: "KaleidoCheckpoint", dependencies: ["CZstd"]),
         .target(name: "KaleidoData", dependencies: ["CPNG", "CTurboJPEG"], swiftSettings: fast),

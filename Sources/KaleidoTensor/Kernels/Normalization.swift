@@ -1,0 +1,208 @@
+import Foundation
+
+// Both normalisations compute x̂ = (x − μ) · rstd with rstd = 1 / √(σ² + eps) (σ² the biased
+// variance) and out = x̂ · w + b. They differ in the axis: LayerNorm takes μ, σ² over the
+// channels of each row, BatchNorm over the rows of each channel. The input gradient has the same
+// form for both, with means taken over the normalised axis:
+//
+//     dx̂  = dout · w
+//     dinp = rstd · (dx̂ − mean(dx̂) − x̂ · mean(dx̂ · x̂))
+//
+// inp and out are (M, C) channels-last: M = N, N·H·W or N·T·H·W rows of C channels.
+
+/// Layer normalisation over the last dimension (channels-last LayerNorm, as in ConvNeXt and ViT).
+///
+/// out[m, c] = (inp[m, c] − μ[m]) · rstd[m] · w[c] + b[c]
+/// inp and out are (M, C); weight and bias are (C) or nil (no affine part); the cache mean and
+/// rstd are (M).
+public enum LayerNorm {
+    public static func forward(
+        output: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+        input: UnsafePointer<Float>, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
+        rows: Int, channels: Int, epsilon: Float = 1e-5, pool: ComputePool
+    ) {
+        pool.forEachRowRange(rows, columns: channels) { range in
+            for m in range {
+                let x = input + m * channels, out = output + m * channels
+                var sum: Float = 0
+                for c in 0..<channels { sum += x[c] }
+                let mu = sum / Float(channels)
+                // Second pass over centred values: the one-pass E[x²] − μ² cancels badly.
+                var squares: Float = 0
+                for c in 0..<channels { squares += (x[c] - mu) * (x[c] - mu) }
+                let s = 1 / (squares / Float(channels) + epsilon).squareRoot()
+                for c in 0..<channels {
+                    let normalized = (x[c] - mu) * s
+                    out[c] = normalized * (weight?[c] ?? 1) + (bias?[c] ?? 0)
+                }
+                mean[m] = mu
+                rstd[m] = s
+            }
+        }
+    }
+
+    /// dinp[m, :] += rstd[m] · (dx̂ − mean_c(dx̂) − x̂ · mean_c(dx̂ · x̂)),  dx̂ = dout · w
+    /// dw[c]      += Σ_m dout[m, c] · x̂[m, c]
+    /// db[c]      += Σ_m dout[m, c]
+    public static func backward(
+        dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
+        dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>?,
+        mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+        rows: Int, channels: Int, pool: ComputePool
+    ) {
+        if let dInput {
+            pool.forEachRowRange(rows, columns: channels) { range in
+                for m in range {
+                    let x = input + m * channels, dout = dOutput + m * channels, dx = dInput + m * channels
+                    let mu = mean[m], s = rstd[m]
+                    var sumDNormalized: Float = 0, sumDNormalizedTimesNormalized: Float = 0
+                    for c in 0..<channels {
+                        let dNormalized = dout[c] * (weight?[c] ?? 1)
+                        sumDNormalized += dNormalized
+                        sumDNormalizedTimesNormalized += dNormalized * (x[c] - mu) * s
+                    }
+                    let meanDNormalized = sumDNormalized / Float(channels)
+                    let meanDNormalizedTimesNormalized = sumDNormalizedTimesNormalized / Float(channels)
+                    for c in 0..<channels {
+                        let dNormalized = dout[c] * (weight?[c] ?? 1)
+                        let normalized = (x[c] - mu) * s
+                        dx[c] += s * (dNormalized - meanDNormalized - normalized * meanDNormalizedTimesNormalized)
+                    }
+                }
+            }
+        }
+        guard dWeight != nil || dBias != nil else { return }
+        pool.forEachChannelRange(channels) { range in
+            for m in 0..<rows {
+                let x = input + m * channels, dout = dOutput + m * channels
+                let mu = mean[m], s = rstd[m]
+                for c in range {
+                    dWeight?[c] += dout[c] * (x[c] - mu) * s
+                    dBias?[c] += dout[c]
+                }
+            }
+        }
+    }
+}
+
+/// Batch normalisation over channels-last activations, as PyTorch's `BatchNorm1d/2d/3d`.
+///
+/// out[m, c] = (inp[m, c] − μ[c]) · rstd[c] · w[c] + b[c]
+/// inp and out are (M, C); weight and bias are (C) or nil; the cache mean and rstd are (C); the
+/// running mean and variance are (C).
+///
+/// Training: μ and σ² are the batch statistics over the M rows (biased σ² for normalising), and
+/// the running statistics move towards them by `momentum`, the variance in its unbiased form
+/// σ² · M / (M − 1), as PyTorch does. M must be at least 2.
+/// Evaluation: μ and σ² are the running statistics, which are left unchanged. The cache holds them
+/// too, so the backward (e.g. through a frozen encoder) reads its statistics from the same place.
+///
+/// Statistics are summed per channel in Float64, serially over rows, so they do not depend on the
+/// thread count.
+public enum BatchNorm {
+    public static func forward(
+        output: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+        input: UnsafePointer<Float>, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
+        runningMean: UnsafeMutablePointer<Float>, runningVariance: UnsafeMutablePointer<Float>,
+        rows: Int, channels: Int, training: Bool, momentum: Float = 0.1, epsilon: Float = 1e-5, pool: ComputePool
+    ) {
+        if training {
+            precondition(rows > 1, "BatchNorm in training needs more than one value per channel, got \(rows) rows")
+            pool.forEachChannelRange(channels) { range in
+                var sums = [Double](repeating: 0, count: range.count)
+                for m in 0..<rows {
+                    let x = input + m * channels
+                    for c in range { sums[c - range.lowerBound] += Double(x[c]) }
+                }
+                let means = sums.map { $0 / Double(rows) }
+                // Second pass over centred values: the one-pass E[x²] − μ² cancels badly.
+                var squares = [Double](repeating: 0, count: range.count)
+                for m in 0..<rows {
+                    let x = input + m * channels
+                    for c in range {
+                        let centred = Double(x[c]) - means[c - range.lowerBound]
+                        squares[c - range.lowerBound] += centred * centred
+                    }
+                }
+                for c in range {
+                    let batchMean = means[c - range.lowerBound]
+                    let biasedVariance = squares[c - range.lowerBound] / Double(rows)
+                    let unbiasedVariance = squares[c - range.lowerBound] / Double(rows - 1)
+                    mean[c] = Float(batchMean)
+                    rstd[c] = Float(1 / (biasedVariance + Double(epsilon)).squareRoot())
+                    runningMean[c] = (1 - momentum) * runningMean[c] + momentum * Float(batchMean)
+                    runningVariance[c] = (1 - momentum) * runningVariance[c] + momentum * Float(unbiasedVariance)
+                }
+            }
+        } else {
+            for c in 0..<channels {
+                mean[c] = runningMean[c]
+                rstd[c] = 1 / (runningVariance[c] + epsilon).squareRoot()
+            }
+        }
+        pool.forEachRowRange(rows, columns: channels) { range in
+            for m in range {
+                let x = input + m * channels, out = output + m * channels
+                for c in 0..<channels {
+                    out[c] = (x[c] - mean[c]) * rstd[c] * (weight?[c] ?? 1) + (bias?[c] ?? 0)
+                }
+            }
+        }
+    }
+
+    /// Training (batch statistics):
+    ///   dinp[:, c] += rstd[c] · (dx̂ − mean_m(dx̂) − x̂ · mean_m(dx̂ · x̂)),  dx̂ = dout · w
+    /// Evaluation (running statistics are constants):
+    ///   dinp[:, c] += rstd[c] · dx̂
+    /// Both:
+    ///   dw[c] += Σ_m dout[m, c] · x̂[m, c]
+    ///   db[c] += Σ_m dout[m, c]
+    /// `training` must be the value the forward ran with.
+    public static func backward(
+        dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
+        dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>?,
+        mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+        rows: Int, channels: Int, training: Bool, pool: ComputePool
+    ) {
+        // Per channel: Σ_m dout and Σ_m dout · x̂, which give db, dw and (times w / M) the two means.
+        let sumDOutput = UnsafeMutablePointer<Float>.allocate(capacity: channels)
+        let sumDOutputTimesNormalized = UnsafeMutablePointer<Float>.allocate(capacity: channels)
+        defer {
+            sumDOutput.deallocate()
+            sumDOutputTimesNormalized.deallocate()
+        }
+        pool.forEachChannelRange(channels) { range in
+            var sums = [Double](repeating: 0, count: range.count)
+            var sumsTimesNormalized = [Double](repeating: 0, count: range.count)
+            for m in 0..<rows {
+                let x = input + m * channels, dout = dOutput + m * channels
+                for c in range {
+                    let normalized = (x[c] - mean[c]) * rstd[c]
+                    sums[c - range.lowerBound] += Double(dout[c])
+                    sumsTimesNormalized[c - range.lowerBound] += Double(dout[c] * normalized)
+                }
+            }
+            for c in range {
+                sumDOutput[c] = Float(sums[c - range.lowerBound])
+                sumDOutputTimesNormalized[c] = Float(sumsTimesNormalized[c - range.lowerBound])
+                dWeight?[c] += sumDOutputTimesNormalized[c]
+                dBias?[c] += sumDOutput[c]
+            }
+        }
+        guard let dInput else { return }
+        // In evaluation the statistics are constants, so the two mean terms vanish.
+        let meanFactor: Float = training ? 1 / Float(rows) : 0
+        pool.forEachRowRange(rows, columns: channels) { range in
+            for m in range {
+                let x = input + m * channels, dout = dOutput + m * channels, dx = dInput + m * channels
+                for c in 0..<channels {
+                    let w = weight?[c] ?? 1
+                    let normalized = (x[c] - mean[c]) * rstd[c]
+                    let meanDNormalized = sumDOutput[c] * w * meanFactor
+                    let meanDNormalizedTimesNormalized = sumDOutputTimesNormalized[c] * w * meanFactor
+                    dx[c] += rstd[c] * (dout[c] * w - meanDNormalized - normalized * meanDNormalizedTimesNormalized)
+                }
+            }
+        }
+    }
+}

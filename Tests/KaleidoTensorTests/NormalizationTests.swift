@@ -1,0 +1,181 @@
+import Foundation
+import Testing
+@testable import KaleidoTensor
+
+/// Outputs and gradients of one forward + backward, for comparing runs bit for bit.
+struct NormalizationRun: Equatable {
+    var output: [Float], mean: [Float], rstd: [Float]
+    var dInput: [Float], dWeight: [Float], dBias: [Float]
+}
+
+/// Optional parameter arrays as the optional pointers the kernels take.
+private func tensor(_ values: [Float]?) -> Tensor? {
+    values.map { Tensor(shape: [$0.count], values: $0) }
+}
+
+/// LayerNorm and BatchNorm, grouped so `--filter NormalizationTests` selects both.
+@Suite struct NormalizationTests {}
+
+extension NormalizationTests {
+    @Suite struct LayerNormTests {
+        func run(input: [Float], weight: [Float]?, bias: [Float]?, dOutput: [Float],
+                 rows: Int, channels: Int, pool: ComputePool = .serial) -> NormalizationRun {
+            let x = Tensor(shape: [rows, channels], values: input), w = tensor(weight), b = tensor(bias)
+            let output = Tensor(zeros: [rows, channels]), mean = Tensor(zeros: [rows]), rstd = Tensor(zeros: [rows])
+            LayerNorm.forward(output: output.pointer, mean: mean.pointer, rstd: rstd.pointer, input: x.pointer,
+                              weight: w?.pointer, bias: b?.pointer, rows: rows, channels: channels, pool: pool)
+            let dInput = Tensor(zeros: [rows, channels])
+            let dWeight = Tensor(zeros: [channels]), dBias = Tensor(zeros: [channels])
+            LayerNorm.backward(dInput: dInput.pointer, dWeight: w == nil ? nil : dWeight.pointer,
+                               dBias: b == nil ? nil : dBias.pointer, dOutput: dOutput, input: x.pointer,
+                               weight: w?.pointer, mean: mean.pointer, rstd: rstd.pointer,
+                               rows: rows, channels: channels, pool: pool)
+            // The kernels saw only pointers into x, w and b: keep those tensors alive until here.
+            return withExtendedLifetime((x, w, b)) {
+                NormalizationRun(output: output.array, mean: mean.array, rstd: rstd.array,
+                                 dInput: dInput.array, dWeight: dWeight.array, dBias: dBias.array)
+            }
+        }
+
+        @Test(arguments: [(1, 5), (3, 7), (4, 1 + 16)])
+        func backwardMatchesFiniteDifferences(rows: Int, channels: Int) {
+            let inputs = [
+                "input": randomValues(rows * channels, seed: 1, scale: 2),
+                "weight": randomValues(channels, seed: 2),
+                "bias": randomValues(channels, seed: 3),
+            ]
+            let zeros = [Float](repeating: 0, count: rows * channels)
+            GradientCheck().run(inputs: inputs, forward: { v in
+                run(input: v["input"]!, weight: v["weight"]!, bias: v["bias"]!, dOutput: zeros,
+                    rows: rows, channels: channels).output
+            }, backward: { v, dOut in
+                let result = run(input: v["input"]!, weight: v["weight"]!, bias: v["bias"]!, dOutput: dOut,
+                                 rows: rows, channels: channels)
+                return ["input": result.dInput, "weight": result.dWeight, "bias": result.dBias]
+            })
+        }
+
+        @Test func backwardWithoutAffineParametersMatchesFiniteDifferences() {
+            let (rows, channels) = (3, 6)
+            let zeros = [Float](repeating: 0, count: rows * channels)
+            GradientCheck().run(inputs: ["input": randomValues(rows * channels, seed: 4)], forward: { v in
+                run(input: v["input"]!, weight: nil, bias: nil, dOutput: zeros, rows: rows, channels: channels).output
+            }, backward: { v, dOut in
+                ["input": run(input: v["input"]!, weight: nil, bias: nil, dOutput: dOut, rows: rows, channels: channels).dInput]
+            })
+        }
+
+        @Test func forwardNormalisesEachRowAndAppliesTheAffineParameters() {
+            // Row mean 2.5, biased variance 1.25.
+            let result = run(input: [1, 2, 3, 4, 10, 10, 10, 10], weight: [1, 1, 2, 2], bias: [0, 1, 0, 1],
+                             dOutput: Array(repeating: 0, count: 8), rows: 2, channels: 4)
+            let s = 1 / (1.25 + 1e-5 as Float).squareRoot()
+            #expect(result.mean == [2.5, 10])
+            #expect(abs(result.rstd[0] - s) < 1e-6)
+            let expected: [Float] = [-1.5 * s, -0.5 * s + 1, 2 * 0.5 * s, 2 * 1.5 * s + 1, 0, 1, 0, 1]
+            for (value, reference) in zip(result.output, expected) { #expect(abs(value - reference) < 1e-5) }
+        }
+
+        @Test func resultsAreBitIdenticalForOneAndTwoThreads() {
+            // Large enough that both the row loops and the channel reductions split over two threads.
+            let (rows, channels) = (301, 160)
+            let arguments = (input: randomValues(rows * channels, seed: 5, scale: 3), weight: randomValues(channels, seed: 6),
+                             bias: randomValues(channels, seed: 7), dOutput: randomValues(rows * channels, seed: 8))
+            let runs = [ComputePool.serial, ComputePool(threads: 2)].map { pool in
+                run(input: arguments.input, weight: arguments.weight, bias: arguments.bias, dOutput: arguments.dOutput,
+                    rows: rows, channels: channels, pool: pool)
+            }
+            #expect(runs[0] == runs[1])
+        }
+    }
+
+    @Suite struct BatchNormTests {
+        struct State {
+            var runningMean: [Float], runningVariance: [Float]
+        }
+
+        func run(input: [Float], weight: [Float]?, bias: [Float]?, dOutput: [Float], state: inout State,
+                 rows: Int, channels: Int, training: Bool, pool: ComputePool = .serial) -> NormalizationRun {
+            let x = Tensor(shape: [rows, channels], values: input), w = tensor(weight), b = tensor(bias)
+            let runningMean = Tensor(shape: [channels], values: state.runningMean)
+            let runningVariance = Tensor(shape: [channels], values: state.runningVariance)
+            let output = Tensor(zeros: [rows, channels]), mean = Tensor(zeros: [channels]), rstd = Tensor(zeros: [channels])
+            BatchNorm.forward(output: output.pointer, mean: mean.pointer, rstd: rstd.pointer, input: x.pointer,
+                              weight: w?.pointer, bias: b?.pointer,
+                              runningMean: runningMean.pointer, runningVariance: runningVariance.pointer,
+                              rows: rows, channels: channels, training: training, pool: pool)
+            state = State(runningMean: runningMean.array, runningVariance: runningVariance.array)
+            let dInput = Tensor(zeros: [rows, channels])
+            let dWeight = Tensor(zeros: [channels]), dBias = Tensor(zeros: [channels])
+            BatchNorm.backward(dInput: dInput.pointer, dWeight: w == nil ? nil : dWeight.pointer,
+                               dBias: b == nil ? nil : dBias.pointer, dOutput: dOutput, input: x.pointer,
+                               weight: w?.pointer, mean: mean.pointer, rstd: rstd.pointer,
+                               rows: rows, channels: channels, training: training, pool: pool)
+            // The kernels saw only pointers into x, w and b: keep those tensors alive until here.
+            return withExtendedLifetime((x, w, b)) {
+                NormalizationRun(output: output.array, mean: mean.array, rstd: rstd.array,
+                                 dInput: dInput.array, dWeight: dWeight.array, dBias: dBias.array)
+            }
+        }
+
+        func initialState(channels: Int) -> State {
+            State(runningMean: randomValues(channels, seed: 11),
+                  runningVariance: randomValues(channels, seed: 12).map { 1 + $0 / 2 })
+        }
+
+        @Test(arguments: [(3, 2, true), (9, 5, true), (1, 3, false), (6, 4, false)])
+        func backwardMatchesFiniteDifferences(rows: Int, channels: Int, training: Bool) {
+            let inputs = [
+                "input": randomValues(rows * channels, seed: 1, scale: 2),
+                "weight": randomValues(channels, seed: 2),
+                "bias": randomValues(channels, seed: 3),
+            ]
+            let zeros = [Float](repeating: 0, count: rows * channels)
+            func pass(_ v: [String: [Float]], _ dOutput: [Float]) -> NormalizationRun {
+                var state = initialState(channels: channels)
+                return run(input: v["input"]!, weight: v["weight"]!, bias: v["bias"]!, dOutput: dOutput, state: &state,
+                           rows: rows, channels: channels, training: training)
+            }
+            GradientCheck().run(inputs: inputs, forward: { v in pass(v, zeros).output }, backward: { v, dOut in
+                let result = pass(v, dOut)
+                return ["input": result.dInput, "weight": result.dWeight, "bias": result.dBias]
+            })
+        }
+
+        @Test func trainingUpdatesRunningStatisticsWithTheUnbiasedVariance() {
+            // One channel: batch mean 2.5, biased variance 1.25, unbiased 5/3.
+            var state = State(runningMean: [0], runningVariance: [1])
+            let result = run(input: [1, 2, 3, 4], weight: nil, bias: nil, dOutput: [0, 0, 0, 0], state: &state,
+                             rows: 4, channels: 1, training: true)
+            #expect(abs(state.runningMean[0] - 0.25) < 1e-6)
+            #expect(abs(state.runningVariance[0] - (0.9 + 0.1 * 5 / 3)) < 1e-6)
+            // Normalised with the biased variance.
+            #expect(abs(result.output[3] - 1.5 / (1.25 + 1e-5 as Float).squareRoot()) < 1e-6)
+        }
+
+        @Test func evaluationUsesAndKeepsRunningStatistics() {
+            var state = State(runningMean: [1, -2], runningVariance: [4, 0.25])
+            let result = run(input: [3, 0, 5, -2], weight: [2, 1], bias: [0.5, 0], dOutput: [1, 1, 1, 1], state: &state,
+                             rows: 2, channels: 2, training: false)
+            #expect(state.runningMean == [1, -2] && state.runningVariance == [4, 0.25])
+            let expected: [Float] = [(3 - 1) / 2 * 2 + 0.5, (0 + 2) / 0.5, (5 - 1) / 2 * 2 + 0.5, 0]
+            for (value, reference) in zip(result.output, expected) { #expect(abs(value - reference) < 1e-4) }
+            // With fixed statistics the input gradient is just w · rstd.
+            for (value, reference) in zip(result.dInput, [1, 2, 1, 2] as [Float]) { #expect(abs(value - reference) < 1e-4) }
+        }
+
+        @Test(arguments: [true, false])
+        func resultsAreBitIdenticalForOneAndTwoThreads(training: Bool) {
+            let (rows, channels) = (301, 160)
+            let input = randomValues(rows * channels, seed: 5, scale: 3), dOutput = randomValues(rows * channels, seed: 8)
+            let weight = randomValues(channels, seed: 6), bias = randomValues(channels, seed: 7)
+            var states = [initialState(channels: channels), initialState(channels: channels)]
+            let runs = [ComputePool.serial, ComputePool(threads: 2)].enumerated().map { index, pool in
+                run(input: input, weight: weight, bias: bias, dOutput: dOutput, state: &states[index],
+                    rows: rows, channels: channels, training: training, pool: pool)
+            }
+            #expect(runs[0] == runs[1])
+            #expect(states[0].runningMean == states[1].runningMean && states[0].runningVariance == states[1].runningVariance)
+        }
+    }
+}

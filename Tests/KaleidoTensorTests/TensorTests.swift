@@ -1,0 +1,53 @@
+import Testing
+@testable import KaleidoTensor
+
+@Suite struct TensorTests {
+    @Test func reshapeAndSliceAreViewsOfTheSameStorage() {
+        let t = Tensor(shape: [2, 3, 2], values: (0..<12).map(Float.init))
+        let flat = t.reshaped([-1])
+        #expect(flat.shape == [12])
+        let second = t.slice(1..<2).reshaped([3, 2])
+        #expect(second.array == [6, 7, 8, 9, 10, 11])
+        second.pointer[0] = 100
+        #expect(t.array[6] == 100 && flat.array[6] == 100)
+    }
+
+    @Test func arenaReusesItsMemoryAfterReset() {
+        let arena = TensorArena(minimumChunkFloats: 64)
+        let a = arena.tensor([10, 10])
+        let b = arena.tensor([7], zeroed: true)
+        #expect(b.array.allSatisfy { $0 == 0 })
+        #expect(a.storage !== b.storage || a.offset + 112 <= b.offset, "tensors from one step must not overlap")
+        let capacity = arena.capacity
+        arena.reset()
+        for _ in 0..<3 {
+            _ = arena.tensor([10, 10])
+            _ = arena.tensor([7])
+            arena.reset()
+        }
+        #expect(arena.capacity == capacity, "a warm arena allocates nothing new")
+        #expect(arena.inUse == 0)
+    }
+
+    @Test func keyedGeneratorsAreIndependentOfVisitingOrder() {
+        var first = SplitMix64(keys: 7, 1, 42, 0)
+        var again = SplitMix64(keys: 7, 1, 42, 0)
+        var other = SplitMix64(keys: 7, 1, 42, 1)
+        let a = (0..<4).map { _ in first.next() }
+        #expect(a == (0..<4).map { _ in again.next() })
+        #expect(a != (0..<4).map { _ in other.next() })
+        var normal = SplitMix64(seed: 3)
+        let samples = (0..<20_000).map { _ in Double(normal.normal()) }
+        let mean = samples.reduce(0, +) / Double(samples.count)
+        let variance = samples.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(samples.count)
+        #expect(abs(mean) < 0.03 && abs(variance - 1) < 0.05)
+    }
+
+    @Test func computePoolCoversEveryIndexOnce() {
+        let counts = Tensor(zeros: [1000])
+        ComputePool(threads: 2).forEachRange(1000) { range in
+            for i in range { counts.pointer[i] += 1 }
+        }
+        #expect(counts.array.allSatisfy { $0 == 1 })
+    }
+}
