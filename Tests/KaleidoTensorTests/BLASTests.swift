@@ -41,6 +41,29 @@ import Testing
         #expect(c == [12, 14, 16, 18])
     }
 
+    @Test(arguments: [false, true])
+    func sgemvMatchesTheProduct(transposeA: Bool) {
+        let a: [Float] = [1, 2, 3, 4, 5, 6]  // 2×3
+        let x: [Float] = transposeA ? [1, -1] : [1, 0, -1]
+        var y: [Float] = transposeA ? [1, 1, 1] : [1, 1]
+        BLAS.sgemv(transposeA: transposeA, m: 2, n: 3, a: a, lda: 3, x: x, beta: 1, y: &y)
+        #expect(y == (transposeA ? [-2, -2, -2] : [-1, -1]))
+    }
+
+    @Test func stridedBatchedProductsMatchOneProductPerBatch() {
+        let (m, n, k, batch) = (3, 4, 5, 6)
+        let a = randomValues(batch * m * k, seed: 1), b = randomValues(batch * k * n, seed: 2)
+        var c = [Float](repeating: 0, count: batch * m * n)
+        BLAS.sgemmStridedBatched(transposeA: false, transposeB: false, m: m, n: n, k: k,
+                                 a: a, lda: k, strideA: m * k, b: b, ldb: n, strideB: k * n,
+                                 c: &c, ldc: n, strideC: m * n, batch: batch, pool: ComputePool(threads: 2))
+        for i in 0..<batch {
+            let expected = reference(Array(a[(i * m * k)..<((i + 1) * m * k)]), Array(b[(i * k * n)..<((i + 1) * k * n)]),
+                                     m: m, n: n, k: k, transposeA: false, transposeB: false)
+            for (x, y) in zip(c[(i * m * n)..<((i + 1) * m * n)], expected) { #expect(abs(x - y) < 1e-5) }
+        }
+    }
+
     @Test func configurationNamesOpenBLASAndThreadCountIsSettable() {
         #expect(BLAS.configuration.contains("OpenBLAS"))
         let before = BLAS.threadCount
