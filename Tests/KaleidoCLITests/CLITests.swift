@@ -46,4 +46,21 @@ func runKaleido(_ arguments: [String]) throws -> (status: Int32, stdout: String,
         #expect(result.status != 0)
         #expect(result.stderr.contains("optim.lr: expected a number, got \"fast\""))
     }
+
+    @Test func benchKernelsPrintsJSONLinesAndASummary() throws {
+        let result = try runKaleido(["bench", "kernels", "--only", "sgemm", "--seconds", "0.01", "--threads", "1", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let objects = try result.stdout.split(separator: "\n").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        let kernels = objects.compactMap { $0?["kernel"] as? String }
+        #expect(kernels.contains("fma_peak") && kernels.contains("sgemm") && !kernels.contains("conv3x3"))
+        #expect(objects.allSatisfy { ($0?["gflops"] as? Double).map { $0 > 0 } ?? ($0?["kernel"] == nil) })
+    }
+
+    @Test func benchRejectsAnUnknownKernelFamily() throws {
+        let result = try runKaleido(["bench", "kernels", "--only", "convolution"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("unknown kernel family convolution"))
+    }
 }
