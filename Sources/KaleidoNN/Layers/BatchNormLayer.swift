@@ -1,0 +1,53 @@
+import KaleidoTensor
+
+/// BatchNorm over the channels of (…, C) activations, torchvision naming: `weight`, `bias`,
+/// `running_mean`, `running_var`, `num_batches_tracked`.
+public final class BatchNormLayer: Layer {
+    public let channels: Int
+    public let momentum: Float
+    public let epsilon: Float
+    let weight, bias, runningMean, runningVariance, batchesTracked: ParameterRef
+    private var saved = SavedStack<(input: Tensor, mean: Tensor, rstd: Tensor, training: Bool)>()
+
+    /// - Parameter zeroInitScale: start with γ = 0 (the last BN of a residual block, so each
+    ///   block starts as the identity: "zero-init residual").
+    public init(_ builder: ParameterBuilder, channels: Int, zeroInitScale: Bool = false, momentum: Float = 0.1, epsilon: Float = 1e-5) {
+        self.channels = channels
+        self.momentum = momentum
+        self.epsilon = epsilon
+        weight = builder.parameter("weight", shape: [channels], role: .noDecay, initializer: zeroInitScale ? .zeros : .ones)
+        bias = builder.parameter("bias", shape: [channels], role: .noDecay, initializer: .zeros)
+        runningMean = builder.parameter("running_mean", shape: [channels], role: .buffer, initializer: .zeros)
+        runningVariance = builder.parameter("running_var", shape: [channels], role: .buffer, initializer: .ones)
+        batchesTracked = builder.parameter("num_batches_tracked", shape: [], role: .integerBuffer, initializer: .zeros)
+    }
+
+    public func forward(_ input: Tensor, _ context: RunContext) -> Tensor {
+        precondition(input.shape.last == channels, "batch norm expects \(channels) channels, got \(input.shape)")
+        let rows = input.count / channels
+        let output = context.tensor(input.shape)
+        let mean = context.tensor([channels]), rstd = context.tensor([channels])
+        BatchNorm.forward(output: output.pointer, mean: mean.pointer, rstd: rstd.pointer, input: input.pointer,
+                          weight: context.value(weight), bias: context.value(bias),
+                          runningMean: context.value(runningMean), runningVariance: context.value(runningVariance),
+                          rows: rows, channels: channels, training: context.training, momentum: momentum,
+                          epsilon: epsilon, pool: context.pool)
+        if context.training { context.value(batchesTracked).pointee += 1 }
+        saved.push((input, mean, rstd, context.training), if: context.recordsForBackward)
+        return output
+    }
+
+    public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        let (input, mean, rstd, training) = saved.pop("batch norm")
+        let dInput = context.tensor(input.shape, zeroed: true)
+        BatchNorm.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: context.gradient(bias),
+                           dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight),
+                           mean: mean.pointer, rstd: rstd.pointer, rows: input.count / channels, channels: channels,
+                           training: training, pool: context.pool)
+        return dInput
+    }
+
+    public func describe(_ inputShape: [Int]) -> LayerDescription {
+        LayerDescription(name: "batch norm \(channels)", outputShape: inputShape, flops: 2 * Double(inputShape.reduce(1, *)))
+    }
+}

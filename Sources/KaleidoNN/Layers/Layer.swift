@@ -1,0 +1,119 @@
+import KaleidoTensor
+
+/// Everything a forward or backward pass needs besides the layer itself: which arena's
+/// parameters to use, where activations live, threads, mode and randomness. Passed explicitly;
+/// layers hold no global state.
+public final class RunContext {
+    /// Parameters (and their gradients) the layers read by ref: the online arena, or the EMA
+    /// target arena running through the same layer graph.
+    public var arena: ParameterArena
+    /// Activations and gradients of the current step; reset by the trainer after each step.
+    public let activations: TensorArena
+    public let pool: ComputePool
+    /// Training mode: batch statistics in BatchNorm, active drop path and dropout.
+    public var training: Bool
+    /// When false (target network, evaluation) layers keep nothing for a backward pass.
+    public var recordsForBackward: Bool
+    /// Drop path and dropout draw from here.
+    public var rng: SplitMix64
+    private var scratch: TensorStorage
+
+    public init(arena: ParameterArena, activations: TensorArena = TensorArena(), pool: ComputePool,
+                training: Bool = true, recordsForBackward: Bool = true, seed: UInt64 = 0) {
+        self.arena = arena
+        self.activations = activations
+        self.pool = pool
+        self.training = training
+        self.recordsForBackward = recordsForBackward
+        self.rng = SplitMix64(seed: seed)
+        self.scratch = TensorStorage(count: 0)
+    }
+
+    /// A scratch buffer of at least `count` floats, valid until the next call: kernels'
+    /// workspaces (im2col columns, padded images). Reallocated only while it grows.
+    public func workspace(_ count: Int) -> UnsafeMutablePointer<Float> {
+        if scratch.count < count { scratch = TensorStorage(count: count) }
+        return scratch.pointer
+    }
+
+    @inline(__always) public func value(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { arena.value(ref) }
+    @inline(__always) public func gradient(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { arena.gradient(ref) }
+
+    /// A new activation tensor; zeroed when it will be accumulated into (gradients).
+    public func tensor(_ shape: [Int], zeroed: Bool = false) -> Tensor { activations.tensor(shape, zeroed: zeroed) }
+}
+
+/// A differentiable building block with explicit forward and backward passes.
+///
+/// `forward` keeps what its backward needs on an internal stack when the context records, so a
+/// layer can run on several inputs (multi-crop views of different sizes) before their backward
+/// passes, which then come in reverse order. `backward` adds parameter gradients into the
+/// context's arena and returns the gradient of its input.
+public protocol Layer: AnyObject {
+    func forward(_ input: Tensor, _ context: RunContext) -> Tensor
+    func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor
+    /// Multiply-adds ×2 of a forward pass on `inputShape` and the output shape, for summaries.
+    func describe(_ inputShape: [Int]) -> LayerDescription
+}
+
+/// What `kaleido model summary` prints per layer.
+public struct LayerDescription: Sendable {
+    public var name: String
+    public var outputShape: [Int]
+    public var flops: Double
+    public var children: [LayerDescription]
+
+    public init(name: String, outputShape: [Int], flops: Double = 0, children: [LayerDescription] = []) {
+        self.name = name
+        self.outputShape = outputShape
+        self.flops = flops + children.reduce(0) { $0 + $1.flops }
+        self.children = children
+    }
+}
+
+/// Last-in first-out storage of what forward passes saved for their backward passes.
+public struct SavedStack<Saved> {
+    private var items: [Saved] = []
+    public init() {}
+
+    public mutating func push(_ item: Saved, if recording: Bool) {
+        if recording { items.append(item) }
+    }
+
+    public mutating func pop(_ layer: String) -> Saved {
+        guard let item = items.popLast() else { preconditionFailure("\(layer): backward without a recorded forward") }
+        return item
+    }
+
+    public var isEmpty: Bool { items.isEmpty }
+}
+
+/// Layers applied one after the other.
+public final class Sequential: Layer {
+    public let layers: [Layer]
+    public let name: String
+
+    public init(_ name: String = "sequential", _ layers: [Layer]) {
+        self.name = name
+        self.layers = layers
+    }
+
+    public func forward(_ input: Tensor, _ context: RunContext) -> Tensor {
+        layers.reduce(input) { $1.forward($0, context) }
+    }
+
+    public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        layers.reversed().reduce(dOutput) { $1.backward($0, context) }
+    }
+
+    public func describe(_ inputShape: [Int]) -> LayerDescription {
+        var shape = inputShape
+        var children: [LayerDescription] = []
+        for layer in layers {
+            let description = layer.describe(shape)
+            children.append(description)
+            shape = description.outputShape
+        }
+        return LayerDescription(name: name, outputShape: shape, children: children)
+    }
+}

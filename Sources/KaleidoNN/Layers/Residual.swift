@@ -1,0 +1,45 @@
+import KaleidoTensor
+
+/// out = post(branch(x) + shortcut(x)); the shortcut is the identity when nil. The one residual
+/// pattern every backbone uses: ResNet blocks (post = ReLU, shortcut = 1×1 conv + BN when the
+/// shape changes), ConvNeXt blocks and both halves of a Swin block (no post, identity).
+public final class Residual: Layer {
+    public let name: String
+    public let branch: Layer
+    public let shortcut: Layer?
+    public let post: Layer?
+
+    public init(_ name: String, branch: Layer, shortcut: Layer? = nil, post: Layer? = nil) {
+        self.name = name
+        self.branch = branch
+        self.shortcut = shortcut
+        self.post = post
+    }
+
+    public func forward(_ input: Tensor, _ context: RunContext) -> Tensor {
+        let residual = branch.forward(input, context)
+        let skip = shortcut?.forward(input, context) ?? input
+        precondition(residual.shape == skip.shape, "\(name): branch \(residual.shape) and shortcut \(skip.shape) differ")
+        let sum = context.tensor(residual.shape)
+        Add.forward(output: sum.pointer, a: residual.pointer, b: skip.pointer, count: sum.count, pool: context.pool)
+        return post?.forward(sum, context) ?? sum
+    }
+
+    public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        let dSum = post?.backward(dOutput, context) ?? dOutput
+        // Backward passes pop their saved state in reverse order of the forward calls.
+        let dSkip = shortcut?.backward(dSum, context) ?? dSum
+        let dBranch = branch.backward(dSum, context)
+        let dInput = context.tensor(dBranch.shape)
+        Add.forward(output: dInput.pointer, a: dBranch.pointer, b: dSkip.pointer, count: dInput.count, pool: context.pool)
+        return dInput
+    }
+
+    public func describe(_ inputShape: [Int]) -> LayerDescription {
+        var children = [branch.describe(inputShape)]
+        if let shortcut { children.append(shortcut.describe(inputShape)) }
+        let outputShape = children[0].outputShape
+        if let post { children.append(post.describe(outputShape)) }
+        return LayerDescription(name: name, outputShape: outputShape, flops: Double(outputShape.reduce(1, *)), children: children)
+    }
+}
