@@ -45,7 +45,7 @@ let package = Package(
         .target(name: "KaleidoTensor", dependencies: ["CBLAS"], exclude: ["Kernels/README.md"], swiftSettings: fast),
         .target(name: "KaleidoNN", dependencies: ["KaleidoTensor"], swiftSettings: fast),
         .target(name: "KaleidoDist", dependencies: ["CMPI", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "KaleidoCheckpoint", dependencies: ["CZstd"]),
+        .target(name: "KaleidoCheckpoint", dependencies: ["CZstd", "KaleidoNN"]),
         .target(name: "KaleidoData", dependencies: ["CPNG", "CTurboJPEG"], swiftSettings: fast),
         .target(name: "KaleidoTrain", dependencies: [
             "KaleidoTensor", "KaleidoNN", "KaleidoDist", "KaleidoCheckpoint", "KaleidoData",
@@ -61,7 +61,7 @@ let package = Package(
         .testTarget(name: "KaleidoTensorTests", dependencies: ["KaleidoTensor", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoNNTests", dependencies: ["KaleidoNN", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoDistTests", dependencies: ["KaleidoDist"]),
-        .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint"], exclude: ["Fixtures"]),
+        .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint", "KaleidoNN"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoDataTests", dependencies: ["KaleidoData"]),
         .testTarget(name: "KaleidoTrainTests", dependencies: ["KaleidoTrain", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "KaleidoCLITests", dependencies: ["kaleido"]),
