@@ -63,4 +63,13 @@ func runKaleido(_ arguments: [String]) throws -> (status: Int32, stdout: String,
         #expect(result.status != 0)
         #expect(result.stderr.contains("unknown kernel family convolution"))
     }
+
+    @Test func modelSummaryPrintsTheReferenceParameterCount() throws {
+        let result = try runKaleido(["model", "summary", "resnet50"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("25,557,032 (25.56 M)"))
+        #expect(result.stdout.contains("layer4.2"))
+        let unknown = try runKaleido(["model", "summary", "resnet51"])
+        #expect(unknown.status != 0 && unknown.stderr.contains("unknown model \"resnet51\""))
+    }
 }

@@ -48,6 +48,7 @@ public final class BatchNormLayer: Layer {
     }
 
     public func describe(_ inputShape: [Int]) -> LayerDescription {
-        LayerDescription(name: "batch norm \(channels)", outputShape: inputShape, flops: 2 * Double(inputShape.reduce(1, *)))
+        LayerDescription(name: "batch norm \(channels)", outputShape: inputShape, flops: 2 * Double(inputShape.reduce(1, *)),
+                         parameters: 2 * channels)
     }
 }

@@ -66,6 +66,7 @@ public final class Conv2dLayer: Layer {
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         let s = shape(inputShape)
         return LayerDescription(name: "conv \(kernel)×\(kernel)/\(stride) \(inChannels)→\(outChannels)",
-                                outputShape: [s.batch, s.outHeight, s.outWidth, outChannels], flops: s.forwardFLOPs)
+                                outputShape: [s.batch, s.outHeight, s.outWidth, outChannels], flops: s.forwardFLOPs,
+                                parameters: weight.count + (bias?.count ?? 0))
     }
 }

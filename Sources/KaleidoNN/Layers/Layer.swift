@@ -61,12 +61,16 @@ public struct LayerDescription: Sendable {
     public var name: String
     public var outputShape: [Int]
     public var flops: Double
+    /// Trainable floats of this layer and its children.
+    public var parameters: Int
     public var children: [LayerDescription]
 
-    public init(name: String, outputShape: [Int], flops: Double = 0, children: [LayerDescription] = []) {
+    /// - Parameters: flops and parameters are the layer's own; its children's are added.
+    public init(name: String, outputShape: [Int], flops: Double = 0, parameters: Int = 0, children: [LayerDescription] = []) {
         self.name = name
         self.outputShape = outputShape
         self.flops = flops + children.reduce(0) { $0 + $1.flops }
+        self.parameters = parameters + children.reduce(0) { $0 + $1.parameters }
         self.children = children
     }
 }

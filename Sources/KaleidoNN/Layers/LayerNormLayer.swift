@@ -37,6 +37,7 @@ public final class LayerNormLayer: Layer {
     }
 
     public func describe(_ inputShape: [Int]) -> LayerDescription {
-        LayerDescription(name: "layer norm \(channels)", outputShape: inputShape, flops: 5 * Double(inputShape.reduce(1, *)))
+        LayerDescription(name: "layer norm \(channels)", outputShape: inputShape, flops: 5 * Double(inputShape.reduce(1, *)),
+                         parameters: 2 * channels)
     }
 }

@@ -53,6 +53,6 @@ public final class LinearLayer: Layer {
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         let rows = inputShape.dropLast().reduce(1, *)
         return LayerDescription(name: "linear \(inFeatures)→\(outFeatures)", outputShape: Array(inputShape.dropLast()) + [outFeatures],
-                                flops: 2 * Double(rows * inFeatures * outFeatures))
+                                flops: 2 * Double(rows * inFeatures * outFeatures), parameters: weight.count + (bias?.count ?? 0))
     }
 }

@@ -1,0 +1,76 @@
+/// Options every backbone understands; each model ignores what does not apply to it.
+public struct ModelOptions: Sendable {
+    /// Classifier outputs; 0 builds a feature extractor (pooled features out).
+    public var classes = 0
+    /// Stochastic depth rate at the last block (ConvNeXt, Swin).
+    public var dropPath: Float = 0
+    /// Start residual branches at zero (ResNet's last BN γ).
+    public var zeroInitResidual = false
+
+    public init(classes: Int = 0, dropPath: Float = 0, zeroInitResidual: Bool = false) {
+        self.classes = classes
+        self.dropPath = dropPath
+        self.zeroInitResidual = zeroInitResidual
+    }
+}
+
+/// A network ready to run and what a caller needs to know about it.
+public struct BuiltNetwork {
+    public let name: String
+    public let network: Layer
+    /// Width of the pooled features (the classifier's input).
+    public let featureDimension: Int
+    /// A typical input, channels-last, for summaries and benchmarks: (1, H, W, 3) or (1, T, H, W, 3).
+    public let exampleInputShape: [Int]
+}
+
+/// Errors naming the model the user asked for.
+public enum ModelError: Error, CustomStringConvertible, Equatable {
+    case unknownModel(String, known: [String])
+
+    public var description: String {
+        switch self {
+        case .unknownModel(let name, let known):
+            return "unknown model \"\(name)\"; known models: \(known.joined(separator: ", "))"
+        }
+    }
+}
+
+/// Every backbone by the name configs and the CLI use.
+public enum ModelZoo {
+    struct Entry: Sendable {
+        let summary: String
+        let inputShape: [Int]
+        let make: @Sendable (ParameterBuilder, ModelOptions) -> (Layer, Int)
+    }
+
+    static let entries: [String: Entry] = {
+        var entries: [String: Entry] = [:]
+        func resnet(_ name: String, _ base: ResNet.Config, cifar: Bool, side: Int) {
+            entries[name] = Entry(summary: "torchvision \(name.replacingOccurrences(of: "-cifar", with: ""))\(cifar ? " with the CIFAR stem" : "")",
+                                  inputShape: [1, side, side, 3]) { builder, options in
+                var config = base
+                config.cifarStem = cifar
+                config.classes = options.classes
+                config.zeroInitResidual = options.zeroInitResidual
+                return (ResNet.make(config, builder), config.featureDimension)
+            }
+        }
+        resnet("resnet18", .resnet18, cifar: false, side: 224)
+        resnet("resnet18-cifar", .resnet18, cifar: true, side: 32)
+        resnet("resnet50", .resnet50, cifar: false, side: 224)
+        resnet("resnet50-cifar", .resnet50, cifar: true, side: 32)
+        return entries
+    }()
+
+    public static var names: [String] { entries.keys.sorted() }
+
+    public static func summary(of name: String) -> String? { entries[name]?.summary }
+
+    /// Builds `name`, registering its parameters with `builder`.
+    public static func make(_ name: String, options: ModelOptions = ModelOptions(), builder: ParameterBuilder) throws -> BuiltNetwork {
+        guard let entry = entries[name] else { throw ModelError.unknownModel(name, known: names) }
+        let (network, features) = entry.make(builder, options)
+        return BuiltNetwork(name: name, network: network, featureDimension: features, exampleInputShape: entry.inputShape)
+    }
+}
