@@ -44,11 +44,12 @@ let package = Package(
     targets: systemLibraries + [
         .target(name: "KaleidoTensor", dependencies: ["CBLAS"], exclude: ["Kernels/README.md"], swiftSettings: fast),
         .target(name: "KaleidoNN", dependencies: ["KaleidoTensor"], swiftSettings: fast),
+        .target(name: "KaleidoSSL", dependencies: ["KaleidoNN", "KaleidoTensor"], swiftSettings: fast),
         .target(name: "KaleidoDist", dependencies: ["CMPI", .product(name: "Logging", package: "swift-log")]),
         .target(name: "KaleidoCheckpoint", dependencies: ["CZstd", "KaleidoNN"]),
         .target(name: "KaleidoData", dependencies: ["CPNG", "CTurboJPEG"], swiftSettings: fast),
         .target(name: "KaleidoTrain", dependencies: [
-            "KaleidoTensor", "KaleidoNN", "KaleidoDist", "KaleidoCheckpoint", "KaleidoData",
+            "KaleidoTensor", "KaleidoNN", "KaleidoSSL", "KaleidoDist", "KaleidoCheckpoint", "KaleidoData",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Yams", package: "Yams"),
         ]),
@@ -60,6 +61,7 @@ let package = Package(
         // Parity fixtures are safetensors files, read with the checkpoint target's reader.
         .testTarget(name: "KaleidoTensorTests", dependencies: ["KaleidoTensor", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoNNTests", dependencies: ["KaleidoNN", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
+        .testTarget(name: "KaleidoSSLTests", dependencies: ["KaleidoSSL", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoDistTests", dependencies: ["KaleidoDist"]),
         .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint", "KaleidoNN"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoDataTests", dependencies: ["KaleidoData"]),
