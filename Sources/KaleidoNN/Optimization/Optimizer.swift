@@ -1,0 +1,154 @@
+import Foundation
+import KaleidoTensor
+
+/// Updates an arena's trainable entries from its gradients. Optimiser state (momenta, moments)
+/// lives in further arenas of the same layout, so checkpoints and resharding treat it like the
+/// weights: one flat array each.
+public protocol Optimizer: AnyObject {
+    /// Named state arrays, each `arena.count` floats, for checkpoints.
+    var state: [(name: String, storage: TensorStorage)] { get }
+    /// Steps taken (Adam's bias correction depends on it); restored from checkpoints.
+    var stepCount: Int { get set }
+    /// One update with learning rate `lr`. Buffers (BN statistics) are never touched.
+    func step(_ arena: ParameterArena, learningRate lr: Float, pool: ComputePool)
+}
+
+/// Which optimiser and its hyper-parameters; the learning rate comes from the schedule.
+public enum OptimizerKind: String, Codable, Sendable {
+    case sgd, adamw, lars
+}
+
+public struct OptimizerSettings: Sendable {
+    public var kind: OptimizerKind
+    public var weightDecay: Float
+    public var momentum: Float
+    public var beta1: Float
+    public var beta2: Float
+    public var epsilon: Float
+    public var trustCoefficient: Float
+
+    public init(kind: OptimizerKind, weightDecay: Float = 0, momentum: Float = 0.9, beta1: Float = 0.9, beta2: Float = 0.999,
+                epsilon: Float = 1e-8, trustCoefficient: Float = 0.001) {
+        self.kind = kind; self.weightDecay = weightDecay; self.momentum = momentum
+        self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon; self.trustCoefficient = trustCoefficient
+    }
+
+    public func make(for arena: ParameterArena) -> Optimizer {
+        switch kind {
+        case .sgd: return SGDMomentum(arena: arena, settings: self)
+        case .adamw: return AdamW(arena: arena, settings: self)
+        case .lars: return LARS(arena: arena, settings: self)
+        }
+    }
+}
+
+/// Entries to update, split over threads by entry so each thread owns whole parameters.
+private func forEachTrainable(_ arena: ParameterArena, pool: ComputePool, _ body: (ParameterArena.Entry) -> Void) {
+    let entries = arena.entries.filter { $0.spec.role.isTrainable }
+    pool.forEachRange(entries.count) { range in
+        for index in range { body(entries[index]) }
+    }
+}
+
+/// SGD with heavy-ball momentum and L2 weight decay on `.weight` entries:
+///   v ← μ v + (g + λ w);   w ← w − lr · v
+public final class SGDMomentum: Optimizer {
+    let settings: OptimizerSettings
+    let velocity: TensorStorage
+    public var stepCount = 0
+    public var state: [(name: String, storage: TensorStorage)] { [("momentum", velocity)] }
+
+    public init(arena: ParameterArena, settings: OptimizerSettings) {
+        self.settings = settings
+        velocity = TensorStorage(count: arena.count)
+    }
+
+    public func step(_ arena: ParameterArena, learningRate lr: Float, pool: ComputePool) {
+        let (mu, decay) = (settings.momentum, settings.weightDecay)
+        forEachTrainable(arena, pool: pool) { entry in
+            let w = arena.values.pointer + entry.offset, g = arena.gradients.pointer + entry.offset
+            let v = velocity.pointer + entry.offset
+            let lambda = entry.spec.role == .weight ? decay : 0
+            for i in 0..<entry.count {
+                v[i] = mu * v[i] + g[i] + lambda * w[i]
+                w[i] -= lr * v[i]
+            }
+        }
+        stepCount += 1
+    }
+}
+
+/// AdamW (Loshchilov & Hutter) with decoupled weight decay on `.weight` entries:
+///   m ← β₁ m + (1−β₁) g;  v ← β₂ v + (1−β₂) g²
+///   w ← w − lr · (m̂ / (√v̂ + ε) + λ w),   m̂ = m / (1−β₁ᵗ), v̂ = v / (1−β₂ᵗ)
+public final class AdamW: Optimizer {
+    let settings: OptimizerSettings
+    let firstMoment, secondMoment: TensorStorage
+    public var stepCount = 0
+    public var state: [(name: String, storage: TensorStorage)] { [("exp_avg", firstMoment), ("exp_avg_sq", secondMoment)] }
+
+    public init(arena: ParameterArena, settings: OptimizerSettings) {
+        self.settings = settings
+        firstMoment = TensorStorage(count: arena.count)
+        secondMoment = TensorStorage(count: arena.count)
+    }
+
+    public func step(_ arena: ParameterArena, learningRate lr: Float, pool: ComputePool) {
+        stepCount += 1
+        let (b1, b2, eps) = (settings.beta1, settings.beta2, settings.epsilon)
+        let correction1 = 1 - Float(pow(Double(b1), Double(stepCount)))
+        let correction2 = 1 - Float(pow(Double(b2), Double(stepCount)))
+        forEachTrainable(arena, pool: pool) { entry in
+            let w = arena.values.pointer + entry.offset, g = arena.gradients.pointer + entry.offset
+            let m = firstMoment.pointer + entry.offset, v = secondMoment.pointer + entry.offset
+            let lambda = entry.spec.role == .weight ? settings.weightDecay : 0
+            for i in 0..<entry.count {
+                m[i] = b1 * m[i] + (1 - b1) * g[i]
+                v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
+                let update = (m[i] / correction1) / ((v[i] / correction2).squareRoot() + eps)
+                w[i] -= lr * (update + lambda * w[i])
+            }
+        }
+    }
+}
+
+/// LARS (You et al. 2017) as used by BYOL and ReLICv2: per-parameter trust ratio on `.weight`
+/// entries; biases and norm parameters get neither weight decay nor the trust ratio.
+///   u = g + λ w;   r = η ‖w‖ / ‖u‖ (1 when either norm is 0);   v ← μ v + r u;   w ← w − lr · v
+public final class LARS: Optimizer {
+    let settings: OptimizerSettings
+    let velocity: TensorStorage
+    public var stepCount = 0
+    public var state: [(name: String, storage: TensorStorage)] { [("momentum", velocity)] }
+
+    public init(arena: ParameterArena, settings: OptimizerSettings) {
+        self.settings = settings
+        velocity = TensorStorage(count: arena.count)
+    }
+
+    public func step(_ arena: ParameterArena, learningRate lr: Float, pool: ComputePool) {
+        forEachTrainable(arena, pool: pool) { entry in
+            let w = arena.values.pointer + entry.offset, g = arena.gradients.pointer + entry.offset
+            let v = velocity.pointer + entry.offset
+            let adapted = entry.spec.role == .weight
+            let lambda = adapted ? settings.weightDecay : 0
+            var trust: Float = 1
+            if adapted {
+                var weightNorm: Double = 0, updateNorm: Double = 0
+                for i in 0..<entry.count {
+                    let u = Double(g[i] + lambda * w[i])
+                    weightNorm += Double(w[i]) * Double(w[i])
+                    updateNorm += u * u
+                }
+                if weightNorm > 0 && updateNorm > 0 {
+                    trust = settings.trustCoefficient * Float(weightNorm.squareRoot() / updateNorm.squareRoot())
+                }
+            }
+            for i in 0..<entry.count {
+                v[i] = settings.momentum * v[i] + trust * (g[i] + lambda * w[i])
+                w[i] -= lr * v[i]
+            }
+        }
+        stepCount += 1
+    }
+}
