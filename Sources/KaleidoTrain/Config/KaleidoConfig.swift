@@ -183,13 +183,13 @@ public struct SSLConfig: Codable, Equatable, Sendable {
     }
 }
 
-public enum OptimizerKind: String, ConfigChoice {
+public enum OptimizerChoice: String, ConfigChoice {
     case lars, adamw, sgd
 }
 
 /// Optimiser and learning-rate schedule (linear warmup, then cosine to `min_lr`).
 public struct OptimConfig: Codable, Equatable, Sendable {
-    public var name = OptimizerKind.adamw
+    public var name = OptimizerChoice.adamw
     /// Peak learning rate (after warmup).
     public var lr = 2e-3
     public var minLr = 0.0

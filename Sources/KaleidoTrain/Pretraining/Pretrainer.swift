@@ -1,0 +1,146 @@
+import Foundation
+import KaleidoDist
+import KaleidoNN
+import KaleidoSSL
+import KaleidoTensor
+import Logging
+
+/// Runs ReLICv2 pretraining from a resolved config: builds the model and optimiser, loops over
+/// steps with metrics and progress, and finishes with a linear probe and kNN on frozen
+/// features of the held-out split.
+public final class Pretrainer {
+    public let config: KaleidoConfig
+    public let communicator: Communicator
+    public let runDirectory: URL
+    let pool: ComputePool
+    let logger = Logger(label: "kaleido.pretrain")
+
+    public struct Summary: Codable, Sendable {
+        public var steps: Int
+        public var finalLoss: Double
+        public var imagesPerSecond: Double
+        public var probe: LinearProbe.Result?
+        public var knnTop1: Double?
+    }
+
+    public init(config: KaleidoConfig, communicator: Communicator, threads: Int) {
+        self.config = config
+        self.communicator = communicator
+        self.pool = ComputePool(threads: threads)
+        BLAS.threadCount = threads
+        runDirectory = URL(fileURLWithPath: config.run.outputDir).appendingPathComponent(config.run.name)
+    }
+
+    public static func backboneName(_ model: ModelConfig) -> String {
+        switch model.arch {
+        case .resnet18: return model.cifarStem ? "resnet18-cifar" : "resnet18"
+        case .resnet50: return model.cifarStem ? "resnet50-cifar" : "resnet50"
+        default: return model.arch.rawValue.replacingOccurrences(of: "_", with: "-")
+        }
+    }
+
+    public func makeModel() throws -> ReLICv2Model {
+        let options = ModelOptions(classes: 0, dropPath: Float(config.model.dropPath), zeroInitResidual: config.model.zeroInitResidual)
+        let heads = ReLICv2Model.Heads(projectorHidden: config.ssl.projectorHidden, projection: config.ssl.projectorDim,
+                                       predictorHidden: config.ssl.predictorHidden)
+        return try ReLICv2Model(backbone: Self.backboneName(config.model), options: options, heads: heads,
+                                seed: UInt64(config.run.seed))
+    }
+
+    /// Trains for `run.steps` steps on `source`, then evaluates on `evaluation` if given.
+    public func run(source: MultiViewSource, evaluation: LabelledImageSource?) throws -> Summary {
+        let model = try makeModel()
+        let o = config.optim
+        let settings = OptimizerSettings(kind: OptimizerKind(rawValue: o.name.rawValue)!, weightDecay: Float(o.weightDecay),
+                                         momentum: Float(o.momentum), beta1: Float(o.beta1), beta2: Float(o.beta2),
+                                         epsilon: Float(o.eps), trustCoefficient: Float(o.trustCoefficient))
+        let step = ReLICv2Step(
+            model: model,
+            loss: ReLICv2Loss(temperature: Float(config.ssl.temperature), alpha: Float(config.ssl.alpha), beta: Float(config.ssl.beta)),
+            optimizer: settings.make(for: model.online),
+            learningRate: WarmupCosineSchedule(base: o.lr, final: o.minLr, warmupSteps: o.warmupSteps, totalSteps: config.run.steps),
+            momentum: MomentumSchedule(base: config.ssl.emaBase, totalSteps: config.run.steps),
+            queueSize: config.ssl.queueSize, communicator: communicator, pool: pool, seed: UInt64(config.run.seed))
+
+        let coordinator = communicator.isCoordinator
+        let metrics = coordinator ? try MetricsLog(directory: runDirectory) : nil
+        if coordinator {
+            try ConfigLoader.yaml(of: config).write(to: runDirectory.appendingPathComponent("config.yaml"),
+                                                            atomically: true, encoding: .utf8)
+            logger.info("pretraining", metadata: ["backbone": "\(model.backbone.name)", "parameters": "\(model.online.trainableCount)",
+                                                  "steps": "\(config.run.steps)", "run": "\(runDirectory.path)"])
+        }
+        let progress = coordinator ? ProgressDisplay(totalSteps: config.run.steps, every: config.run.logEvery) : nil
+        let started = Date()
+        var last: ReLICv2Step.Result?
+        for index in 0..<config.run.steps {
+            let batch = try source.batch(step: index, rank: communicator.rank, worldSize: communicator.worldSize)
+            let result = try step.run(step: index, batch: batch)
+            last = result
+            progress?.update(step: index, loss: Double(result.loss.total), learningRate: result.learningRate,
+                             samples: batch.samples * communicator.worldSize)
+            if let metrics, (index + 1) % config.run.logEvery == 0 || index + 1 == config.run.steps {
+                let seconds = Date().timeIntervalSince(started)
+                try metrics.record(step: index + 1, kind: "train", values: [
+                    "loss": Double(result.loss.total), "contrastive": Double(result.loss.contrastive),
+                    "divergence": Double(result.loss.divergence), "lr": result.learningRate, "ema_momentum": result.momentum,
+                    "grad_norm": result.gradientNorm,
+                    "images_per_second": Double((index + 1) * config.data.batchSize) / max(seconds, 1e-9),
+                ])
+            }
+        }
+        let imagesPerSecond = Double(config.run.steps * config.data.batchSize) / max(Date().timeIntervalSince(started), 1e-9)
+        var summary = Summary(steps: config.run.steps, finalLoss: Double(last?.loss.total ?? .nan), imagesPerSecond: imagesPerSecond)
+        if config.eval.linearProbe, let evaluation, coordinator {
+            let evaluator = FrozenFeatureEvaluation(model: model, pool: pool)
+            let result = try evaluator.run(source: evaluation, probe: LinearProbe(epochs: config.eval.probeEpochs),
+                                           knn: KNearestNeighbours(k: config.eval.knnK, temperature: Float(config.eval.knnTemperature)))
+            summary.probe = result.probe
+            summary.knnTop1 = result.knnTop1
+            try metrics?.record(step: config.run.steps, kind: "probe", values: [
+                "top1": result.probe.top1, "top5": result.probe.top5, "knn_top1": result.knnTop1,
+            ])
+        }
+        try metrics?.flush()
+        return summary
+    }
+}
+
+/// Frozen-feature evaluation of the online backbone (eval mode: BN running statistics).
+public struct FrozenFeatureEvaluation {
+    let model: ReLICv2Model
+    let pool: ComputePool
+    public var batchSize = 128
+
+    public init(model: ReLICv2Model, pool: ComputePool) {
+        self.model = model
+        self.pool = pool
+    }
+
+    public func features(_ source: LabelledImageSource, split: EvaluationSplit) throws -> FeatureSet {
+        let context = RunContext(arena: model.online, pool: pool, training: false, recordsForBackward: false)
+        let total = source.count(split: split)
+        let dimension = model.backbone.featureDimension
+        let features = Tensor(zeros: [total, dimension])
+        var labels: [Int32] = []
+        var start = 0
+        while start < total {
+            let range = start..<min(total, start + batchSize)
+            let (images, batchLabels) = try source.images(split: split, range: range)
+            let out = model.features(images, context)
+            (features.pointer + start * dimension).update(from: out.pointer, count: range.count * dimension)
+            labels += batchLabels
+            context.activations.reset()
+            start = range.upperBound
+        }
+        return FeatureSet(features: features, labels: labels)
+    }
+
+    public func run(source: LabelledImageSource, probe: LinearProbe, knn: KNearestNeighbours) throws
+        -> (probe: LinearProbe.Result, knnTop1: Double) {
+        let train = try features(source, split: .train), validation = try features(source, split: .validation)
+        let result = probe.evaluate(train: train, test: validation, classes: source.classes, pool: pool)
+        let top1 = knn.top1(train: train, test: validation, classes: source.classes, pool: pool)
+        return (result, top1)
+    }
+}

@@ -1,0 +1,157 @@
+import KaleidoDist
+import KaleidoNN
+import KaleidoSSL
+import KaleidoTensor
+
+/// One ReLICv2 training step on this rank: forward of every view, target projections, loss,
+/// backward, gradient averaging over ranks, finiteness check, optimiser update and EMA.
+///
+/// The same code runs in one process and under MPI; only the communicator differs.
+public final class ReLICv2Step {
+    public let model: ReLICv2Model
+    public let loss: ReLICv2Loss
+    public let optimizer: Optimizer
+    public let learningRate: WarmupCosineSchedule
+    public let momentum: MomentumSchedule
+    public let communicator: Communicator
+    public let pool: ComputePool
+    let online: RunContext
+    let target: RunContext
+    /// Past target projections used as extra negatives, newest last; identical on every rank.
+    public private(set) var queue: NegativeQueue?
+
+    public struct Result: Sendable {
+        public var loss: ReLICv2Loss.Value
+        public var learningRate: Double
+        public var momentum: Double
+        public var gradientNorm: Double
+    }
+
+    public init(model: ReLICv2Model, loss: ReLICv2Loss, optimizer: Optimizer, learningRate: WarmupCosineSchedule,
+                momentum: MomentumSchedule, queueSize: Int, communicator: Communicator, pool: ComputePool, seed: UInt64) {
+        self.model = model
+        self.loss = loss
+        self.optimizer = optimizer
+        self.learningRate = learningRate
+        self.momentum = momentum
+        self.communicator = communicator
+        self.pool = pool
+        // Drop path draws differ per rank (different samples), identically on every run.
+        online = RunContext(arena: model.online, pool: pool, training: true, recordsForBackward: true,
+                            seed: seed &+ UInt64(communicator.rank))
+        target = RunContext(arena: model.target, activations: online.activations, pool: pool, training: true,
+                            recordsForBackward: false)
+        queue = queueSize > 0 ? NegativeQueue(capacity: queueSize, dimension: model.projectionDimension) : nil
+    }
+
+    public func run(step: Int, batch: MultiViewBatch) throws -> Result {
+        defer { online.activations.reset() }
+        let n = batch.samples, world = communicator.worldSize
+        model.online.zeroGradients()
+
+        let largePredictions = model.predict(batch.large, online)
+        let smallPredictions = batch.small.map { model.predict($0, online) }
+        let targetProjections = model.project(batch.large, target)
+
+        // Every rank sees the whole global batch as candidates: gather target projections and
+        // (without gradient) the online predictions that the reverse distribution reads.
+        let globalTargets = try gather(targetProjections, views: batch.largeViews, samples: n)
+        var predictions = split(largePredictions, views: batch.largeViews, samples: n)
+        var globalPredictions = try gather(largePredictions, views: batch.largeViews, samples: n)
+        let dLarge = online.tensor(largePredictions.shape, zeroed: true)
+        var dPredictions = split(dLarge, views: batch.largeViews, samples: n)
+        var dSmall: Tensor?
+        if let smallPredictions {
+            predictions += split(smallPredictions, views: batch.smallViews, samples: n)
+            globalPredictions += try gather(smallPredictions, views: batch.smallViews, samples: n)
+            let gradient = online.tensor(smallPredictions.shape, zeroed: true)
+            dPredictions += split(gradient, views: batch.smallViews, samples: n)
+            dSmall = gradient
+        }
+        let value = loss.compute(predictions: predictions, globalPredictions: globalPredictions, targets: globalTargets,
+                                 queue: queue?.contents, offset: communicator.rank * n, dPredictions: dPredictions, pool: pool)
+        guard value.total.isFinite else { throw TrainingError.nonFinite(step: step, what: "the loss (\(value.total))") }
+
+        // Backward in reverse order of the forward passes.
+        if let dSmall { model.backward(dSmall, online) }
+        model.backward(dLarge, online)
+
+        try averageGradients(worldSize: world)
+        let norm = try checkedGradientNorm(step: step)
+        let lr = learningRate.value(at: step), gamma = momentum.value(at: step)
+        optimizer.step(model.online, learningRate: Float(lr), pool: pool)
+        TargetNetwork.update(target: model.target, online: model.online, momentum: Float(gamma), count: model.targetFloats, pool: pool)
+        queue?.push(globalTargets)
+        return Result(loss: value, learningRate: lr, momentum: gamma, gradientNorm: norm)
+    }
+
+    /// Sum over ranks, then divide: every rank's loss is a mean over its own samples.
+    func averageGradients(worldSize: Int) throws {
+        guard worldSize > 1 else { return }
+        let gradients = UnsafeMutableBufferPointer(start: model.online.gradients.pointer, count: model.online.count)
+        try communicator.allReduceSum(gradients)
+        let scale = 1 / Float(worldSize)
+        for i in gradients.indices { gradients[i] *= scale }
+    }
+
+    /// The global gradient norm, or an error naming the first parameter with a NaN or Inf.
+    func checkedGradientNorm(step: Int) throws -> Double {
+        var total: Double = 0
+        for entry in model.online.entries where entry.spec.role.isTrainable {
+            let g = model.online.gradients.pointer + entry.offset
+            var sum: Double = 0
+            for i in 0..<entry.count { sum += Double(g[i]) * Double(g[i]) }
+            guard sum.isFinite else { throw TrainingError.nonFinite(step: step, what: "the gradient of \(entry.spec.name)") }
+            total += sum
+        }
+        return total.squareRoot()
+    }
+
+    /// Views of stacked rows: view v is rows [v·n, (v+1)·n).
+    func split(_ stacked: Tensor, views: Int, samples n: Int) -> [Tensor] {
+        (0..<views).map { stacked.slice(($0 * n)..<(($0 + 1) * n)) }
+    }
+
+    /// Per view, the (n·W, D) matrix of every rank's rows in rank order. Gathered as a sum of
+    /// zero-padded buffers, which is exact (each element has one non-zero contribution).
+    func gather(_ stacked: Tensor, views: Int, samples n: Int) throws -> [Tensor] {
+        let world = communicator.worldSize
+        guard world > 1 else { return split(stacked, views: views, samples: n) }
+        let d = stacked.shape[1]
+        let buffer = online.tensor([views, world * n, d], zeroed: true)
+        for v in 0..<views {
+            (buffer.pointer + (v * world + communicator.rank) * n * d).update(from: stacked.pointer + v * n * d, count: n * d)
+        }
+        try communicator.allReduceSum(buffer.buffer)
+        return (0..<views).map { buffer.slice($0..<($0 + 1)).reshaped([world * n, d]) }
+    }
+}
+
+/// A FIFO of past target projections (MoCo-style negatives), filled from the global batch so
+/// every rank holds the same queue.
+public final class NegativeQueue {
+    public let capacity: Int
+    public let dimension: Int
+    private var rows: [Float] = []
+
+    public init(capacity: Int, dimension: Int) {
+        self.capacity = capacity
+        self.dimension = dimension
+    }
+
+    /// The queue as a (Q, D) tensor, or nil while empty.
+    public var contents: Tensor? {
+        rows.isEmpty ? nil : Tensor(shape: [rows.count / dimension, dimension], values: rows)
+    }
+
+    public func push(_ projections: [Tensor]) {
+        for projection in projections { rows += projection.array }
+        if rows.count > capacity * dimension { rows.removeFirst(rows.count - capacity * dimension) }
+    }
+
+    /// The stored rows, for checkpoints.
+    public var values: [Float] {
+        get { rows }
+        set { rows = Array(newValue.suffix(capacity * dimension)) }
+    }
+}

@@ -1,0 +1,13 @@
+/// Reasons a run stops, each naming where it happened.
+public enum TrainingError: Error, CustomStringConvertible {
+    /// The loss or a gradient is NaN or infinite: the weights would be poisoned, so the run
+    /// stops before the optimiser step and no checkpoint is written from this state.
+    case nonFinite(step: Int, what: String)
+
+    public var description: String {
+        switch self {
+        case .nonFinite(let step, let what):
+            return "step \(step): \(what) is not finite; stopping before the update so no checkpoint holds poisoned weights"
+        }
+    }
+}
