@@ -6,11 +6,14 @@ public struct ModelOptions: Sendable {
     public var dropPath: Float = 0
     /// Start residual branches at zero (ResNet's last BN γ).
     public var zeroInitResidual = false
+    /// Width of the first stage instead of the reference one (tests, quick experiments).
+    public var baseWidth: Int?
 
-    public init(classes: Int = 0, dropPath: Float = 0, zeroInitResidual: Bool = false) {
+    public init(classes: Int = 0, dropPath: Float = 0, zeroInitResidual: Bool = false, baseWidth: Int? = nil) {
         self.classes = classes
         self.dropPath = dropPath
         self.zeroInitResidual = zeroInitResidual
+        self.baseWidth = baseWidth
     }
 }
 
@@ -53,6 +56,7 @@ public enum ModelZoo {
                 config.cifarStem = cifar
                 config.classes = options.classes
                 config.zeroInitResidual = options.zeroInitResidual
+                if let width = options.baseWidth { config.width = width }
                 return (ResNet.make(config, builder), config.featureDimension)
             }
         }

@@ -1,0 +1,106 @@
+import Foundation
+import Testing
+import KaleidoDist
+import KaleidoNN
+import KaleidoSSL
+import KaleidoTensor
+@testable import KaleidoTrain
+
+/// Random "images" whose views are the same image plus small noise: a task the ReLICv2 loss
+/// can only improve on by telling samples apart.
+final class NoisyCopies: MultiViewSource {
+    let samples: Int, side: Int, pool: Int
+    let images: [Tensor]
+
+    init(samples: Int, side: Int, pool: Int) {
+        self.samples = samples; self.side = side; self.pool = pool
+        var rng = SplitMix64(seed: 77)
+        images = (0..<pool).map { _ in Tensor(randomNormal: [side, side, 3], rng: &rng) }
+    }
+
+    func batch(step: Int, rank: Int, worldSize: Int) throws -> MultiViewBatch {
+        let perRank = samples / worldSize
+        let large = Tensor(zeros: [2 * perRank, side, side, 3])
+        var rng = SplitMix64(keys: UInt64(step), UInt64(rank))
+        var labels: [Int32] = []
+        for n in 0..<perRank {
+            let index = (step * samples + rank * perRank + n) % pool
+            labels.append(Int32(index))
+            for v in 0..<2 {
+                let destination = large.pointer + (v * perRank + n) * side * side * 3
+                for i in 0..<(side * side * 3) { destination[i] = images[index].pointer[i] + 0.1 * rng.normal() }
+            }
+        }
+        return MultiViewBatch(large: large, largeViews: 2, small: nil, smallViews: 0, labels: labels)
+    }
+}
+
+@Suite struct PretrainerTests {
+    func step(model: ReLICv2Model, lr: Double = 3e-3) -> ReLICv2Step {
+        ReLICv2Step(model: model, loss: ReLICv2Loss(temperature: 0.2, alpha: 1, beta: 1),
+                    optimizer: OptimizerSettings(kind: .adamw, weightDecay: 0).make(for: model.online),
+                    learningRate: WarmupCosineSchedule(base: lr, warmupSteps: 2, totalSteps: 40),
+                    momentum: MomentumSchedule(base: 0.99, totalSteps: 40), queueSize: 0,
+                    communicator: LocalCommunicator(), pool: .serial, seed: 0)
+    }
+
+    func tinyModel() throws -> ReLICv2Model {
+        try ReLICv2Model(backbone: "resnet18-cifar", options: ModelOptions(baseWidth: 4),
+                         heads: .init(projectorHidden: 32, projection: 16, predictorHidden: 32), seed: 3)
+    }
+
+    @Test func lossFallsOnATaskItCanLearn() throws {
+        let model = try tinyModel()
+        let runner = step(model: model)
+        let source = NoisyCopies(samples: 8, side: 8, pool: 8)
+        var losses: [Float] = []
+        for index in 0..<30 {
+            losses.append(try runner.run(step: index, batch: source.batch(step: index, rank: 0, worldSize: 1)).loss.total)
+        }
+        let early = losses.prefix(5).reduce(0, +) / 5, late = losses.suffix(5).reduce(0, +) / 5
+        #expect(late < early - 0.3, "loss \(early) → \(late)")
+    }
+
+    @Test func targetIsAnEMAOfTheOnlineNetworkAndGetsNoGradient() throws {
+        let model = try tinyModel()
+        let runner = step(model: model)
+        let before = Array(UnsafeBufferPointer(start: model.target.values.pointer, count: model.targetFloats))
+        _ = try runner.run(step: 0, batch: NoisyCopies(samples: 4, side: 8, pool: 4).batch(step: 0, rank: 0, worldSize: 1))
+        let online = model.online.values.pointer, target = model.target.values.pointer
+        // θ_t = γ θ_t + (1 − γ) θ_o with γ = 0.99 at step 0.
+        var worst: Float = 0
+        for i in 0..<model.targetFloats where model.online.entries.contains(where: { $0.offset <= i && i < $0.offset + $0.count && $0.spec.role.isTrainable }) {
+            worst = max(worst, abs(target[i] - (0.99 * before[i] + 0.01 * online[i])))
+        }
+        #expect(worst < 1e-6)
+        let gradients = UnsafeBufferPointer(start: model.target.gradients.pointer, count: model.target.count)
+        #expect(gradients.allSatisfy { $0 == 0 })
+        // The predictor is outside the EMA range: the target keeps its initial copy.
+        let predictor = model.online.entries.first { $0.spec.name.hasPrefix("predictor.") }!
+        #expect(predictor.offset >= model.targetFloats)
+    }
+
+    @Test func aNonFiniteGradientStopsTheRunNamingTheParameter() throws {
+        let model = try tinyModel()
+        let runner = step(model: model)
+        // Poison one weight: its gradient and the loss become NaN.
+        let entry = model.online.entry(named: "layer1.0.conv1.weight")!
+        model.online.values.pointer[entry.offset] = .nan
+        let snapshot = Array(UnsafeBufferPointer(start: model.online.values.pointer, count: model.online.count))
+        #expect(throws: TrainingError.self) {
+            try runner.run(step: 7, batch: NoisyCopies(samples: 4, side: 8, pool: 4).batch(step: 0, rank: 0, worldSize: 1))
+        }
+        do {
+            _ = try runner.run(step: 7, batch: NoisyCopies(samples: 4, side: 8, pool: 4).batch(step: 0, rank: 0, worldSize: 1))
+        } catch {
+            #expect("\(error)".contains("step 7"))
+        }
+        // No optimiser step from poisoned gradients (BN statistics, buffers, did see the batch).
+        for entry in model.online.entries where entry.spec.role.isTrainable {
+            for i in entry.offset..<(entry.offset + entry.count) where snapshot[i].bitPattern != model.online.values.pointer[i].bitPattern {
+                Issue.record("\(entry.spec.name) changed")
+                return
+            }
+        }
+    }
+}
