@@ -124,4 +124,16 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         }
         #expect(KeyStyle.snakeCase("zeroInitResidual") == "zero_init_residual")
     }
+
+    @Test(arguments: ["debug", "relicv2-resnet50", "relicv2-convnext-t", "omnivore-swin-t", "ablation-beta0"])
+    func everyShippedConfigLoads(_ name: String) throws {
+        let path = repositoryRoot.appendingPathComponent("configs/\(name).yaml").path
+        let resolved = try ConfigLoader.load(file: path)
+        if name == "relicv2-resnet50" {
+            #expect(resolved.config.data.largeCrops == 4 && resolved.config.data.largeSize == 224)
+            #expect(resolved.config.data.smallCrops == 2 && resolved.config.data.smallSize == 96)
+            #expect(resolved.config.optim.name == .lars && resolved.config.data.batchSize == 4096)
+        }
+        if name == "ablation-beta0" { #expect(resolved.config.ssl.beta == 0) }
+    }
 }

@@ -130,7 +130,7 @@ public struct DataConfig: Codable, Equatable, Sendable {
                       "must be between 8 and data.large_size (\(largeSize)), got \(smallSize)")
         check.require(workers >= 1, "data.workers", "must be ≥ 1, got \(workers)")
         check.require(syntheticClasses >= 2, "data.synthetic_classes", "must be ≥ 2, got \(syntheticClasses)")
-        check.require(syntheticTrainSize >= batchSize, "data.synthetic_train_size",
+        check.require(dataset != .synthetic || syntheticTrainSize >= batchSize, "data.synthetic_train_size",
                       "must be ≥ data.batch_size (\(batchSize)), got \(syntheticTrainSize)")
         check.require(syntheticValSize >= 1, "data.synthetic_val_size", "must be ≥ 1, got \(syntheticValSize)")
         check.require(dataset == .synthetic || !root.isEmpty, "data.root", "is required for dataset \(dataset.rawValue)")
