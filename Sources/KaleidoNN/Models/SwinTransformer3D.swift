@@ -204,6 +204,7 @@ public final class SwinTransformer3DNetwork: Layer {
 extension ModelZoo {
     /// The Swin models by zoo name, for `ModelZoo.entries` to merge. `options.classes` adds a
     /// torchvision `head` (0: features); the Omnivore models always carry their three dataset heads.
+    /// `options.baseWidth` sets the embedding width (heads reduced to divisors of each stage's width).
     static let swinEntries: [String: Entry] = {
         var entries: [String: Entry] = [:]
         func swin(_ name: String, _ base: SwinTransformer3D.Config, _ summary: String, input: [Int]) {
@@ -211,6 +212,12 @@ extension ModelZoo {
                 var config = base
                 if config.datasetHeads.isEmpty { config.classes = options.classes }
                 if options.dropPath > 0 { config.dropPath = options.dropPath }
+                if let width = options.baseWidth {
+                    // A narrower model for debugging: keep the heads that still divide each stage's width.
+                    func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+                    config.embedDimension = width
+                    config.heads = config.heads.enumerated().map { gcd($1, width << $0) }
+                }
                 return (SwinTransformer3D.make(config, builder), config.featureDimension)
             }
         }
