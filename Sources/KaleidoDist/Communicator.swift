@@ -16,11 +16,21 @@ public protocol Communicator: AnyObject {
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     /// Returns once every rank has called it.
     func barrier() throws
+    /// Starts an element-wise sum over ranks whose result is bit-identical for any split of the
+    /// data into calls: each element is summed in rank order, g₀ + g₁ + … + g_{W−1}. `scratch`
+    /// holds at least `scratchFloats(for: buffer.count)` floats and must stay untouched until
+    /// the reduction completes.
+    func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>) throws
+        -> PendingReduction
 }
 
 extension Communicator {
     /// Rank 0 also plays the coordinator: it logs, decides checkpoints and writes manifests.
     public var isCoordinator: Bool { rank == 0 }
+
+    /// Scratch floats `startDeterministicSum` needs for a buffer of `count` floats: this rank's
+    /// share of every rank's copy.
+    public func scratchFloats(for count: Int) -> Int { worldSize * ((count + worldSize - 1) / worldSize) }
 }
 
 /// The world of one process: collectives are identities.

@@ -19,7 +19,7 @@ public struct MPIError: Error, CustomStringConvertible {
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let worldSize: Int
-    private let comm: MPI_Comm
+    let comm: MPI_Comm
     private var finalized = false
 
     /// Initialises MPI (once per process) and joins MPI_COMM_WORLD.
@@ -90,7 +90,7 @@ public final class MPICommunicator: Communicator {
         try check("MPI_Barrier", MPI_Barrier(comm))
     }
 
-    private func check(_ operation: String, _ code: Int32) throws {
+    func check(_ operation: String, _ code: Int32) throws {
         guard code != kaleido_mpi_success() else { return }
         throw MPIError(operation: operation, code: code, rank: rank, message: Self.errorString(code))
     }

@@ -64,6 +64,7 @@ public enum ModelZoo {
         resnet("resnet18-cifar", .resnet18, cifar: true, side: 32)
         resnet("resnet50", .resnet50, cifar: false, side: 224)
         resnet("resnet50-cifar", .resnet50, cifar: true, side: 32)
+        entries.merge(swinEntries) { current, _ in current }
         return entries
     }()
 
