@@ -22,6 +22,8 @@ public protocol Communicator: AnyObject {
     /// the reduction completes.
     func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>) throws
         -> PendingReduction
+    /// Leaves the world (MPI_Finalize); every rank calls it once, last.
+    func finalize()
 }
 
 extension Communicator {
@@ -44,4 +46,5 @@ public final class LocalCommunicator: Communicator {
         precondition(root == 0, "rank \(root) does not exist in a single-process world")
     }
     public func barrier() throws {}
+    public func finalize() {}
 }

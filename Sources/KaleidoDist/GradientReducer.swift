@@ -12,7 +12,7 @@ public enum BucketCap: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .perTensor: return "one tensor per bucket"
-        case .bytes(let bytes): return String(format: "%.1f MB", Double(bytes) / 1e6)
+        case .bytes(let bytes): return String(format: "%g MiB", Double(bytes) / 1_048_576)
         case .unbounded: return "unbounded"
         }
     }
