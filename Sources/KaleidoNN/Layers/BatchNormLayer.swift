@@ -47,6 +47,8 @@ public final class BatchNormLayer: Layer {
         return dInput
     }
 
+    public var parameterRange: Range<Int>? { ParameterRef.span([weight, bias, runningMean, runningVariance, batchesTracked]) }
+
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         LayerDescription(name: "batch norm \(channels)", outputShape: inputShape, flops: 2 * Double(inputShape.reduce(1, *)),
                          parameters: 2 * channels)

@@ -63,6 +63,8 @@ public final class Conv2dLayer: Layer {
         return dInput
     }
 
+    public var parameterRange: Range<Int>? { ParameterRef.span([weight, bias]) }
+
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         let s = shape(inputShape)
         return LayerDescription(name: "conv \(kernel)×\(kernel)/\(stride) \(inChannels)→\(outChannels)",

@@ -57,6 +57,8 @@ public final class DatasetHeadsLayer: Layer {
         saved.pop("dataset heads").backward(dOutput, context)
     }
 
+    public var parameterRange: Range<Int>? { span(of: Array(heads.values)) }
+
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         // Every head is trainable, so all count towards the parameters; the shape is the selected one's.
         let children = names.map { heads[$0]!.describe(inputShape) }

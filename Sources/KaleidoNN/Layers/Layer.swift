@@ -16,6 +16,10 @@ public final class RunContext {
     public var recordsForBackward: Bool
     /// Drop path and dropout draw from here.
     public var rng: SplitMix64
+    /// Told during a backward pass that every gradient at arena offsets ≥ its argument is
+    /// final, so the all-reduce of those buckets can start while backward continues. Set only
+    /// for the last backward pass of a step (earlier passes still accumulate).
+    public var gradientsFinal: ((Int) -> Void)?
     private var scratch: TensorStorage
 
     public init(arena: ParameterArena, activations: TensorArena = TensorArena(), pool: ComputePool,
@@ -54,6 +58,30 @@ public protocol Layer: AnyObject {
     func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor
     /// Multiply-adds ×2 of a forward pass on `inputShape` and the output shape, for summaries.
     func describe(_ inputShape: [Int]) -> LayerDescription
+    /// Arena floats this layer's parameters occupy (contiguous, as registered), or nil.
+    var parameterRange: Range<Int>? { get }
+}
+
+extension Layer {
+    public var parameterRange: Range<Int>? { nil }
+}
+
+extension ParameterRef {
+    public var range: Range<Int> { offset..<(offset + count) }
+
+    /// The smallest range covering `refs`.
+    public static func span(_ refs: [ParameterRef?]) -> Range<Int>? {
+        let ranges = refs.compactMap { $0?.range }
+        guard let low = ranges.map(\.lowerBound).min(), let high = ranges.map(\.upperBound).max() else { return nil }
+        return low..<high
+    }
+}
+
+/// The smallest range covering the children's parameters.
+func span(of layers: [Layer?]) -> Range<Int>? {
+    let ranges = layers.compactMap { $0?.parameterRange }
+    guard let low = ranges.map(\.lowerBound).min(), let high = ranges.map(\.upperBound).max() else { return nil }
+    return low..<high
 }
 
 /// What `kaleido model summary` prints per layer.
@@ -106,9 +134,18 @@ public final class Sequential: Layer {
         layers.reduce(input) { $1.forward($0, context) }
     }
 
+    /// Children run in reverse; after each, its parameters and everything registered after
+    /// them are final (children are registered in order), which the all-reduce may act on.
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
-        layers.reversed().reduce(dOutput) { $1.backward($0, context) }
+        var gradient = dOutput
+        for layer in layers.reversed() {
+            gradient = layer.backward(gradient, context)
+            if let range = layer.parameterRange { context.gradientsFinal?(range.lowerBound) }
+        }
+        return gradient
     }
+
+    public var parameterRange: Range<Int>? { span(of: layers) }
 
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         var shape = inputShape

@@ -36,6 +36,8 @@ public final class LayerNormLayer: Layer {
         return dInput
     }
 
+    public var parameterRange: Range<Int>? { ParameterRef.span([weight, bias]) }
+
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         LayerDescription(name: "layer norm \(channels)", outputShape: inputShape, flops: 5 * Double(inputShape.reduce(1, *)),
                          parameters: 2 * channels)

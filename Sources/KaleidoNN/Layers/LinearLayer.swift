@@ -50,6 +50,8 @@ public final class LinearLayer: Layer {
         return dInput
     }
 
+    public var parameterRange: Range<Int>? { ParameterRef.span([weight, bias]) }
+
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         let rows = inputShape.dropLast().reduce(1, *)
         return LayerDescription(name: "linear \(inFeatures)→\(outFeatures)", outputShape: Array(inputShape.dropLast()) + [outFeatures],

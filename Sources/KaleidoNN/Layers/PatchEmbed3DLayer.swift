@@ -51,6 +51,8 @@ public final class PatchEmbed3DLayer: Layer {
         return dInput
     }
 
+    public var parameterRange: Range<Int>? { ParameterRef.span([weight, bias]) }
+
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         let s = shape(inputShape)
         return LayerDescription(name: "patch embed \(patch.map(String.init).joined(separator: "×")) \(inChannels)→\(outChannels)",
@@ -197,6 +199,8 @@ public final class MultiModalPatchEmbedLayer: Layer {
         }
         return pad.backward(dPadded, context)
     }
+
+    public var parameterRange: Range<Int>? { span(of: [color, depth]) }
 
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         let padded = pad.describe(inputShape)

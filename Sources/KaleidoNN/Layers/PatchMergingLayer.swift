@@ -71,6 +71,8 @@ public final class PatchMergingLayer: Layer {
         return dInput
     }
 
+    public var parameterRange: Range<Int>? { span(of: [norm, reduction]) }
+
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         let merged = mergedShape(inputShape)
         let normalized = norm.describe(merged)

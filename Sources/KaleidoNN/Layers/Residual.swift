@@ -35,6 +35,8 @@ public final class Residual: Layer {
         return dInput
     }
 
+    public var parameterRange: Range<Int>? { span(of: [branch, shortcut, post]) }
+
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         var children = [branch.describe(inputShape)]
         if let shortcut { children.append(shortcut.describe(inputShape)) }

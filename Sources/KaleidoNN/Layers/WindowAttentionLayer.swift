@@ -120,6 +120,12 @@ public final class WindowAttentionLayer: Layer {
         return dInput
     }
 
+    public var parameterRange: Range<Int>? {
+        [span(of: [qkv, proj]), ParameterRef.span([table, index])].compactMap { $0 }.reduce(nil) { total, range in
+            total.map { min($0.lowerBound, range.lowerBound)..<max($0.upperBound, range.upperBound) } ?? range
+        }
+    }
+
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         let g = geometry(inputShape)
         let windows = g.windowsShape

@@ -194,6 +194,8 @@ public final class SwinTransformer3DNetwork: Layer {
         backbone.backward(head?.backward(dOutput, context) ?? dOutput, context)
     }
 
+    public var parameterRange: Range<Int>? { span(of: [backbone, head]) }
+
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         let features = backbone.describe(inputShape)
         let children = [features] + (head.map { [$0.describe(features.outputShape)] } ?? [])

@@ -19,6 +19,8 @@ public final class ReLICv2Step {
     let target: RunContext
     /// Past target projections used as extra negatives, newest last; identical on every rank.
     public private(set) var queue: NegativeQueue?
+    /// Averages gradients over ranks in buckets, started during the last backward pass.
+    public let reducer: GradientReducer
 
     public struct Result: Sendable {
         public var loss: ReLICv2Loss.Value
@@ -28,7 +30,8 @@ public final class ReLICv2Step {
     }
 
     public init(model: ReLICv2Model, loss: ReLICv2Loss, optimizer: Optimizer, learningRate: WarmupCosineSchedule,
-                momentum: MomentumSchedule, queueSize: Int, communicator: Communicator, pool: ComputePool, seed: UInt64) {
+                momentum: MomentumSchedule, queueSize: Int, communicator: Communicator, pool: ComputePool, seed: UInt64,
+                bucketCap: BucketCap = .bytes(1 << 20)) {
         self.model = model
         self.loss = loss
         self.optimizer = optimizer
@@ -42,11 +45,13 @@ public final class ReLICv2Step {
         target = RunContext(arena: model.target, activations: online.activations, pool: pool, training: true,
                             recordsForBackward: false)
         queue = queueSize > 0 ? NegativeQueue(capacity: queueSize, dimension: model.projectionDimension) : nil
+        reducer = GradientReducer(tensors: model.online.entries.map { $0.offset..<($0.offset + $0.count) },
+                                  gradients: model.online.gradients.pointer, cap: bucketCap, communicator: communicator)
     }
 
     public func run(step: Int, batch: MultiViewBatch) throws -> Result {
         defer { online.activations.reset() }
-        let n = batch.samples, world = communicator.worldSize
+        let n = batch.samples
         model.online.zeroGradients()
 
         let largePredictions = model.predict(batch.large, online)
@@ -72,26 +77,25 @@ public final class ReLICv2Step {
                                  queue: queue?.contents, offset: communicator.rank * n, dPredictions: dPredictions, pool: pool)
         guard value.total.isFinite else { throw TrainingError.nonFinite(step: step, what: "the loss (\(value.total))") }
 
-        // Backward in reverse order of the forward passes.
+        // Backward in reverse order of the forward passes. The last pass reports finished
+        // gradients so their buckets' all-reduce overlaps the rest of it.
+        reducer.beginStep()
         if let dSmall { model.backward(dSmall, online) }
+        var reduceError: Error?
+        online.gradientsFinal = { [reducer] offset in
+            guard reduceError == nil else { return }
+            do { try reducer.gradientsFinal(from: offset) } catch { reduceError = error }
+        }
         model.backward(dLarge, online)
-
-        try averageGradients(worldSize: world)
+        online.gradientsFinal = nil
+        if let reduceError { throw reduceError }
+        try reducer.finish()
         let norm = try checkedGradientNorm(step: step)
         let lr = learningRate.value(at: step), gamma = momentum.value(at: step)
         optimizer.step(model.online, learningRate: Float(lr), pool: pool)
         TargetNetwork.update(target: model.target, online: model.online, momentum: Float(gamma), count: model.targetFloats, pool: pool)
         queue?.push(globalTargets)
         return Result(loss: value, learningRate: lr, momentum: gamma, gradientNorm: norm)
-    }
-
-    /// Sum over ranks, then divide: every rank's loss is a mean over its own samples.
-    func averageGradients(worldSize: Int) throws {
-        guard worldSize > 1 else { return }
-        let gradients = UnsafeMutableBufferPointer(start: model.online.gradients.pointer, count: model.online.count)
-        try communicator.allReduceSum(gradients)
-        let scale = 1 / Float(worldSize)
-        for i in gradients.indices { gradients[i] *= scale }
     }
 
     /// The global gradient norm, or an error naming the first parameter with a NaN or Inf.
