@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "KaleidoSSL", dependencies: ["KaleidoNN", "KaleidoTensor"], swiftSettings: fast),
         .target(name: "KaleidoDist", dependencies: ["CMPI", .product(name: "Logging", package: "swift-log")]),
         .target(name: "KaleidoCheckpoint", dependencies: ["CZstd", "KaleidoNN"]),
-        .target(name: "KaleidoData", dependencies: ["CPNG", "CTurboJPEG"], swiftSettings: fast),
+        .target(name: "KaleidoData", dependencies: ["CPNG", "CTurboJPEG", "KaleidoTensor", .product(name: "Logging", package: "swift-log")], swiftSettings: fast),
         .target(name: "KaleidoTrain", dependencies: [
             "KaleidoTensor", "KaleidoNN", "KaleidoSSL", "KaleidoDist", "KaleidoCheckpoint", "KaleidoData",
             .product(name: "Logging", package: "swift-log"),
@@ -64,8 +64,10 @@ let package = Package(
         .testTarget(name: "KaleidoSSLTests", dependencies: ["KaleidoSSL", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoDistTests", dependencies: ["KaleidoDist"]),
         .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint", "KaleidoNN"], exclude: ["Fixtures"]),
-        .testTarget(name: "KaleidoDataTests", dependencies: ["KaleidoData"]),
+        .testTarget(name: "KaleidoDataTests", dependencies: ["KaleidoData", "KaleidoTensor", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "KaleidoTrainTests", dependencies: ["KaleidoTrain", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "KaleidoCLITests", dependencies: ["kaleido"]),
+        // Runs `kaleido` under mpirun on this machine (2 and 4 ranks).
+        .testTarget(name: "KaleidoMPITests", dependencies: ["kaleido"]),
     ]
 )
