@@ -96,15 +96,42 @@ import KaleidoTensor
         return builder.specs.map { "\($0.name) \($0.torchShape.map(String.init).joined(separator: ","))" }
     }
 
-    @Test func attoNamesShapesAndOrderEqualTimmStateDict() throws {
+    /// The same entries as timm; the order differs only in `gamma`, which PyTorch lists first in
+    /// a block and Kaleido registers where it runs, last (see `registrationOrderIsExecutionOrder`).
+    @Test func attoNamesAndShapesEqualTimmStateDict() throws {
         let expected = try Self.timmAttoStateDict()
         #expect(expected.count == 128)
         var config = ConvNeXt.Config.atto
         config.classes = 1000
-        #expect(Self.kaleidoStateDict(config) == expected)
+        let entries = Self.kaleidoStateDict(config)
+        #expect(entries.sorted() == expected.sorted())
+        #expect(entries.filter { !$0.contains("gamma") } == expected.filter { !$0.contains("gamma") })
         // num_classes=0 in timm drops head.fc and keeps head.norm.
         config.classes = 0
-        #expect(Self.kaleidoStateDict(config) == expected.filter { !$0.hasPrefix("head.fc.") })
+        #expect(Self.kaleidoStateDict(config).sorted() == expected.filter { !$0.hasPrefix("head.fc.") }.sorted())
+    }
+
+    /// The bucketed all-reduce starts on gradients at offsets ≥ o when `gradientsFinal(o)` is
+    /// called; that is only sound if parameters are registered in the order they run.
+    @Test func gradientsAnnouncedFinalDoNotChangeAfterwards() {
+        let config = ConvNeXt.Config(depths: [1, 2], dims: [8, 16], stemPatch: 2, layerScaleInit: 0.5, classes: 3)
+        let (network, arena, _) = Self.build(config)
+        let context = RunContext(arena: arena, pool: .serial, training: true)
+        var rng = SplitMix64(seed: 14)
+        let output = network.forward(Tensor(randomNormal: [2, 8, 8, 3], rng: &rng), context)
+        var snapshots: [(offset: Int, values: [Float])] = []
+        context.gradientsFinal = { offset in
+            snapshots.append((offset, Array(UnsafeBufferPointer(start: arena.gradients.pointer + offset, count: arena.count - offset))))
+        }
+        arena.zeroGradients()
+        _ = network.backward(Tensor(randomNormal: output.shape, rng: &rng), context)
+        #expect(snapshots.count > 10)
+        #expect(snapshots.last?.offset == 0, "the stem's weights are the arena's first entry")
+        for (offset, values) in snapshots {
+            let final = Array(UnsafeBufferPointer(start: arena.gradients.pointer + offset, count: arena.count - offset))
+            let changed = zip(values, final).filter { $0 != $1 }.count
+            #expect(changed == 0, "\(changed) gradients from offset \(offset) changed after being announced final")
+        }
     }
 
     @Test func largeModelsUseLinearMLPWeights() {
@@ -123,12 +150,13 @@ import KaleidoTensor
         config.dropPath = 0.1
         let entries = Self.kaleidoStateDict(config)
         // As printed for the official module by tools/fixtures/make_name_lists.py (depth 1).
+        // Kaleido registers gamma last in a block; PyTorch lists it first.
         #expect(entries.prefix(13) == ["stem.weight 8,3,16,16", "stem.bias 8",
-                                       "blocks.0.gamma 8", "blocks.0.dwconv.weight 8,1,7,7", "blocks.0.dwconv.bias 8",
+                                       "blocks.0.dwconv.weight 8,1,7,7", "blocks.0.dwconv.bias 8",
                                        "blocks.0.norm.weight 8", "blocks.0.norm.bias 8",
                                        "blocks.0.pwconv1.weight 32,8", "blocks.0.pwconv1.bias 32",
-                                       "blocks.0.pwconv2.weight 8,32", "blocks.0.pwconv2.bias 8",
-                                       "blocks.1.gamma 8", "blocks.1.dwconv.weight 8,1,7,7"])
+                                       "blocks.0.pwconv2.weight 8,32", "blocks.0.pwconv2.bias 8", "blocks.0.gamma 8",
+                                       "blocks.1.dwconv.weight 8,1,7,7", "blocks.1.dwconv.bias 8"])
         #expect(entries.suffix(4) == ["norm.weight 8", "norm.bias 8", "head.weight 5,8", "head.bias 5"])
         #expect(!Self.kaleidoStateDict(.isotropicSmall).contains { $0.contains("gamma") }, "official presets have no layer scale")
     }

@@ -53,6 +53,8 @@ public final class DepthwiseConvLayer: Layer {
         return dInput
     }
 
+    public var parameterRange: Range<Int>? { ParameterRef.span([weight, bias]) }
+
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         let s = shape(inputShape)
         return LayerDescription(name: "depthwise conv \(kernel)×\(kernel)/\(stride) \(channels)",

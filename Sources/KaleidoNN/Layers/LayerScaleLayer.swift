@@ -31,6 +31,8 @@ public final class LayerScaleLayer: Layer {
         return dInput
     }
 
+    public var parameterRange: Range<Int>? { gamma.range }
+
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         LayerDescription(name: "layer scale \(channels)", outputShape: inputShape, flops: Double(inputShape.reduce(1, *)),
                          parameters: channels)

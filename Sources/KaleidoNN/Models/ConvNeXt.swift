@@ -6,7 +6,7 @@
 ///     stem.0                       patchify conv P×P stride P, with bias
 ///     stem.1                       LayerNorm
 ///     stages.{i}.downsample.{0,1}  LayerNorm, then 2×2 stride-2 conv with bias (i ≥ 1)
-///     stages.{i}.blocks.{j}.       gamma, conv_dw, norm, mlp.fc1, mlp.fc2
+///     stages.{i}.blocks.{j}.       conv_dw, norm, mlp.fc1, mlp.fc2, gamma
 ///     head.norm, head.fc           NormMlpClassifierHead: average pool → LayerNorm → linear
 ///
 /// timm keeps `head.norm` when `num_classes=0` and drops only `head.fc`; so does Kaleido, so the
@@ -14,8 +14,8 @@
 ///
 /// Isotropic models (paper §3.3) are not in timm; they follow the official
 /// facebookresearch/ConvNeXt `models/convnext_isotropic.py` and its names: `stem` (a 16×16
-/// stride-16 conv with bias and, as there, no LayerNorm after it), `blocks.{j}.` with `gamma`,
-/// `dwconv`, `norm`, `pwconv1`, `pwconv2`, then `norm` after pooling and `head`. The official
+/// stride-16 conv with bias and, as there, no LayerNorm after it), `blocks.{j}.` with `dwconv`,
+/// `norm`, `pwconv1`, `pwconv2`, `gamma`, then `norm` after pooling and `head`. The official
 /// isotropic models are trained without layer scale (`layer_scale_init_value=0`), so the presets
 /// have no `gamma`; set `layerScaleInit` to add it.
 ///
@@ -186,9 +186,6 @@ public enum ConvNeXt {
 
     static func block(_ b: ParameterBuilder, _ config: Config, channels: Int, names: BlockNames, dropPath: Float,
                       name: String) -> Residual {
-        // Registered before its siblings although applied last: PyTorch lists a module's own
-        // parameters before its children's, so the arena keeps the reference state-dict order.
-        let layerScale = config.layerScaleInit.map { LayerScaleLayer(b, channels: channels, initialValue: $0) }
         let hidden = config.mlpRatio * channels
         func pointwise(_ child: String, _ from: Int, _ to: Int) -> Layer {
             config.convMLP
@@ -204,7 +201,11 @@ public enum ConvNeXt {
             GELULayer(),
             pointwise(names.fc2, hidden, channels),
         ]
-        if let layerScale { branch.append(layerScale) }
+        // Registered in the order they run, as every layer graph here: the backward pass then
+        // finishes gradients from the highest arena offset down, which the bucketed all-reduce
+        // relies on (`Sequential.backward`, `RunContext.gradientsFinal`). PyTorch lists `gamma`
+        // first in a block's state dict; names, not order, matter for a strict load.
+        if let value = config.layerScaleInit { branch.append(LayerScaleLayer(b, channels: channels, initialValue: value)) }
         if dropPath > 0 { branch.append(DropPathLayer(probability: dropPath)) }
         return Residual(name, branch: Sequential("branch", branch))
     }
