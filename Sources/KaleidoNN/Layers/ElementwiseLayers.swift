@@ -1,48 +1,56 @@
 import KaleidoTensor
 
-/// max(x, 0).
-public final class ReLULayer: Layer {
+/// An element-wise activation: out = f(x), din += f′(x) · dout, caching its input.
+public class PointwiseActivationLayer: Layer {
+    typealias Forward = (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Int, ComputePool) -> Void
+    typealias Backward = (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, Int, ComputePool) -> Void
+    let name: String
+    let flopsPerElement: Double
+    let apply: Forward
+    let differentiate: Backward
     private var saved = SavedStack<Tensor>()
-    public init() {}
+
+    init(name: String, flopsPerElement: Double, forward: @escaping Forward, backward: @escaping Backward) {
+        self.name = name
+        self.flopsPerElement = flopsPerElement
+        apply = forward
+        differentiate = backward
+    }
 
     public func forward(_ input: Tensor, _ context: RunContext) -> Tensor {
         let output = context.tensor(input.shape)
-        ReLU.forward(output: output.pointer, input: input.pointer, count: input.count, pool: context.pool)
+        apply(output.pointer, input.pointer, input.count, context.pool)
         saved.push(input, if: context.recordsForBackward)
         return output
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
-        let input = saved.pop("relu")
+        let input = saved.pop(name)
         let dInput = context.tensor(input.shape, zeroed: true)
-        ReLU.backward(dInput: dInput.pointer, dOutput: dOutput.pointer, input: input.pointer, count: input.count, pool: context.pool)
-        return dInput
-    }
-
-    public func describe(_ inputShape: [Int]) -> LayerDescription { LayerDescription(name: "relu", outputShape: inputShape) }
-}
-
-/// x·Φ(x), the exact (erf) form.
-public final class GELULayer: Layer {
-    private var saved = SavedStack<Tensor>()
-    public init() {}
-
-    public func forward(_ input: Tensor, _ context: RunContext) -> Tensor {
-        let output = context.tensor(input.shape)
-        GELU.forward(output: output.pointer, input: input.pointer, count: input.count, pool: context.pool)
-        saved.push(input, if: context.recordsForBackward)
-        return output
-    }
-
-    public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
-        let input = saved.pop("gelu")
-        let dInput = context.tensor(input.shape, zeroed: true)
-        GELU.backward(dInput: dInput.pointer, dOutput: dOutput.pointer, input: input.pointer, count: input.count, pool: context.pool)
+        differentiate(dInput.pointer, dOutput.pointer, input.pointer, input.count, context.pool)
         return dInput
     }
 
     public func describe(_ inputShape: [Int]) -> LayerDescription {
-        LayerDescription(name: "gelu", outputShape: inputShape, flops: 8 * Double(inputShape.reduce(1, *)))
+        LayerDescription(name: name, outputShape: inputShape, flops: flopsPerElement * Double(inputShape.reduce(1, *)))
+    }
+}
+
+/// max(x, 0).
+public final class ReLULayer: PointwiseActivationLayer {
+    public init() {
+        super.init(name: "relu", flopsPerElement: 0,
+                   forward: { ReLU.forward(output: $0, input: $1, count: $2, pool: $3) },
+                   backward: { ReLU.backward(dInput: $0, dOutput: $1, input: $2, count: $3, pool: $4) })
+    }
+}
+
+/// x·Φ(x), the exact (erf) form.
+public final class GELULayer: PointwiseActivationLayer {
+    public init() {
+        super.init(name: "gelu", flopsPerElement: 8,
+                   forward: { GELU.forward(output: $0, input: $1, count: $2, pool: $3) },
+                   backward: { GELU.backward(dInput: $0, dOutput: $1, input: $2, count: $3, pool: $4) })
     }
 }
 

@@ -8,12 +8,19 @@ public struct ModelOptions: Sendable {
     public var zeroInitResidual = false
     /// Width of the first stage instead of the reference one (tests, quick experiments).
     public var baseWidth: Int?
+    /// ConvNeXt: patchify stem size instead of the reference one (2 for 32-px inputs).
+    public var stemPatch: Int?
+    /// ConvNeXt: layer-scale initial value (nil keeps the preset's; 0 removes layer scale).
+    public var layerScaleInit: Float?
 
-    public init(classes: Int = 0, dropPath: Float = 0, zeroInitResidual: Bool = false, baseWidth: Int? = nil) {
+    public init(classes: Int = 0, dropPath: Float = 0, zeroInitResidual: Bool = false, baseWidth: Int? = nil,
+                stemPatch: Int? = nil, layerScaleInit: Float? = nil) {
         self.classes = classes
         self.dropPath = dropPath
         self.zeroInitResidual = zeroInitResidual
         self.baseWidth = baseWidth
+        self.stemPatch = stemPatch
+        self.layerScaleInit = layerScaleInit
     }
 }
 
@@ -64,9 +71,35 @@ public enum ModelZoo {
         resnet("resnet18-cifar", .resnet18, cifar: true, side: 32)
         resnet("resnet50", .resnet50, cifar: false, side: 224)
         resnet("resnet50-cifar", .resnet50, cifar: true, side: 32)
+        for (name, preset) in ConvNeXt.presets {
+            let isotropic = preset.kind == .isotropic
+            let summary = isotropic ? "ConvNeXt \(name.dropFirst("convnext-".count)) (official repo's names)"
+                                    : "timm \(name.replacingOccurrences(of: "-", with: "_"))"
+            entries[name] = Entry(summary: summary,
+                                  inputShape: [1, 224, 224, 3]) { builder, options in
+                (ConvNeXt.make(convNeXtConfig(preset, options), builder), preset.featureDimension)
+            }
+        }
+        // The benchmark model: ConvNeXt-atto with a 2×2 stem for 32-px images.
+        entries["convnext-atto-32"] = Entry(summary: "ConvNeXt-atto with a 2×2 stem, for 32-px images", inputShape: [1, 32, 32, 3]) {
+            builder, options in
+            var preset = ConvNeXt.Config.atto
+            preset.stemPatch = 2
+            return (ConvNeXt.make(convNeXtConfig(preset, options), builder), preset.featureDimension)
+        }
         entries.merge(swinEntries) { current, _ in current }
         return entries
     }()
+
+    static func convNeXtConfig(_ preset: ConvNeXt.Config, _ options: ModelOptions) -> ConvNeXt.Config {
+        var config = preset
+        config.classes = options.classes
+        config.dropPath = options.dropPath
+        if let patch = options.stemPatch { config.stemPatch = patch }
+        if let scale = options.layerScaleInit { config.layerScaleInit = scale > 0 ? scale : nil }
+        if let width = options.baseWidth { config.dims = config.dims.map { $0 * width / config.dims[0] } }
+        return config
+    }
 
     public static var names: [String] { entries.keys.sorted() }
 

@@ -35,12 +35,19 @@ public final class Pretrainer {
         switch model.arch {
         case .resnet18: return model.cifarStem ? "resnet18-cifar" : "resnet18"
         case .resnet50: return model.cifarStem ? "resnet50-cifar" : "resnet50"
+        case .omnivoreSwinTiny: return "omnivore-swin-t"
+        case .omnivoreSwinSmall: return "omnivore-swin-s"
+        case .omnivoreSwinBase: return "omnivore-swin-b"
+        case .convnextIsoSmall: return "convnext-isotropic-small"
+        case .convnextIsoBase: return "convnext-isotropic-base"
+        case .convnextIsoLarge: return "convnext-isotropic-large"
         default: return model.arch.rawValue.replacingOccurrences(of: "_", with: "-")
         }
     }
 
     public func makeModel() throws -> ReLICv2Model {
-        let options = ModelOptions(classes: 0, dropPath: Float(config.model.dropPath), zeroInitResidual: config.model.zeroInitResidual)
+        let options = ModelOptions(classes: 0, dropPath: Float(config.model.dropPath), zeroInitResidual: config.model.zeroInitResidual,
+                                   stemPatch: config.model.stemPatch, layerScaleInit: Float(config.model.layerScaleInit))
         let heads = ReLICv2Model.Heads(projectorHidden: config.ssl.projectorHidden, projection: config.ssl.projectorDim,
                                        predictorHidden: config.ssl.predictorHidden)
         return try ReLICv2Model(backbone: Self.backboneName(config.model), options: options, heads: heads,
