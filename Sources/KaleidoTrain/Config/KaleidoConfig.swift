@@ -1,3 +1,5 @@
+import KaleidoData
+
 /// The whole configuration of a Kaleido run. Every value has one home here, with its default;
 /// code receives these structs, never YAML or the environment.
 ///
@@ -100,11 +102,25 @@ public struct ModalityMix: Codable, Equatable, Sendable {
     public var rgbd = 0.0
 }
 
+/// How joint batches interleave modalities (`data.mix_mode`).
+public enum DataMixMode: String, ConfigChoice {
+    /// Each step holds one modality; modalities take turns in proportion to `data.mix`.
+    case alternate
+    /// Every step holds every modality in proportion to `data.mix`.
+    case mixed
+}
+
 /// Data, views and batch.
 public struct DataConfig: Codable, Equatable, Sendable {
     public var dataset = DatasetKind.synthetic
-    /// Root directory of a real dataset (unused by `synthetic`).
+    /// Root directory of a real dataset (unused by `synthetic`). With `root/train` and `root/val`
+    /// folders those are the splits; otherwise the root is the training split.
     public var root = ""
+    /// Roots of the other modalities of a joint run on folders (the modality of `dataset` uses `root`).
+    public var videoRoot = ""
+    public var rgbdRoot = ""
+    /// Raw depth-PNG units per metre (1000: millimetres; Kinect v2 files of SUN RGB-D are often 5000 after unshifting).
+    public var depthScale = 1000.0
     /// Global batch (all ranks together): the number of source samples per step.
     public var batchSize = 64
     /// Large views per sample (L) and their side in pixels.
@@ -113,13 +129,44 @@ public struct DataConfig: Codable, Equatable, Sendable {
     /// Small views per sample (S) and their side in pixels.
     public var smallCrops = 2
     public var smallSize = 16
+    /// Random-resized-crop area range of large and small views (ImageNet recipe: 0.08–1 and 0.05–0.14;
+    /// the debug defaults suit 32-px images).
+    public var largeScaleMin = 0.2
+    public var largeScaleMax = 1.0
+    public var smallScaleMin = 0.05
+    public var smallScaleMax = 0.3
+    /// Colour-jitter strength s: brightness and contrast 0.4·s, saturation 0.2·s, hue 0.1·s (BYOL: s = 1).
+    public var jitterStrength = 1.0
+    /// Frames per video view and the step between them.
+    public var clipFrames = 4
+    public var clipStride = 1
     /// Decode/augment threads per rank.
     public var workers = 1
+    /// Batches made ahead of the trainer (at least `workers`).
+    public var prefetch = 2
     /// Classes and split sizes of the synthetic dataset.
     public var syntheticClasses = 10
     public var syntheticTrainSize = 2000
     public var syntheticValSize = 500
+    /// Side of synthetic images in pixels, frames per synthetic video, and the scenes' seed.
+    public var syntheticSize = 32
+    public var syntheticFrames = 8
+    public var syntheticSeed = 0
     public var mix = ModalityMix()
+    public var mixMode = DataMixMode.mixed
+    /// Supervised fine-tuning augmentations (ConvNeXt recipe): RandAugment layers and magnitude,
+    /// Mixup and CutMix α, Random Erasing probability, label smoothing.
+    public var randaugmentLayers = 2
+    public var randaugmentMagnitude = 9.0
+    public var mixupAlpha = 0.8
+    public var cutmixAlpha = 1.0
+    public var erasingProbability = 0.25
+    public var labelSmoothing = 0.1
+
+    /// The folder root of each modality in a run on folders (nil: none configured).
+    var imageRoot: String? { dataset == .imageFolder && !root.isEmpty ? root : nil }
+    var videoFolder: String? { dataset == .videoFrames && !root.isEmpty ? root : (videoRoot.isEmpty ? nil : videoRoot) }
+    var rgbdFolder: String? { dataset == .rgbd && !root.isEmpty ? root : (rgbdRoot.isEmpty ? nil : rgbdRoot) }
 
     func validate(_ check: inout ConfigValidator) {
         check.require(batchSize >= 2, "data.batch_size", "must be ≥ 2 (negatives come from the batch), got \(batchSize)")
@@ -128,16 +175,86 @@ public struct DataConfig: Codable, Equatable, Sendable {
         check.require(largeSize >= 8, "data.large_size", "must be ≥ 8 pixels, got \(largeSize)")
         check.require(smallSize >= 8 && smallSize <= largeSize, "data.small_size",
                       "must be between 8 and data.large_size (\(largeSize)), got \(smallSize)")
+        check.require(largeScaleMin > 0 && largeScaleMin <= largeScaleMax, "data.large_scale_min",
+                      "must be in (0, data.large_scale_max], got \(largeScaleMin)")
+        check.require(largeScaleMax <= 1, "data.large_scale_max", "must be ≤ 1, got \(largeScaleMax)")
+        check.require(smallScaleMin > 0 && smallScaleMin <= smallScaleMax, "data.small_scale_min",
+                      "must be in (0, data.small_scale_max], got \(smallScaleMin)")
+        check.require(smallScaleMax <= 1, "data.small_scale_max", "must be ≤ 1, got \(smallScaleMax)")
+        check.require(jitterStrength >= 0, "data.jitter_strength", "must be ≥ 0, got \(jitterStrength)")
+        check.require(clipFrames >= 1, "data.clip_frames", "must be ≥ 1, got \(clipFrames)")
+        check.require(clipStride >= 1, "data.clip_stride", "must be ≥ 1, got \(clipStride)")
+        check.require(depthScale > 0, "data.depth_scale", "must be > 0, got \(depthScale)")
         check.require(workers >= 1, "data.workers", "must be ≥ 1, got \(workers)")
-        check.require(syntheticClasses >= 2, "data.synthetic_classes", "must be ≥ 2, got \(syntheticClasses)")
+        check.require(prefetch >= 1, "data.prefetch", "must be ≥ 1, got \(prefetch)")
+        check.require(syntheticClasses >= 2 && syntheticClasses <= 24, "data.synthetic_classes",
+                      "must be in 2…24 (6 shapes × 4 textures), got \(syntheticClasses)")
         check.require(dataset != .synthetic || syntheticTrainSize >= batchSize, "data.synthetic_train_size",
                       "must be ≥ data.batch_size (\(batchSize)), got \(syntheticTrainSize)")
         check.require(syntheticValSize >= 1, "data.synthetic_val_size", "must be ≥ 1, got \(syntheticValSize)")
+        check.require(syntheticSize >= 8, "data.synthetic_size", "must be ≥ 8 pixels, got \(syntheticSize)")
+        check.require(syntheticFrames >= 1, "data.synthetic_frames", "must be ≥ 1, got \(syntheticFrames)")
+        check.require(syntheticSeed >= 0, "data.synthetic_seed", "must be ≥ 0, got \(syntheticSeed)")
         check.require(dataset == .synthetic || !root.isEmpty, "data.root", "is required for dataset \(dataset.rawValue)")
         for (key, share) in [("image", mix.image), ("video", mix.video), ("rgbd", mix.rgbd)] {
             check.require(share >= 0, "data.mix.\(key)", "must be ≥ 0, got \(share)")
         }
         check.require(mix.image + mix.video + mix.rgbd > 0, "data.mix", "needs at least one modality with a positive share")
+        // A positive share without a folder for that modality (e.g. data.mix.video with no
+        // data.video_root) is reported when the data is opened, naming the key to set; configs
+        // written for a cluster stay loadable on a laptop that lacks the data.
+        check.require((0...10).contains(randaugmentMagnitude), "data.randaugment_magnitude",
+                      "must be in [0, 10], got \(randaugmentMagnitude)")
+        check.require(randaugmentLayers >= 0, "data.randaugment_layers", "must be ≥ 0, got \(randaugmentLayers)")
+        check.require(mixupAlpha >= 0, "data.mixup_alpha", "must be ≥ 0, got \(mixupAlpha)")
+        check.require(cutmixAlpha >= 0, "data.cutmix_alpha", "must be ≥ 0, got \(cutmixAlpha)")
+        check.require((0...1).contains(erasingProbability), "data.erasing_probability",
+                      "must be in [0, 1], got \(erasingProbability)")
+        check.require((0..<1).contains(labelSmoothing), "data.label_smoothing", "must be in [0, 1), got \(labelSmoothing)")
+    }
+}
+
+extension KaleidoConfig {
+    /// The `data` section, with the run seed and `ssl.saliency_probability`, as KaleidoData
+    /// takes it: what `DataPipeline` and `DataLoader` are built from.
+    public var dataConfiguration: DataConfiguration {
+        let source: DataConfiguration.Source
+        if data.dataset == .synthetic {
+            var spec = SyntheticSpec()
+            spec.classes = data.syntheticClasses
+            spec.trainSize = data.syntheticTrainSize
+            spec.valSize = data.syntheticValSize
+            spec.size = data.syntheticSize
+            spec.frames = data.syntheticFrames
+            spec.seed = UInt64(data.syntheticSeed)
+            source = .synthetic(spec)
+        } else {
+            source = .folders(image: data.imageRoot, video: data.videoFolder, rgbd: data.rgbdFolder)
+        }
+        let recipe = MultiCropRecipe.relicv2(
+            largeCrops: data.largeCrops, largeSize: data.largeSize,
+            largeScale: Float(data.largeScaleMin)...Float(data.largeScaleMax),
+            smallCrops: data.smallCrops, smallSize: data.smallSize,
+            smallScale: Float(data.smallScaleMin)...Float(data.smallScaleMax),
+            jitterStrength: Float(data.jitterStrength), saliencyProbability: Float(ssl.saliencyProbability),
+            clipFrames: data.clipFrames, clipStride: data.clipStride)
+        var configuration = DataConfiguration(source: source, recipe: recipe)
+        configuration.depthScale = Float(data.depthScale)
+        configuration.shares = [.image: data.mix.image, .video: data.mix.video, .rgbd: data.mix.rgbd]
+        configuration.mixMode = data.mixMode == .alternate ? .alternate : .mixed
+        configuration.globalBatch = data.batchSize
+        configuration.seed = UInt64(run.seed)
+        configuration.workers = data.workers
+        configuration.prefetch = data.prefetch
+        var finetune = FineTuneRecipe(size: data.largeSize)
+        finetune.randAugmentLayers = data.randaugmentLayers
+        finetune.randAugmentMagnitude = Float(data.randaugmentMagnitude)
+        finetune.mixupAlpha = Float(data.mixupAlpha)
+        finetune.cutmixAlpha = Float(data.cutmixAlpha)
+        finetune.erasingProbability = Float(data.erasingProbability)
+        finetune.labelSmoothing = Float(data.labelSmoothing)
+        configuration.finetune = finetune
+        return configuration
     }
 }
 

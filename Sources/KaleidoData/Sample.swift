@@ -1,0 +1,101 @@
+import CTurboJPEG
+
+/// The kind of input a sample is. The raw value is the modality id handed to the model
+/// (Omnivore routes RGB-D through an extra depth patch embedding).
+public enum Modality: Int, Codable, Sendable, CaseIterable, CustomStringConvertible {
+    case image = 0
+    case video = 1
+    case rgbd = 2
+
+    public var description: String {
+        switch self {
+        case .image: return "image"
+        case .video: return "video"
+        case .rgbd: return "rgbd"
+        }
+    }
+}
+
+/// Train or validation half of a dataset.
+public enum Split: String, Codable, Sendable, CaseIterable {
+    case train, val
+}
+
+/// The decoded pixels of one sample, before augmentation.
+public struct DecodedSample: Sendable {
+    /// The requested frames (one for images and RGB-D), 8-bit RGB, all the same size.
+    public var frames: [Image8]
+    /// RGB-D only: raw 16-bit depth, the same size as the RGB frame.
+    public var depth: Image16?
+    /// Raw depth units per metre (1000 for millimetres).
+    public var depthScale: Float
+    /// Foreground mask (one channel, 255 = object) from a mask file beside the image, if any.
+    public var mask: Image8?
+    public var label: Int
+
+    public init(frames: [Image8], depth: Image16? = nil, depthScale: Float = 1000, mask: Image8? = nil, label: Int) {
+        self.frames = frames
+        self.depth = depth
+        self.depthScale = depthScale
+        self.mask = mask
+        self.label = label
+    }
+
+    public var width: Int { frames[0].width }
+    public var height: Int { frames[0].height }
+}
+
+/// A source of labelled samples of one modality, addressed by index.
+///
+/// Implementations are immutable after opening (listing files happens in `init`), so one value
+/// is shared by every decode thread.
+public protocol Dataset: Sendable {
+    var modality: Modality { get }
+    /// Class names; labels index into this list. The same list in every modality of a joint run.
+    var classes: [String] { get }
+    var count: Int { get }
+    func label(of index: Int) -> Int
+    /// Frames of sample `index` (1 for images and RGB-D).
+    func frameCount(of index: Int) -> Int
+    /// Where sample `index` lives, for log lines and errors.
+    func path(of index: Int) -> String
+    /// Decodes the frames `frames` (ascending, each < `frameCount(of:)`) of sample `index`.
+    func load(_ index: Int, frames: [Int], context: DecodeContext) throws -> DecodedSample
+}
+
+/// Per-thread resources reused across samples: a TurboJPEG handle and scratch buffers. Each
+/// decode thread owns one; it is never shared.
+public final class DecodeContext {
+    private var jpegHandle: tjhandle?
+    /// Scratch for separable resampling and blurs, grown on demand.
+    var scratchA: [Float] = []
+    var scratchB: [Float] = []
+    var scratchC: [Float] = []
+
+    public init() {}
+
+    deinit { if let jpegHandle { tjDestroy(jpegHandle) } }
+
+    /// The thread's decompressor, created on first use.
+    func jpegDecompressor() -> tjhandle? {
+        if jpegHandle == nil { jpegHandle = tjInitDecompress() }
+        return jpegHandle
+    }
+
+    /// Decodes PNG or JPEG bytes (chosen by their signature, not the file name).
+    public func decodeImage(_ data: [UInt8], path: String) throws -> Image8 {
+        if data.count >= 2, data[0] == 0xFF, data[1] == 0xD8 {
+            return try ImageCodec.decodeJPEG(data, path: path, handle: jpegDecompressor())
+        }
+        return try ImageCodec.decodePNG(data, path: path)
+    }
+
+    /// Reads and decodes an image file.
+    public func readImage(_ path: String) throws -> Image8 {
+        try decodeImage(ImageCodec.readFile(path), path: path)
+    }
+}
+
+@inline(__always) func ensureCapacity(_ buffer: inout [Float], _ count: Int) {
+    if buffer.count < count { buffer = [Float](repeating: 0, count: count) }
+}
