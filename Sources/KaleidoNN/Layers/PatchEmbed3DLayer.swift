@@ -139,6 +139,8 @@ public final class MultiModalPatchEmbedLayer: Layer {
     let depth: Sequential?
     /// Per forward: the padded shape when the input carried depth, nil for RGB only.
     private var saved = SavedStack<[Int]?>()
+    /// Per forward: the caller's input shape, (N, H, W, C) for images or (N, T, H, W, C).
+    private var inputShapes = SavedStack<[Int]>()
 
     /// - Parameters: builder is the model's root: names are `patch_embed.{proj,norm}.*` and,
     ///   with `depthEmbedding`, `depth_patch_embed.{proj,norm}.*`.
@@ -162,7 +164,14 @@ public final class MultiModalPatchEmbedLayer: Layer {
         return channels == colorChannels + 1
     }
 
-    public func forward(_ input: Tensor, _ context: RunContext) -> Tensor {
+    /// Images (N, H, W, C) are one-frame tubes (N, 1, H, W, C): a view, no copy.
+    static func tube(_ input: Tensor) -> Tensor {
+        input.rank == 4 ? input.reshaped([input.shape[0], 1] + Array(input.shape.dropFirst())) : input
+    }
+
+    public func forward(_ image: Tensor, _ context: RunContext) -> Tensor {
+        let input = Self.tube(image)
+        inputShapes.push(image.shape, if: context.recordsForBackward)
         let withDepth = hasDepth(input.shape)
         let padded = pad.forward(input, context)
         guard withDepth, let depth else {
@@ -186,8 +195,9 @@ public final class MultiModalPatchEmbedLayer: Layer {
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        let inputShape = inputShapes.pop("multi-modal patch embedding")
         guard let paddedShape = saved.pop("multi-modal patch embedding"), let depth else {
-            return pad.backward(color.backward(dOutput, context), context)
+            return pad.backward(color.backward(dOutput, context), context).reshaped(inputShape)
         }
         let dDepth = depth.backward(dOutput, context)
         let dColor = color.backward(dOutput, context)
@@ -197,12 +207,13 @@ public final class MultiModalPatchEmbedLayer: Layer {
             (dPadded.pointer + p * (c + 1)).update(from: dColor.pointer + p * c, count: c)
             dPadded.pointer[p * (c + 1) + c] = dDepth.pointer[p]
         }
-        return pad.backward(dPadded, context)
+        return pad.backward(dPadded, context).reshaped(inputShape)
     }
 
     public var parameterRange: Range<Int>? { span(of: [color, depth]) }
 
-    public func describe(_ inputShape: [Int]) -> LayerDescription {
+    public func describe(_ imageShape: [Int]) -> LayerDescription {
+        let inputShape = imageShape.count == 4 ? [imageShape[0], 1] + Array(imageShape.dropFirst()) : imageShape
         let padded = pad.describe(inputShape)
         let colorShape = Array(padded.outputShape.dropLast()) + [colorChannels]
         var children = [padded, color.describe(colorShape)]

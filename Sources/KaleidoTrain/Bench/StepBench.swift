@@ -1,0 +1,88 @@
+import Foundation
+import KaleidoDist
+import KaleidoNN
+import KaleidoSSL
+import KaleidoTensor
+
+/// The ReLICv2 training step of `../shared/bench/pytorch_reference.py`, on the same shapes:
+/// online encoder + projector + predictor (hidden 1024, out 128), EMA target, 2 large and
+/// 2 small views of a fixed random batch, AdamW (lr 1e-3, weight decay 0.05).
+public struct StepBench {
+    /// Benchmark names, as the reference spells them, and Kaleido's zoo names.
+    public static let models: [(name: String, zoo: String)] = [
+        ("resnet18-cifar", "resnet18-cifar"), ("convnext-atto", "convnext-atto-32"), ("swin-tiny-32", "swin-cifar"),
+    ]
+
+    public var batch = 64
+    public var large = 32
+    public var small = 16
+    public var threads = 2
+    public var warmup = 2
+    public var steps = 5
+
+    public init() {}
+
+    /// One JSON line's worth, with the reference's keys (plus GFLOP/s).
+    public struct Result: Codable, Sendable {
+        public var framework = "kaleido"
+        public var model: String
+        public var batch: Int
+        public var large: Int
+        public var small: Int
+        public var threads: Int
+        public var stepS: Double
+        public var imagesPerS: Double
+        public var onlineParams: Int
+        public var loss: Double?
+        public var peakRssMib: Double
+        public var gflopsPerS: Double
+    }
+
+    public func run(model name: String) throws -> Result {
+        guard let zoo = Self.models.first(where: { $0.name == name })?.zoo else {
+            throw ModelError.unknownModel(name, known: Self.models.map(\.name))
+        }
+        BLAS.threadCount = threads
+        let pool = ComputePool(threads: threads)
+        let model = try ReLICv2Model(backbone: zoo, options: ModelOptions(),
+                                     heads: .init(projectorHidden: 1024, projection: 128, predictorHidden: 1024), seed: 0)
+        let step = ReLICv2Step(
+            model: model, loss: ReLICv2Loss(temperature: 0.2, alpha: 1, beta: 1),
+            optimizer: OptimizerSettings(kind: .adamw, weightDecay: 0.05).make(for: model.online),
+            learningRate: WarmupCosineSchedule(base: 1e-3, final: 1e-3, warmupSteps: 0, totalSteps: 1),
+            momentum: MomentumSchedule(base: 0.996, totalSteps: 1 << 30),
+            queueSize: 0, communicator: LocalCommunicator(), pool: pool, seed: 0)
+        var rng = SplitMix64(seed: 0)
+        let views = MultiViewBatch(large: Tensor(randomNormal: [2 * batch, large, large, 3], rng: &rng), largeViews: 2,
+                                   small: Tensor(randomNormal: [2 * batch, small, small, 3], rng: &rng), smallViews: 2,
+                                   labels: [Int32](repeating: 0, count: batch))
+        var loss: Float = .nan
+        for index in 0..<warmup { loss = try step.run(step: index, batch: views).loss.total }
+        let start = DispatchTime.now().uptimeNanoseconds
+        for index in 0..<steps { loss = try step.run(step: warmup + index, batch: views).loss.total }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(steps)
+        return Result(model: name, batch: batch, large: large, small: small, threads: threads, stepS: seconds,
+                      imagesPerS: Double(batch) / seconds, onlineParams: model.online.trainableCount,
+                      loss: loss.isFinite ? Double(loss) : nil, peakRssMib: Self.peakResidentMiB(),
+                      gflopsPerS: stepFLOPs(model) / seconds / 1e9)
+    }
+
+    /// Forward and backward (2× forward) of the online network on every view, plus the target's
+    /// forward on the large views.
+    func stepFLOPs(_ model: ReLICv2Model) -> Double {
+        func forward(_ side: Int, _ n: Int) -> Double {
+            let features = model.backbone.network.describe([n, side, side, 3])
+            let projected = model.projector.describe(features.outputShape)
+            return features.flops + projected.flops + model.predictor.describe(projected.outputShape).flops
+        }
+        let online = forward(large, 2 * batch) + forward(small, 2 * batch)
+        return 3 * online + forward(large, 2 * batch)
+    }
+
+    /// The process's peak resident set, as the reference reads it (getrusage ru_maxrss).
+    public static func peakResidentMiB() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_maxrss) / 1024
+    }
+}
