@@ -163,6 +163,18 @@ public struct DataConfig: Codable, Equatable, Sendable {
     public var erasingProbability = 0.25
     public var labelSmoothing = 0.1
 
+    /// The embedded dataset these keys describe (also what `kaleido data export-synthetic` writes).
+    public var syntheticSpec: SyntheticSpec {
+        var spec = SyntheticSpec()
+        spec.classes = syntheticClasses
+        spec.trainSize = syntheticTrainSize
+        spec.valSize = syntheticValSize
+        spec.size = syntheticSize
+        spec.frames = syntheticFrames
+        spec.seed = UInt64(syntheticSeed)
+        return spec
+    }
+
     /// The folder root of each modality in a run on folders (nil: none configured).
     var imageRoot: String? { dataset == .imageFolder && !root.isEmpty ? root : nil }
     var videoFolder: String? { dataset == .videoFrames && !root.isEmpty ? root : (videoRoot.isEmpty ? nil : videoRoot) }
@@ -220,14 +232,7 @@ extension KaleidoConfig {
     public var dataConfiguration: DataConfiguration {
         let source: DataConfiguration.Source
         if data.dataset == .synthetic {
-            var spec = SyntheticSpec()
-            spec.classes = data.syntheticClasses
-            spec.trainSize = data.syntheticTrainSize
-            spec.valSize = data.syntheticValSize
-            spec.size = data.syntheticSize
-            spec.frames = data.syntheticFrames
-            spec.seed = UInt64(data.syntheticSeed)
-            source = .synthetic(spec)
+            source = .synthetic(data.syntheticSpec)
         } else {
             source = .folders(image: data.imageRoot, video: data.videoFolder, rgbd: data.rgbdFolder)
         }
