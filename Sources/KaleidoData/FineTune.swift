@@ -56,20 +56,20 @@ public enum RandAugment {
             // PIL's ImageOps.equalize on 8-bit levels.
             for c in 0..<3 {
                 var histogram = [Int](repeating: 0, count: 256)
-                for i in 0..<n { histogram[Int((p[3 * i + c] * 255).rounded())] += 1 }
+                for i in 0..<n { histogram[level8(p[3 * i + c])] += 1 }
                 let last = histogram.last { $0 > 0 } ?? 0
                 let step = (n - last) / 255
                 guard step > 0 else { continue }
                 var lut = [Float](repeating: 0, count: 256), running = step / 2
                 for v in 0..<256 { lut[v] = Float(min(running / step, 255)) / 255; running += histogram[v] }
-                for i in 0..<n { p[3 * i + c] = lut[Int((p[3 * i + c] * 255).rounded())] }
+                for i in 0..<n { p[3 * i + c] = lut[level8(p[3 * i + c])] }
             }
         case .invert:
             for i in 0..<(3 * n) { p[i] = 1 - p[i] }
         case .posterize:
             let bits = 4 - Int(level * 4)
             let mask = UInt8(truncatingIfNeeded: 0xFF << (8 - max(bits, 0)))
-            for i in 0..<(3 * n) { p[i] = Float(UInt8((p[i] * 255).rounded()) & mask) / 255 }
+            for i in 0..<(3 * n) { p[i] = Float(UInt8(level8(p[i])) & mask) / 255 }
         case .solarize:
             let threshold = Float(256 - Int(level * 256)) / 255
             for i in 0..<(3 * n) where p[i] >= threshold { p[i] = 1 - p[i] }
@@ -116,6 +116,9 @@ public enum RandAugment {
             affine(p, size: size, scratch: &scratch) { x, y in (x, y + shift) }
         }
     }
+
+    /// The 8-bit level of a [0, 1] value, clamped (release builds run without overflow checks).
+    @inline(__always) static func level8(_ v: Float) -> Int { Int(min(max(v, 0), 1) * 255 + 0.5) }
 
     /// Resamples the image through `inverse` (output pixel centre → source point) bilinearly;
     /// points outside the image take the ImageNet mean, as timm fills.

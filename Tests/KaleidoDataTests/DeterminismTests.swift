@@ -111,6 +111,27 @@ import KaleidoTensor
         #expect(next.sorted() == Array(0..<30) && next != indices, "a new order each epoch")
     }
 
+    @Test func alternatingStepsHoldOneModalityEachAndShardIt() throws {
+        let p = try pipeline([.image: 2, .video: 1], batch: 6, mode: .alternate)
+        let modalities = try (0..<6).map { step -> Modality in
+            let whole = try p.batch(step, context: DecodeContext())
+            #expect(whole.groups.count == 1 && whole.groups[0].count == 6)
+            let half = try p.batch(step, rank: 1, worldSize: 2, context: DecodeContext())
+            #expect(half.groups[0].count == 3 && half.groups[0].batchOffset == 3)
+            #expect(half.groups[0].largeView(0).array == Array(whole.groups[0].largeView(0).array[(3 * 16 * 16 * 3 * (whole.groups[0].modality == .video ? 2 : 1))...]))
+            return whole.groups[0].modality
+        }
+        #expect(modalities.filter { $0 == .image }.count == 4 && modalities.filter { $0 == .video }.count == 2)
+    }
+
+    @Test func aModalityWithoutAFolderIsAClearError() throws {
+        let root = temporaryDirectory("images-only")
+        try FileManager.default.createDirectory(atPath: root + "/a", withIntermediateDirectories: true)
+        try ImageCodec.writePNG(solid(8, 1, 2, 3), to: root + "/a/x.png")
+        let config = configuration(.folders(image: root, video: nil, rgbd: nil), shares: [.image: 1, .video: 1])
+        #expect { try DataPipeline(config) } throws: { "\($0)".contains("data.mix.video is positive") && "\($0)".contains("data.video_root") }
+    }
+
     @Test func batchTensorsHaveTheDocumentedShapes() throws {
         let p = try pipeline(batch: 6)
         let batch = try p.batch(0, context: DecodeContext())
