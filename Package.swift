@@ -54,7 +54,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(name: "kaleido", dependencies: [
-            "KaleidoTrain", "KaleidoNN",
+            "KaleidoTrain", "KaleidoNN", "KaleidoTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -1,10 +1,17 @@
 import ArgumentParser
 import Foundation
+import KaleidoTensor
 import KaleidoTrain
 import Logging
 
 @main
 struct Kaleido: ParsableCommand {
+    /// Picks OpenBLAS's best kernels before anything runs (see `BLASCoreSelection`).
+    static func main() {
+        BLASCoreSelection.reexecuteIfBeneficial()
+        main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "kaleido",
         abstract: "Distributed self-supervised pretraining (ReLICv2, Omnivore) on CPU BLAS and MPI.",
