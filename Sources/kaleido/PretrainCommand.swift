@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import KaleidoData
+import KaleidoTrain
+import Logging
+
+extension Kaleido {
+    struct Pretrain: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Pretrain an encoder with ReLICv2, then score it with a linear probe and kNN.",
+            discussion: """
+            Without --config the debug run (configs/debug.yaml) trains on the embedded synthetic dataset in one process.
+            Under mpirun or srun every rank runs this same command; rank 0 logs, writes metrics and evaluates.
+            Metrics go to <run.output_dir>/<run.name>/metrics.jsonl and TensorBoard event files there.
+            """)
+
+        @OptionGroup var config: ConfigOptions
+        @OptionGroup var logging: LoggingOptions
+
+        func run() throws {
+            logging.bootstrap()
+            let resolved = try config.resolve()
+            let communicator = try Distributed.communicator()
+            defer { communicator.finalize() }
+            let threads = Distributed.threads(configured: resolved.config.dist.threads)
+            let pretrainer = Pretrainer(config: resolved.config, communicator: communicator, threads: threads)
+            let data = resolved.config.dataConfiguration
+            let pipeline = try DataPipeline(data, split: .train)
+            let loader = try DataLoader(pipeline: pipeline, rank: communicator.rank, worldSize: communicator.worldSize)
+            defer { loader.stop() }
+            let evaluation = resolved.config.eval.linearProbe && communicator.isCoordinator
+                ? try PipelineEvaluationSource(configuration: data) : nil
+            let summary = try pretrainer.run(source: LoaderSource(loader: loader), evaluation: evaluation)
+            guard communicator.isCoordinator else { return }
+            print(String(format: "pretrained %d steps: final loss %.4f, %.1f images/s", summary.steps, summary.finalLoss,
+                         summary.imagesPerSecond))
+            if let probe = summary.probe {
+                print(String(format: "linear probe: top-1 %.1f%%  top-5 %.1f%%  (train top-1 %.1f%%)",
+                             probe.top1 * 100, probe.top5 * 100, probe.trainTop1 * 100))
+            }
+            if let knn = summary.knnTop1 { print(String(format: "kNN (k=%d): top-1 %.1f%%", resolved.config.eval.knnK, knn * 100)) }
+            print("run directory: \(pretrainer.runDirectory.path)")
+        }
+    }
+}
