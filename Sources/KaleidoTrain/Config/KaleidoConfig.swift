@@ -67,6 +67,9 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     public var arch = Architecture.resnet18
     /// ResNets: the CIFAR stem (3×3 conv, stride 1, no max-pool) for small inputs.
     public var cifarStem = true
+    /// Width of the first stage (ResNet channels, ConvNeXt/Swin embedding); 0 keeps the
+    /// reference width. The debug run uses a narrow ResNet-18 so it finishes in minutes.
+    public var baseWidth = 16
     /// ConvNeXt: patchify stem size (4 in the paper, 2 for 32-px inputs).
     public var stemPatch = 4
     /// Stochastic depth rate at the last block (linearly increasing from 0).
@@ -77,6 +80,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     public var layerScaleInit = 1e-6
 
     func validate(_ check: inout ConfigValidator) {
+        check.require(baseWidth >= 0, "model.base_width", "must be ≥ 0 (0 = the reference width), got \(baseWidth)")
         check.require([1, 2, 4].contains(stemPatch), "model.stem_patch", "must be 1, 2 or 4, got \(stemPatch)")
         check.require((0..<1).contains(dropPath), "model.drop_path", "must be in [0, 1), got \(dropPath)")
         check.require(layerScaleInit >= 0, "model.layer_scale_init", "must be ≥ 0, got \(layerScaleInit)")

@@ -47,6 +47,7 @@ public final class Pretrainer {
 
     public func makeModel() throws -> ReLICv2Model {
         let options = ModelOptions(classes: 0, dropPath: Float(config.model.dropPath), zeroInitResidual: config.model.zeroInitResidual,
+                                   baseWidth: config.model.baseWidth > 0 ? config.model.baseWidth : nil,
                                    stemPatch: config.model.stemPatch, layerScaleInit: Float(config.model.layerScaleInit))
         let heads = ReLICv2Model.Heads(projectorHidden: config.ssl.projectorHidden, projection: config.ssl.projectorDim,
                                        predictorHidden: config.ssl.predictorHidden)
