@@ -1,3 +1,5 @@
+import Foundation
+
 /// A bump allocator for activations and scratch buffers, so the training loop does not call
 /// malloc once it is warm.
 ///
@@ -40,6 +42,30 @@ public final class TensorArena {
         inUse += rounded
         if zeroed { view.fill(0) }
         return view
+    }
+
+    /// A position in the arena, to return to with `release(to:keeping:)`.
+    public struct Mark: Sendable {
+        let chunkIndex: Int
+        let used: Int
+        let inUse: Int
+    }
+
+    public func mark() -> Mark { Mark(chunkIndex: chunkIndex, used: used, inUse: inUse) }
+
+    /// Frees everything handed out since `mark` except `survivor`, which is moved down to the
+    /// mark and returned (a view of the same shape at its new place). Stack discipline: what a
+    /// computation allocated after its mark is scratch, except its result.
+    public func release(to mark: Mark, keeping survivor: Tensor) -> Tensor {
+        chunkIndex = mark.chunkIndex
+        used = mark.used
+        inUse = mark.inUse
+        let moved = tensor(survivor.shape)
+        if moved.storage !== survivor.storage || moved.offset != survivor.offset {
+            // The regions may overlap (the survivor sits above the mark): memmove semantics.
+            memmove(moved.pointer, survivor.pointer, survivor.count * MemoryLayout<Float>.stride)
+        }
+        return moved
     }
 
     /// Forgets every tensor handed out; their memory is reused by the next requests.

@@ -35,10 +35,13 @@ extension Kaleido {
             print(String(format: "pretrained %d steps: final loss %.4f, %.1f images/s", summary.steps, summary.finalLoss,
                          summary.imagesPerSecond))
             if let probe = summary.probe {
-                print(String(format: "linear probe: top-1 %.1f%%  top-5 %.1f%%  (train top-1 %.1f%%)",
-                             probe.top1 * 100, probe.top5 * 100, probe.trainTop1 * 100))
+                print(String(format: "linear probe: top-1 %.1f%%  top-5 %.1f%%   (before training: top-1 %.1f%%)",
+                             probe.top1 * 100, probe.top5 * 100, (summary.initialProbe?.top1 ?? .nan) * 100))
             }
-            if let knn = summary.knnTop1 { print(String(format: "kNN (k=%d): top-1 %.1f%%", resolved.config.eval.knnK, knn * 100)) }
+            if let knn = summary.knnTop1 {
+                print(String(format: "kNN (k=%d):   top-1 %.1f%%                (before training: top-1 %.1f%%)",
+                             resolved.config.eval.knnK, knn * 100, (summary.initialKnnTop1 ?? .nan) * 100))
+            }
             print("run directory: \(pretrainer.runDirectory.path)")
         }
     }

@@ -65,4 +65,25 @@ import KaleidoTensor
         #expect(arena.tensor(named: "bn1.num_batches_tracked")!.array == [1])
         #expect(arena.tensor(named: "bn1.running_mean")!.array.contains { $0 != 0 })
     }
+
+    /// Backward on the gradient scratch stack (memory released child by child) computes exactly
+    /// what backward computes with every gradient kept.
+    @Test func backwardOnTheScratchStackGivesTheSameGradients() {
+        let (network, arena) = tiny(.bottleneck, cifarStem: false)
+        var rng = SplitMix64(seed: 8)
+        let input = Tensor(randomNormal: [3, 16, 16, 3], rng: &rng)
+        func gradients(stack: Bool) -> (input: [Float], parameters: [Float], scratchFloats: Int) {
+            let context = RunContext(arena: arena, pool: .serial, training: true)
+            let out = network.forward(input, context)
+            var weights = SplitMix64(seed: 9)
+            let dOut = Tensor(randomNormal: out.shape, rng: &weights)
+            arena.zeroGradients()
+            let dInput = stack ? context.backward { network.backward(dOut, context) } : network.backward(dOut, context)
+            return (dInput.array, Array(UnsafeBufferPointer(start: arena.gradients.pointer, count: arena.count)),
+                    context.gradientScratch.capacity)
+        }
+        let kept = gradients(stack: false), stacked = gradients(stack: true)
+        #expect(kept.input == stacked.input)
+        #expect(kept.parameters == stacked.parameters)
+    }
 }

@@ -50,4 +50,19 @@ import Testing
         }
         #expect(counts.array.allSatisfy { $0 == 1 })
     }
+
+    @Test func releaseKeepsOnlyTheSurvivorMovedDownToTheMark() {
+        let arena = TensorArena(minimumChunkFloats: 1024)
+        let below = arena.tensor([4])
+        below.fill(7)
+        let mark = arena.mark()
+        _ = arena.tensor([100])
+        let survivor = arena.tensor([3, 2])
+        for i in 0..<6 { survivor.pointer[i] = Float(i) }
+        let moved = arena.release(to: mark, keeping: survivor)
+        #expect(moved.shape == [3, 2] && moved.array == [0, 1, 2, 3, 4, 5])
+        #expect(below.array == [7, 7, 7, 7], "memory below the mark is untouched")
+        let next = arena.tensor([1])
+        #expect(next.offset == moved.offset + 16, "the released scratch is reused")
+    }
 }

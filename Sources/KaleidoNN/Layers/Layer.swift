@@ -7,8 +7,15 @@ public final class RunContext {
     /// Parameters (and their gradients) the layers read by ref: the online arena, or the EMA
     /// target arena running through the same layer graph.
     public var arena: ParameterArena
-    /// Activations and gradients of the current step; reset by the trainer after each step.
+    /// Activations of the current step; reset by the trainer after each step.
     public let activations: TensorArena
+    /// Gradients of activations during backward passes, handed out as a stack: a `Sequential`
+    /// frees each child's scratch as soon as the child returns (see `Sequential.backward`),
+    /// so backward needs about one activation's worth of gradient memory per nesting level
+    /// instead of a copy of every activation.
+    public let gradientScratch: TensorArena
+    /// True inside `backward` calls: `tensor(_:)` then allocates from `gradientScratch`.
+    public var inBackward = false
     public let pool: ComputePool
     /// Training mode: batch statistics in BatchNorm, active drop path and dropout.
     public var training: Bool
@@ -22,10 +29,11 @@ public final class RunContext {
     public var gradientsFinal: ((Int) -> Void)?
     private var scratch: TensorStorage
 
-    public init(arena: ParameterArena, activations: TensorArena = TensorArena(), pool: ComputePool,
-                training: Bool = true, recordsForBackward: Bool = true, seed: UInt64 = 0) {
+    public init(arena: ParameterArena, activations: TensorArena = TensorArena(), gradientScratch: TensorArena = TensorArena(),
+                pool: ComputePool, training: Bool = true, recordsForBackward: Bool = true, seed: UInt64 = 0) {
         self.arena = arena
         self.activations = activations
+        self.gradientScratch = gradientScratch
         self.pool = pool
         self.training = training
         self.recordsForBackward = recordsForBackward
@@ -43,8 +51,25 @@ public final class RunContext {
     @inline(__always) public func value(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { arena.value(ref) }
     @inline(__always) public func gradient(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { arena.gradient(ref) }
 
-    /// A new activation tensor; zeroed when it will be accumulated into (gradients).
-    public func tensor(_ shape: [Int], zeroed: Bool = false) -> Tensor { activations.tensor(shape, zeroed: zeroed) }
+    /// A new activation (forward) or activation-gradient (backward) tensor; zeroed when it will
+    /// be accumulated into.
+    public func tensor(_ shape: [Int], zeroed: Bool = false) -> Tensor {
+        (inBackward ? gradientScratch : activations).tensor(shape, zeroed: zeroed)
+    }
+
+    /// Runs a backward pass with gradient allocations on the scratch stack.
+    public func backward<Result>(_ body: () throws -> Result) rethrows -> Result {
+        let outer = inBackward
+        inBackward = true
+        defer { inBackward = outer }
+        return try body()
+    }
+
+    /// Ends a step: every activation and gradient tensor is forgotten (memory kept for reuse).
+    public func resetActivations() {
+        activations.reset()
+        gradientScratch.reset()
+    }
 }
 
 /// A differentiable building block with explicit forward and backward passes.
@@ -136,10 +161,14 @@ public final class Sequential: Layer {
 
     /// Children run in reverse; after each, its parameters and everything registered after
     /// them are final (children are registered in order), which the all-reduce may act on.
+    /// Each child's input gradient is the only gradient still needed, so everything else the
+    /// child allocated is released and the gradient moved down to this call's mark.
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        let mark = context.inBackward ? context.gradientScratch.mark() : nil
         var gradient = dOutput
         for layer in layers.reversed() {
             gradient = layer.backward(gradient, context)
+            if let mark { gradient = context.gradientScratch.release(to: mark, keeping: gradient) }
             if let range = layer.parameterRange { context.gradientsFinal?(range.lowerBound) }
         }
         return gradient

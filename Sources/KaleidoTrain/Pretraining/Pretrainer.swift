@@ -21,6 +21,9 @@ public final class Pretrainer {
         public var imagesPerSecond: Double
         public var probe: LinearProbe.Result?
         public var knnTop1: Double?
+        /// The same evaluation of the network before training: what "it learned" is measured against.
+        public var initialProbe: LinearProbe.Result?
+        public var initialKnnTop1: Double?
     }
 
     public init(config: KaleidoConfig, communicator: Communicator, threads: Int) {
@@ -78,6 +81,14 @@ public final class Pretrainer {
             logger.info("pretraining", metadata: ["backbone": "\(model.backbone.name)", "parameters": "\(model.online.trainableCount)",
                                                   "steps": "\(config.run.steps)", "run": "\(runDirectory.path)"])
         }
+        let evaluator = FrozenFeatureEvaluation(model: model, pool: pool)
+        let probe = LinearProbe(epochs: config.eval.probeEpochs)
+        let knn = KNearestNeighbours(k: config.eval.knnK, temperature: Float(config.eval.knnTemperature))
+        var initial: (probe: LinearProbe.Result, knnTop1: Double)?
+        if config.eval.linearProbe, let evaluation, coordinator {
+            initial = try evaluator.run(source: evaluation, probe: probe, knn: knn)
+            logger.info("probe before training", metadata: ["top1": "\(initial!.probe.top1)", "knn_top1": "\(initial!.knnTop1)"])
+        }
         let progress = coordinator ? ProgressDisplay(totalSteps: config.run.steps, every: config.run.logEvery) : nil
         let started = Date()
         var last: ReLICv2Step.Result?
@@ -98,15 +109,15 @@ public final class Pretrainer {
             }
         }
         let imagesPerSecond = Double(config.run.steps * config.data.batchSize) / max(Date().timeIntervalSince(started), 1e-9)
-        var summary = Summary(steps: config.run.steps, finalLoss: Double(last?.loss.total ?? .nan), imagesPerSecond: imagesPerSecond)
+        var summary = Summary(steps: config.run.steps, finalLoss: Double(last?.loss.total ?? .nan), imagesPerSecond: imagesPerSecond,
+                              initialProbe: initial?.probe, initialKnnTop1: initial?.knnTop1)
         if config.eval.linearProbe, let evaluation, coordinator {
-            let evaluator = FrozenFeatureEvaluation(model: model, pool: pool)
-            let result = try evaluator.run(source: evaluation, probe: LinearProbe(epochs: config.eval.probeEpochs),
-                                           knn: KNearestNeighbours(k: config.eval.knnK, temperature: Float(config.eval.knnTemperature)))
+            let result = try evaluator.run(source: evaluation, probe: probe, knn: knn)
             summary.probe = result.probe
             summary.knnTop1 = result.knnTop1
             try metrics?.record(step: config.run.steps, kind: "probe", values: [
                 "top1": result.probe.top1, "top5": result.probe.top5, "knn_top1": result.knnTop1,
+                "initial_top1": initial?.probe.top1 ?? .nan, "initial_knn_top1": initial?.knnTop1 ?? .nan,
             ])
         }
         try metrics?.flush()

@@ -42,25 +42,27 @@ public final class ReLICv2Step {
         // Drop path draws differ per rank (different samples), identically on every run.
         online = RunContext(arena: model.online, pool: pool, training: true, recordsForBackward: true,
                             seed: seed &+ UInt64(communicator.rank))
-        target = RunContext(arena: model.target, activations: online.activations, pool: pool, training: true,
-                            recordsForBackward: false)
+        target = RunContext(arena: model.target, activations: online.activations, gradientScratch: online.gradientScratch,
+                            pool: pool, training: true, recordsForBackward: false)
         queue = queueSize > 0 ? NegativeQueue(capacity: queueSize, dimension: model.projectionDimension) : nil
         reducer = GradientReducer(tensors: model.online.entries.map { $0.offset..<($0.offset + $0.count) },
                                   gradients: model.online.gradients.pointer, cap: bucketCap, communicator: communicator)
     }
 
     public func run(step: Int, batch: MultiViewBatch) throws -> Result {
-        defer { online.activations.reset() }
+        defer { online.resetActivations() }
         let n = batch.samples
         model.online.zeroGradients()
 
+        // The target network first: once its projections are copied out its activations are
+        // dead, and the online network's forward and backward reuse that memory. Every rank
+        // sees the whole global batch as candidates, so the projections are gathered.
+        let globalTargets = keep(try gather(model.project(batch.large, target), views: batch.largeViews, samples: n))
+        online.resetActivations()
+
         let largePredictions = model.predict(batch.large, online)
         let smallPredictions = batch.small.map { model.predict($0, online) }
-        let targetProjections = model.project(batch.large, target)
-
-        // Every rank sees the whole global batch as candidates: gather target projections and
-        // (without gradient) the online predictions that the reverse distribution reads.
-        let globalTargets = try gather(targetProjections, views: batch.largeViews, samples: n)
+        // The online predictions are gathered too (without gradient): the reverse distribution reads them.
         var predictions = split(largePredictions, views: batch.largeViews, samples: n)
         var globalPredictions = try gather(largePredictions, views: batch.largeViews, samples: n)
         let dLarge = online.tensor(largePredictions.shape, zeroed: true)
@@ -80,14 +82,16 @@ public final class ReLICv2Step {
         // Backward in reverse order of the forward passes. The last pass reports finished
         // gradients so their buckets' all-reduce overlaps the rest of it.
         reducer.beginStep()
-        if let dSmall { model.backward(dSmall, online) }
         var reduceError: Error?
-        online.gradientsFinal = { [reducer] offset in
-            guard reduceError == nil else { return }
-            do { try reducer.gradientsFinal(from: offset) } catch { reduceError = error }
+        online.backward {
+            if let dSmall { model.backward(dSmall, online) }
+            online.gradientsFinal = { [reducer] offset in
+                guard reduceError == nil else { return }
+                do { try reducer.gradientsFinal(from: offset) } catch { reduceError = error }
+            }
+            model.backward(dLarge, online)
+            online.gradientsFinal = nil
         }
-        model.backward(dLarge, online)
-        online.gradientsFinal = nil
         if let reduceError { throw reduceError }
         try reducer.finish()
         let norm = try checkedGradientNorm(step: step)
@@ -109,6 +113,17 @@ public final class ReLICv2Step {
             total += sum
         }
         return total.squareRoot()
+    }
+
+    /// Copies of `views` that outlive the activation arena's reset (the gathered targets).
+    private var kept = Tensor(zeros: [0])
+
+    func keep(_ views: [Tensor]) -> [Tensor] {
+        let each = views.first?.shape ?? [0, 0]
+        let total = views.count * each.reduce(1, *)
+        if kept.count != total { kept = Tensor(zeros: [views.count] + each) }
+        for (v, view) in views.enumerated() { (kept.pointer + v * view.count).update(from: view.pointer, count: view.count) }
+        return (0..<views.count).map { kept.slice($0..<($0 + 1)).reshaped(each) }
     }
 
     /// Views of stacked rows: view v is rows [v·n, (v+1)·n).
