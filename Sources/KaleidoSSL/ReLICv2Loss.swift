@@ -18,8 +18,11 @@ import KaleidoTensor
 /// in ReLIC, so no extra forward pass is needed. The KL compares distributions over the batch
 /// only (the queue has no anchors to read it from the other side); the contrastive term uses
 /// batch and queue. The total sums loss_vt over every anchor view (L large + S small) and every
-/// large target view, divided by (L + S)·L. Gradients flow into the online predictions only:
-/// targets come from the EMA network and q is stopped.
+/// large target view other than itself, divided by (L + S)·L as in the paper. A view paired with
+/// itself is skipped: its online and target outputs see the same pixels, so the pair asks for no
+/// invariance and would let instance-specific shortcuts (colour, background) lower the loss.
+/// Gradients flow into the online predictions only: targets come from the EMA network and q is
+/// stopped.
 public struct ReLICv2Loss: Sendable {
     public var temperature: Float
     public var alpha: Float
@@ -36,6 +39,12 @@ public struct ReLICv2Loss: Sendable {
         public var total: Float
         public var contrastive: Float
         public var divergence: Float
+
+        public init(total: Float, contrastive: Float, divergence: Float) {
+            self.total = total
+            self.contrastive = contrastive
+            self.divergence = divergence
+        }
     }
 
     /// Loss and gradient for one step.
@@ -82,7 +91,7 @@ public struct ReLICv2Loss: Sendable {
             normalizeRows(globalPredictions[view].pointer, into: globalAnchors.pointer, rows: global, columns: dimension, pool: pool)
             let dAnchors = Tensor(zeros: [local, dimension])
 
-            for candidatesOfView in normalizedTargets {
+            for (targetView, candidatesOfView) in normalizedTargets.enumerated() where targetView != view {
                 // z = â · [ĝ; queue]ᵀ / τ       (N_local, global + Q)
                 BLAS.sgemm(transposeA: false, transposeB: true, m: local, n: candidates, k: dimension, alpha: 1 / temperature,
                            a: anchors.pointer, lda: dimension, b: candidatesOfView.pointer, ldb: dimension,

@@ -19,15 +19,22 @@ public final class ReLICv2Model {
     /// Floats of the backbone alone.
     public let backboneFloats: Int
     public let projectionDimension: Int
+    /// Per-dataset classifiers of the supervised objective, when configured.
+    public let classifiers: DatasetHeadsLayer?
 
     public struct Heads: Sendable {
         public var projectorHidden: Int
         public var projection: Int
         public var predictorHidden: Int
-        public init(projectorHidden: Int, projection: Int, predictorHidden: Int) {
+        /// Omnivore's supervised objective: one linear head per dataset on the backbone
+        /// features (`heads.<dataset>`); empty for pure self-supervision.
+        public var classifiers: [DatasetHeadsLayer.Head]
+
+        public init(projectorHidden: Int, projection: Int, predictorHidden: Int, classifiers: [DatasetHeadsLayer.Head] = []) {
             self.projectorHidden = projectorHidden
             self.projection = projection
             self.predictorHidden = predictorHidden
+            self.classifiers = classifiers
         }
     }
 
@@ -41,21 +48,36 @@ public final class ReLICv2Model {
         predictor = ProjectionHead.make(builder.child("predictor"), inFeatures: heads.projection,
                                         hidden: heads.predictorHidden, outFeatures: heads.projection)
         projectionDimension = heads.projection
+        // Registered last: outside the EMA range, the target network has no classifier.
+        classifiers = heads.classifiers.isEmpty ? nil
+            : DatasetHeadsLayer(builder.child("heads"), inFeatures: backbone.featureDimension, heads: heads.classifiers)
         online = builder.makeArena(seed: seed)
         target = online.copy()
     }
 
-    /// Online predictions for a group of same-size views stacked along the batch, (V·N, P).
-    public func predict(_ views: Tensor, _ context: RunContext) -> Tensor {
+    /// Online predictions for a group of same-size views stacked along the batch, (V·N, P),
+    /// and, when `dataset` names a classifier, its logits (V·N, classes).
+    public func predict(_ views: Tensor, _ context: RunContext, dataset: String? = nil) -> (predictions: Tensor, logits: Tensor?) {
         let features = backbone.network.forward(views, context)
-        return predictor.forward(projector.forward(features, context), context)
+        let predictions = predictor.forward(projector.forward(features, context), context)
+        guard let dataset, let classifiers else { return (predictions, nil) }
+        classifiers.selected = dataset
+        return (predictions, classifiers.forward(features, context))
     }
 
-    /// Backward of the last `predict` call not yet differentiated; returns the input gradient.
+    /// Backward of the last `predict` call not yet differentiated, given the gradients of its
+    /// predictions and (if it made them) logits; returns the input gradient.
     @discardableResult
-    public func backward(_ dPredictions: Tensor, _ context: RunContext) -> Tensor {
+    public func backward(_ dPredictions: Tensor, dLogits: Tensor? = nil, _ context: RunContext) -> Tensor {
         let dProjection = predictor.backward(dPredictions, context)
-        return backbone.network.backward(projector.backward(dProjection, context), context)
+        var dFeatures = projector.backward(dProjection, context)
+        if let dLogits, let classifiers {
+            let dFromClassifier = classifiers.backward(dLogits, context)
+            let sum = context.tensor(dFeatures.shape)
+            Add.forward(output: sum.pointer, a: dFeatures.pointer, b: dFromClassifier.pointer, count: sum.count, pool: context.pool)
+            dFeatures = sum
+        }
+        return backbone.network.backward(dFeatures, context)
     }
 
     /// Target projections of stacked views, (V·N, P). `context.arena` must be the target arena.

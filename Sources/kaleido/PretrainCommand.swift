@@ -30,7 +30,8 @@ extension Kaleido {
             defer { loader.stop() }
             let evaluation = resolved.config.eval.linearProbe && communicator.isCoordinator
                 ? try PipelineEvaluationSource(configuration: data) : nil
-            let summary = try pretrainer.run(source: LoaderSource(loader: loader), evaluation: evaluation)
+            let summary = try pretrainer.run(source: LoaderSource(loader: loader), evaluation: evaluation,
+                                             classes: pipeline.classes.count)
             guard communicator.isCoordinator else { return }
             print(String(format: "pretrained %d steps: final loss %.4f, %.1f images/s", summary.steps, summary.finalLoss,
                          summary.imagesPerSecond))

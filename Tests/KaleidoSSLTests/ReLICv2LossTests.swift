@@ -59,9 +59,11 @@ import KaleidoTensor
         var rng = SplitMix64(seed: 6)
         let base = Tensor(randomNormal: [16, 8], rng: &rng)
         let noise = Tensor(randomNormal: [16, 8], rng: &rng)
+        // Two views: each view's prediction is scored against the other view's target.
         func loss(_ targets: Tensor) -> Float {
-            ReLICv2Loss().compute(predictions: [base], globalPredictions: [base], targets: [targets], queue: nil, offset: 0,
-                                  dPredictions: [Tensor(zeros: base.shape)], pool: .serial).total
+            ReLICv2Loss().compute(predictions: [base, base], globalPredictions: [base, base], targets: [targets, targets],
+                                  queue: nil, offset: 0, dPredictions: [Tensor(zeros: base.shape), Tensor(zeros: base.shape)],
+                                  pool: .serial).total
         }
         #expect(loss(base) < loss(noise) - 1)
     }

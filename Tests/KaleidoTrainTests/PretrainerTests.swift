@@ -103,4 +103,28 @@ final class NoisyCopies: MultiViewSource {
             }
         }
     }
+
+    /// The Omnivore supervised heads, alone and added to ReLICv2: the cross-entropy of the
+    /// samples' labels falls, and the target network never sees the classifier.
+    @Test(arguments: [Objective.supervised, .relicv2Supervised])
+    func supervisedHeadsLearnTheLabels(objective: Objective) throws {
+        let model = try ReLICv2Model(backbone: "resnet18-cifar", options: ModelOptions(baseWidth: 4),
+                                     heads: .init(projectorHidden: 32, projection: 16, predictorHidden: 32,
+                                                  classifiers: [.init("image", classes: 8)]), seed: 3)
+        #expect(model.online.entry(named: "heads.image.weight")!.offset >= model.targetFloats)
+        let runner = ReLICv2Step(model: model, loss: ReLICv2Loss(), optimizer: OptimizerSettings(kind: .adamw).make(for: model.online),
+                                 learningRate: WarmupCosineSchedule(base: 3e-3, warmupSteps: 2, totalSteps: 40),
+                                 momentum: MomentumSchedule(base: 0.99, totalSteps: 40), queueSize: 0,
+                                 communicator: LocalCommunicator(), pool: .serial, seed: 0, objective: objective)
+        let source = NoisyCopies(samples: 8, side: 8, pool: 8)
+        var losses: [Float] = []
+        for index in 0..<25 {
+            let result = try runner.run(step: index, batch: source.batch(step: index, rank: 0, worldSize: 1))
+            losses.append(result.supervised)
+            if objective == .supervised { #expect(result.loss.contrastive == 0 && result.loss.total == result.supervised) }
+        }
+        let early: Float = losses.prefix(3).reduce(0, +) / 3
+        let late: Float = losses.suffix(3).reduce(0, +) / 3
+        #expect(late < early - 0.5, "\(losses)")
+    }
 }

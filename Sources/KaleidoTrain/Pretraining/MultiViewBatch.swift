@@ -14,10 +14,12 @@ public struct MultiViewBatch {
     public var smallViews: Int
     /// Class labels of the n samples (used by the supervised objective and online probes).
     public var labels: [Int32]
+    /// The dataset (modality) the samples come from: picks the supervised head.
+    public var dataset: String
 
     public var samples: Int { labels.count }
 
-    public init(large: Tensor, largeViews: Int, small: Tensor?, smallViews: Int, labels: [Int32]) {
+    public init(large: Tensor, largeViews: Int, small: Tensor?, smallViews: Int, labels: [Int32], dataset: String = "image") {
         precondition(large.shape[0] == largeViews * labels.count, "large views \(large.shape) for \(largeViews)×\(labels.count)")
         precondition(small.map { $0.shape[0] == smallViews * labels.count } ?? (smallViews == 0),
                      "small views \(small?.shape ?? []) for \(smallViews)×\(labels.count)")
@@ -26,6 +28,7 @@ public struct MultiViewBatch {
         self.small = small
         self.smallViews = smallViews
         self.labels = labels
+        self.dataset = dataset
     }
 }
 

@@ -22,7 +22,8 @@ public final class LoaderSource: MultiViewSource {
         let large = group.largeDepth.map { Self.appendDepth(group.large, $0) } ?? group.large
         let small = group.small.map { rgb in group.smallDepth.map { Self.appendDepth(rgb, $0) } ?? rgb }
         return MultiViewBatch(large: large, largeViews: loader.pipeline.configuration.recipe.large.count,
-                              small: small, smallViews: loader.pipeline.configuration.recipe.small.count, labels: group.labels)
+                              small: small, smallViews: loader.pipeline.configuration.recipe.small.count, labels: group.labels,
+                              dataset: group.modality.description)
     }
 
     /// (…, 3) colour and (…, 1) depth into one (…, 4) tensor.

@@ -48,19 +48,24 @@ public final class Pretrainer {
         }
     }
 
-    public func makeModel() throws -> ReLICv2Model {
+    /// - Parameter classes: classes of the data, for the supervised heads (one per modality in
+    ///   `data.mix`) when the objective uses them.
+    public func makeModel(classes: Int = 0) throws -> ReLICv2Model {
         let options = ModelOptions(classes: 0, dropPath: Float(config.model.dropPath), zeroInitResidual: config.model.zeroInitResidual,
                                    baseWidth: config.model.baseWidth > 0 ? config.model.baseWidth : nil,
                                    stemPatch: config.model.stemPatch, layerScaleInit: Float(config.model.layerScaleInit))
+        let mix = config.data.mix
+        let classifiers = config.ssl.objective == .relicv2 ? [] :
+            [("image", mix.image), ("video", mix.video), ("rgbd", mix.rgbd)].filter { $0.1 > 0 }.map { DatasetHeadsLayer.Head($0.0, classes: classes) }
         let heads = ReLICv2Model.Heads(projectorHidden: config.ssl.projectorHidden, projection: config.ssl.projectorDim,
-                                       predictorHidden: config.ssl.predictorHidden)
+                                       predictorHidden: config.ssl.predictorHidden, classifiers: classifiers)
         return try ReLICv2Model(backbone: Self.backboneName(config.model), options: options, heads: heads,
                                 seed: UInt64(config.run.seed))
     }
 
     /// Trains for `run.steps` steps on `source`, then evaluates on `evaluation` if given.
-    public func run(source: MultiViewSource, evaluation: LabelledImageSource?) throws -> Summary {
-        let model = try makeModel()
+    public func run(source: MultiViewSource, evaluation: LabelledImageSource?, classes: Int) throws -> Summary {
+        let model = try makeModel(classes: classes)
         let o = config.optim
         let settings = OptimizerSettings(kind: OptimizerKind(rawValue: o.name.rawValue)!, weightDecay: Float(o.weightDecay),
                                          momentum: Float(o.momentum), beta1: Float(o.beta1), beta2: Float(o.beta2),
@@ -71,7 +76,9 @@ public final class Pretrainer {
             optimizer: settings.make(for: model.online),
             learningRate: WarmupCosineSchedule(base: o.lr, final: o.minLr, warmupSteps: o.warmupSteps, totalSteps: config.run.steps),
             momentum: MomentumSchedule(base: config.ssl.emaBase, totalSteps: config.run.steps),
-            queueSize: config.ssl.queueSize, communicator: communicator, pool: pool, seed: UInt64(config.run.seed))
+            queueSize: config.ssl.queueSize, communicator: communicator, pool: pool, seed: UInt64(config.run.seed),
+            bucketCap: config.dist.bucketMb > 0 ? .bytes(Int(config.dist.bucketMb * 1_048_576)) : .unbounded,
+            objective: config.ssl.objective)
 
         let coordinator = communicator.isCoordinator
         let metrics = coordinator ? try MetricsLog(directory: runDirectory) : nil
@@ -103,7 +110,7 @@ public final class Pretrainer {
                 try metrics.record(step: index + 1, kind: "train", values: [
                     "loss": Double(result.loss.total), "contrastive": Double(result.loss.contrastive),
                     "divergence": Double(result.loss.divergence), "lr": result.learningRate, "ema_momentum": result.momentum,
-                    "grad_norm": result.gradientNorm,
+                    "grad_norm": result.gradientNorm, "supervised": Double(result.supervised),
                     "images_per_second": Double((index + 1) * config.data.batchSize) / max(seconds, 1e-9),
                 ])
             }

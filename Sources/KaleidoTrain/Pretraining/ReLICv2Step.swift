@@ -21,17 +21,23 @@ public final class ReLICv2Step {
     public private(set) var queue: NegativeQueue?
     /// Averages gradients over ranks in buckets, started during the last backward pass.
     public let reducer: GradientReducer
+    /// ReLICv2, Omnivore's supervised heads, or both added.
+    public let objective: Objective
 
     public struct Result: Sendable {
         public var loss: ReLICv2Loss.Value
         public var learningRate: Double
         public var momentum: Double
         public var gradientNorm: Double
+        /// Cross-entropy of the supervised heads on the large views (0 without them).
+        public var supervised: Float
     }
 
     public init(model: ReLICv2Model, loss: ReLICv2Loss, optimizer: Optimizer, learningRate: WarmupCosineSchedule,
                 momentum: MomentumSchedule, queueSize: Int, communicator: Communicator, pool: ComputePool, seed: UInt64,
-                bucketCap: BucketCap = .bytes(1 << 20)) {
+                bucketCap: BucketCap = .bytes(1 << 20), objective: Objective = .relicv2) {
+        precondition(objective == .relicv2 || model.classifiers != nil, "the \(objective.rawValue) objective needs classifier heads")
+        self.objective = objective
         self.model = model
         self.loss = loss
         self.optimizer = optimizer
@@ -54,29 +60,39 @@ public final class ReLICv2Step {
         let n = batch.samples
         model.online.zeroGradients()
 
-        // The target network first: once its projections are copied out its activations are
-        // dead, and the online network's forward and backward reuse that memory. Every rank
-        // sees the whole global batch as candidates, so the projections are gathered.
-        let globalTargets = keep(try gather(model.project(batch.large, target), views: batch.largeViews, samples: n))
-        online.resetActivations()
-
-        let largePredictions = model.predict(batch.large, online)
-        let smallPredictions = batch.small.map { model.predict($0, online) }
-        // The online predictions are gathered too (without gradient): the reverse distribution reads them.
-        var predictions = split(largePredictions, views: batch.largeViews, samples: n)
-        var globalPredictions = try gather(largePredictions, views: batch.largeViews, samples: n)
-        let dLarge = online.tensor(largePredictions.shape, zeroed: true)
-        var dPredictions = split(dLarge, views: batch.largeViews, samples: n)
-        var dSmall: Tensor?
-        if let smallPredictions {
-            predictions += split(smallPredictions, views: batch.smallViews, samples: n)
-            globalPredictions += try gather(smallPredictions, views: batch.smallViews, samples: n)
-            let gradient = online.tensor(smallPredictions.shape, zeroed: true)
-            dPredictions += split(gradient, views: batch.smallViews, samples: n)
-            dSmall = gradient
-        }
-        let value = loss.compute(predictions: predictions, globalPredictions: globalPredictions, targets: globalTargets,
+        let selfSupervised = objective != .supervised
+        var value = ReLICv2Loss.Value(total: 0, contrastive: 0, divergence: 0)
+        var dSmall: Tensor?, dLarge: Tensor, dLogits: Tensor?, crossEntropy: Float = 0
+        if selfSupervised {
+            // The target network first: once its projections are copied out its activations are
+            // dead, and the online network's forward and backward reuse that memory. Every rank
+            // sees the whole global batch as candidates, so the projections are gathered.
+            let globalTargets = keep(try gather(model.project(batch.large, target), views: batch.largeViews, samples: n))
+            online.resetActivations()
+            let (largePredictions, largeLogits) = model.predict(batch.large, online, dataset: objective == .relicv2 ? nil : batch.dataset)
+            let smallPredictions = batch.small.map { model.predict($0, online).predictions }
+            // The online predictions are gathered too (without gradient): the reverse distribution reads them.
+            var predictions = split(largePredictions, views: batch.largeViews, samples: n)
+            var globalPredictions = try gather(largePredictions, views: batch.largeViews, samples: n)
+            dLarge = online.tensor(largePredictions.shape, zeroed: true)
+            var dPredictions = split(dLarge, views: batch.largeViews, samples: n)
+            if let smallPredictions {
+                predictions += split(smallPredictions, views: batch.smallViews, samples: n)
+                globalPredictions += try gather(smallPredictions, views: batch.smallViews, samples: n)
+                let gradient = online.tensor(smallPredictions.shape, zeroed: true)
+                dPredictions += split(gradient, views: batch.smallViews, samples: n)
+                dSmall = gradient
+            }
+            value = loss.compute(predictions: predictions, globalPredictions: globalPredictions, targets: globalTargets,
                                  queue: queue?.contents, offset: communicator.rank * n, dPredictions: dPredictions, pool: pool)
+            queue?.push(globalTargets)
+            if let largeLogits { (crossEntropy, dLogits) = supervisedLoss(largeLogits, batch: batch) }
+        } else {
+            let (largePredictions, largeLogits) = model.predict(batch.large, online, dataset: batch.dataset)
+            dLarge = online.tensor(largePredictions.shape, zeroed: true)
+            (crossEntropy, dLogits) = supervisedLoss(largeLogits!, batch: batch)
+        }
+        value.total += crossEntropy
         guard value.total.isFinite else { throw TrainingError.nonFinite(step: step, what: "the loss (\(value.total))") }
 
         // Backward in reverse order of the forward passes. The last pass reports finished
@@ -89,7 +105,7 @@ public final class ReLICv2Step {
                 guard reduceError == nil else { return }
                 do { try reducer.gradientsFinal(from: offset) } catch { reduceError = error }
             }
-            model.backward(dLarge, online)
+            model.backward(dLarge, dLogits: dLogits, online)
             online.gradientsFinal = nil
         }
         if let reduceError { throw reduceError }
@@ -98,8 +114,7 @@ public final class ReLICv2Step {
         let lr = learningRate.value(at: step), gamma = momentum.value(at: step)
         optimizer.step(model.online, learningRate: Float(lr), pool: pool)
         TargetNetwork.update(target: model.target, online: model.online, momentum: Float(gamma), count: model.targetFloats, pool: pool)
-        queue?.push(globalTargets)
-        return Result(loss: value, learningRate: lr, momentum: gamma, gradientNorm: norm)
+        return Result(loss: value, learningRate: lr, momentum: gamma, gradientNorm: norm, supervised: crossEntropy)
     }
 
     /// The global gradient norm, or an error naming the first parameter with a NaN or Inf.
@@ -113,6 +128,22 @@ public final class ReLICv2Step {
             total += sum
         }
         return total.squareRoot()
+    }
+
+    /// Mean cross-entropy of the classifier logits of every large view against the samples'
+    /// labels, and its gradient.
+    func supervisedLoss(_ logits: Tensor, batch: MultiViewBatch) -> (Float, Tensor) {
+        let labels = Array([[Int32]](repeating: batch.labels, count: batch.largeViews).joined())
+        let probabilities = online.tensor(logits.shape), dLogits = online.tensor(logits.shape, zeroed: true)
+        let rows = logits.shape[0], classes = logits.shape[1]
+        let value = labels.withUnsafeBufferPointer { targets -> Float in
+            let loss = CrossEntropy.forward(probabilities: probabilities.pointer, logits: logits.pointer,
+                                            targets: .classIndices(targets.baseAddress!), rows: rows, classes: classes, pool: pool)
+            CrossEntropy.backward(dLogits: dLogits.pointer, probabilities: probabilities.pointer,
+                                  targets: .classIndices(targets.baseAddress!), rows: rows, classes: classes, pool: pool)
+            return loss
+        }
+        return (value, dLogits)
     }
 
     /// Copies of `views` that outlive the activation arena's reset (the gathered targets).
