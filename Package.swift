@@ -46,7 +46,7 @@ let package = Package(
         .target(name: "KaleidoNN", dependencies: ["KaleidoTensor"], swiftSettings: fast),
         .target(name: "KaleidoSSL", dependencies: ["KaleidoNN", "KaleidoTensor"], swiftSettings: fast),
         .target(name: "KaleidoDist", dependencies: ["CMPI", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "KaleidoCheckpoint", dependencies: ["CZstd", "KaleidoNN"]),
+        .target(name: "KaleidoCheckpoint", dependencies: ["CZstd", "KaleidoNN", "KaleidoDist", .product(name: "Logging", package: "swift-log")]),
         .target(name: "KaleidoData", dependencies: ["CPNG", "CTurboJPEG", "KaleidoTensor", .product(name: "Logging", package: "swift-log")], swiftSettings: fast),
         .target(name: "KaleidoTrain", dependencies: [
             "KaleidoTensor", "KaleidoNN", "KaleidoSSL", "KaleidoDist", "KaleidoCheckpoint", "KaleidoData",
@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "KaleidoNNTests", dependencies: ["KaleidoNN", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoSSLTests", dependencies: ["KaleidoSSL", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoDistTests", dependencies: ["KaleidoDist"]),
-        .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint", "KaleidoNN"], exclude: ["Fixtures"]),
+        .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint", "KaleidoNN", "KaleidoDist"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoDataTests", dependencies: ["KaleidoData", "KaleidoTensor", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "KaleidoTrainTests", dependencies: ["KaleidoTrain", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "KaleidoCLITests", dependencies: ["kaleido"]),

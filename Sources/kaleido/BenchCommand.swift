@@ -6,7 +6,7 @@ extension Kaleido {
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Measure Kaleido's speed on this machine.",
-            subcommands: [Kernels.self, Step.self, AllReduce.self, DataLoading.self])
+            subcommands: [Kernels.self, Step.self, AllReduce.self, DataLoading.self, Checkpoint.self])
     }
 }
 

@@ -1,0 +1,93 @@
+import Foundation
+import KaleidoDist
+
+/// Measurements behind the checkpoint defaults (`kaleido bench checkpoint`).
+public enum CheckpointBench {
+    /// One codec setting on the given arrays, in memory (no disk).
+    public struct CodecResult: Codable, Sendable {
+        public var level: Int
+        public var byteShuffle: Bool
+        public var threads: Int
+        public var rawBytes: Int
+        public var compressedBytes: Int
+        public var ratio: Double
+        /// Raw bytes per second through shuffle + zstd + CRC-32C (the save path without I/O).
+        public var compressMBps: Double
+        /// Raw bytes per second through CRC-32C + zstd + unshuffle (the load path without I/O).
+        public var decompressMBps: Double
+    }
+
+    /// A full `CheckpointStore` save and load through the file system.
+    public struct StoreResult: Codable, Sendable {
+        public var level: Int
+        public var threads: Int
+        public var rawBytes: Int
+        public var compressedBytes: Int
+        public var ratio: Double
+        /// Raw arena bytes per second, including fsync and the commit.
+        public var saveMBps: Double
+        public var loadMBps: Double
+        /// CRC-32C alone, one thread.
+        public var crcMBps: Double
+    }
+
+    /// Compresses and decompresses `arrays` as one shard `repetitions` times; the fastest counts.
+    public static func codec(_ arrays: [SavedArray], level: Int, byteShuffle: Bool, threads: Int,
+                             repetitions: Int = 3) throws -> CodecResult {
+        let codec = ShardCodec(level: level, byteShuffle: byteShuffle, chunkBytes: CheckpointStore.defaultChunkBytes, threads: threads)
+        let content = CheckpointContent(step: 0, config: "", arrays: arrays)
+        return try content.withShardSegments(rank: 0, worldSize: 1) { segments in
+            var best = (compress: Double.infinity, decompress: Double.infinity)
+            var compressed = 0
+            let target = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, segments.total))
+            defer { target.deallocate() }
+            var output = ShardSegments()
+            output.append("all", target.baseAddress!, count: segments.total)
+            for _ in 0..<max(1, repetitions) {
+                var start = DispatchTime.now().uptimeNanoseconds
+                let encoded = try codec.encode(segments, what: "bench")
+                best.compress = min(best.compress, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                compressed = encoded.bytes
+                // The load path reads one contiguous file.
+                let file = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, encoded.bytes), alignment: 64)
+                defer { file.deallocate() }
+                var offset = 0
+                for frame in encoded.frames {
+                    (file.baseAddress! + offset).copyMemory(from: frame.baseAddress!, byteCount: frame.count)
+                    offset += frame.count
+                }
+                start = DispatchTime.now().uptimeNanoseconds
+                let bytes = UnsafeRawBufferPointer(rebasing: file[0..<encoded.bytes])
+                precondition(ShardCodec.checksum(bytes, threads: threads) == encoded.crc)
+                try codec.decode(bytes, into: output, path: "bench")
+                best.decompress = min(best.decompress, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            let raw = segments.total * 4
+            return CodecResult(level: level, byteShuffle: byteShuffle, threads: threads, rawBytes: raw, compressedBytes: compressed,
+                               ratio: Double(raw) / Double(max(1, compressed)),
+                               compressMBps: Double(raw) / best.compress / 1e6, decompressMBps: Double(raw) / best.decompress / 1e6)
+        }
+    }
+
+    /// Saves `arrays` as a checkpoint in `directory` and loads it back (one rank).
+    public static func store(_ arrays: [SavedArray], directory: URL, level: Int, threads: Int) throws -> StoreResult {
+        let store = CheckpointStore(directory: directory, keep: 1, zstdLevel: level, threads: threads)
+        let content = CheckpointContent(step: 1, config: "bench", arrays: arrays)
+        var start = DispatchTime.now().uptimeNanoseconds
+        let url = try store.save(content, communicator: LocalCommunicator())
+        let save = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        start = DispatchTime.now().uptimeNanoseconds
+        let loaded = try store.load(url)
+        let load = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let raw = loaded.manifest.uncompressedBytes, compressed = loaded.manifest.compressedBytes
+
+        let probe = [UInt8](repeating: 0x5A, count: 64 << 20)
+        start = DispatchTime.now().uptimeNanoseconds
+        let crc = probe.withUnsafeBytes { CRC32C.checksum($0) }
+        let crcSeconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        precondition(crc != 0 || probe.isEmpty)
+        return StoreResult(level: level, threads: threads, rawBytes: raw, compressedBytes: compressed,
+                           ratio: Double(raw) / Double(max(1, compressed)), saveMBps: Double(raw) / save / 1e6,
+                           loadMBps: Double(raw) / load / 1e6, crcMBps: Double(probe.count) / crcSeconds / 1e6)
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The few POSIX calls a crash-safe commit needs, with errors that name the path: write a file
+/// and fsync it, fsync a directory (so a rename or a new entry in it survives power loss), and
+/// rename.
+enum DurableFile {
+    static func failure(_ path: String, _ operation: String) -> CheckpointError {
+        .io(path: path, operation: operation, message: String(cString: strerror(errno)))
+    }
+
+    /// Writes `pieces` one after the other to `path` (created or truncated), then fsyncs it.
+    static func writeFile(_ path: String, pieces: [UnsafeRawBufferPointer]) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw failure(path, "open") }
+        var closed = false
+        defer { if !closed { close(fd) } }
+        for piece in pieces {
+            var offset = 0
+            while offset < piece.count {
+                let n = write(fd, piece.baseAddress! + offset, piece.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw failure(path, "write")
+                }
+                offset += n
+            }
+        }
+        guard fsync(fd) == 0 else { throw failure(path, "fsync") }
+        closed = true
+        guard close(fd) == 0 else { throw failure(path, "close") }
+    }
+
+    static func writeFile(_ path: String, data: Data) throws {
+        try data.withUnsafeBytes { try writeFile(path, pieces: [$0]) }
+    }
+
+    /// Makes the directory's entries (new files, renames into or out of it) durable.
+    static func syncDirectory(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw failure(path, "open directory") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw failure(path, "fsync directory") }
+    }
+
+    static func renameItem(_ from: String, _ to: String) throws {
+        guard rename(from, to) == 0 else { throw failure("\(from) → \(to)", "rename") }
+    }
+
+    /// Size in bytes, or nil when the file does not exist.
+    static func size(_ path: String) -> Int? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return Int(info.st_size)
+    }
+
+    static func makeDirectory(_ path: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw CheckpointError.io(path: path, operation: "create directory", message: error.localizedDescription)
+        }
+    }
+
+    static func remove(_ path: String) throws {
+        do {
+            try FileManager.default.removeItem(atPath: path)
+        } catch {
+            throw CheckpointError.io(path: path, operation: "remove", message: error.localizedDescription)
+        }
+    }
+}
