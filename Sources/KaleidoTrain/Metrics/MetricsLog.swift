@@ -11,7 +11,7 @@ public final class MetricsLog {
         self.directory = directory
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let url = directory.appendingPathComponent("metrics.jsonl")
-        if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
         lines = try FileHandle(forWritingTo: url)
         try lines.seekToEnd()
         tensorBoard = try TensorBoardWriter(directory: directory)

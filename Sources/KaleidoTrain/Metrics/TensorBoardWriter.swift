@@ -15,7 +15,7 @@ public final class TensorBoardWriter {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let host = ProcessInfo.processInfo.hostName
         url = directory.appendingPathComponent("events.out.tfevents.\(Int(Date().timeIntervalSince1970)).\(host)")
-        FileManager.default.createFile(atPath: url.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: url.path, contents: nil)
         handle = try FileHandle(forWritingTo: url)
         var version = Protobuf()
         version.double(field: 1, Date().timeIntervalSince1970)
