@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KaleidoCheckpoint
 import KaleidoData
 import KaleidoTrain
 import Logging
@@ -17,6 +18,10 @@ extension Kaleido {
         @OptionGroup var config: ConfigOptions
         @OptionGroup var logging: LoggingOptions
 
+        @Option(help: ArgumentHelp("Continue from a checkpoint: `auto` (the newest valid one of this run, or start fresh) or a checkpoint directory.",
+                                   valueName: "auto|path"))
+        var resume: String?
+
         func run() throws {
             logging.bootstrap()
             let resolved = try config.resolve()
@@ -26,13 +31,24 @@ extension Kaleido {
             let pretrainer = Pretrainer(config: resolved.config, communicator: communicator, threads: threads)
             let data = resolved.config.dataConfiguration
             let pipeline = try DataPipeline(data, split: .train)
-            let loader = try DataLoader(pipeline: pipeline, rank: communicator.rank, worldSize: communicator.worldSize)
+            // Every rank loads the checkpoint (each needs the full arrays); `auto` without one starts fresh.
+            var checkpoint: LoadedCheckpoint?
+            if let resume {
+                let url = resume == "auto" ? pretrainer.checkpointStore.newestValid() : URL(fileURLWithPath: resume)
+                checkpoint = try url.map { try pretrainer.checkpointStore.load($0) }
+            }
+            let start = checkpoint.map { pipeline.state(at: $0.step) } ?? .start
+            let loader = try DataLoader(pipeline: pipeline, rank: communicator.rank, worldSize: communicator.worldSize, state: start)
             defer { loader.stop() }
             let evaluation = resolved.config.eval.linearProbe && communicator.isCoordinator
                 ? try PipelineEvaluationSource(configuration: data) : nil
             let summary = try pretrainer.run(source: LoaderSource(loader: loader), evaluation: evaluation,
-                                             classes: pipeline.classes.count)
+                                             classes: pipeline.classes.count, resume: checkpoint, preemption: PreemptionSignal())
             guard communicator.isCoordinator else { return }
+            if summary.preempted {
+                print("preempted: checkpoint \(summary.lastCheckpoint ?? "?") saved; continue with --resume auto")
+                return
+            }
             print(String(format: "pretrained %d steps: final loss %.4f, %.1f images/s", summary.steps, summary.finalLoss,
                          summary.imagesPerSecond))
             if let probe = summary.probe {

@@ -1,4 +1,5 @@
 import Foundation
+import KaleidoCheckpoint
 import KaleidoDist
 import KaleidoNN
 import KaleidoSSL
@@ -24,6 +25,17 @@ public final class Pretrainer {
         /// The same evaluation of the network before training: what "it learned" is measured against.
         public var initialProbe: LinearProbe.Result?
         public var initialKnnTop1: Double?
+        /// Steps this invocation ran (fewer than `steps` after a resume or a preemption).
+        public var stepsRun = 0
+        /// Stopped early by SIGTERM/SIGUSR1 after saving a checkpoint.
+        public var preempted = false
+        public var lastCheckpoint: String?
+    }
+
+    /// Where this run's checkpoints live: `<run directory>/checkpoints`.
+    public var checkpointStore: CheckpointStore {
+        CheckpointStore(directory: runDirectory.appendingPathComponent("checkpoints"), keep: config.checkpoint.keep,
+                        zstdLevel: config.checkpoint.zstdLevel)
     }
 
     public init(config: KaleidoConfig, communicator: Communicator, threads: Int) {
@@ -64,7 +76,11 @@ public final class Pretrainer {
     }
 
     /// Trains for `run.steps` steps on `source`, then evaluates on `evaluation` if given.
-    public func run(source: MultiViewSource, evaluation: LabelledImageSource?, classes: Int) throws -> Summary {
+    /// - Parameters:
+    ///   - resume: a checkpoint to continue from (`source` must start at its step).
+    ///   - preemption: stops the run after the current step, with a checkpoint, when signalled.
+    public func run(source: MultiViewSource, evaluation: LabelledImageSource?, classes: Int,
+                    resume: LoadedCheckpoint? = nil, preemption: PreemptionSignal? = nil) throws -> Summary {
         let model = try makeModel(classes: classes)
         let o = config.optim
         let settings = OptimizerSettings(kind: OptimizerKind(rawValue: o.name.rawValue)!, weightDecay: Float(o.weightDecay),
@@ -81,6 +97,17 @@ public final class Pretrainer {
             objective: config.ssl.objective)
 
         let coordinator = communicator.isCoordinator
+        let store = checkpointStore
+        let configYAML = try ConfigLoader.yaml(of: config)
+        var firstStep = 0
+        if let resume {
+            firstStep = try restore(resume, model: model, step: step)
+            logger.info("resumed", metadata: ["checkpoint": "\(resume.url.path)", "step": "\(firstStep)"])
+        }
+        func save(after completed: Int) throws -> URL {
+            try store.save(checkpointContent(model: model, step: step, completed: completed, config: configYAML),
+                           communicator: communicator)
+        }
         let metrics = coordinator ? try MetricsLog(directory: runDirectory) : nil
         if coordinator {
             try ConfigLoader.yaml(of: config).write(to: runDirectory.appendingPathComponent("config.yaml"),
@@ -92,17 +119,21 @@ public final class Pretrainer {
         let probe = LinearProbe(epochs: config.eval.probeEpochs)
         let knn = KNearestNeighbours(k: config.eval.knnK, temperature: Float(config.eval.knnTemperature))
         var initial: (probe: LinearProbe.Result, knnTop1: Double)?
-        if config.eval.linearProbe, let evaluation, coordinator {
+        if config.eval.linearProbe, let evaluation, coordinator, resume == nil {
             initial = try evaluator.run(source: evaluation, probe: probe, knn: knn)
             logger.info("probe before training", metadata: ["top1": "\(initial!.probe.top1)", "knn_top1": "\(initial!.knnTop1)"])
         }
         let progress = coordinator ? ProgressDisplay(totalSteps: config.run.steps, every: config.run.logEvery) : nil
         let started = Date()
         var last: ReLICv2Step.Result?
-        for index in 0..<config.run.steps {
+        var lastCheckpoint: URL?
+        var preempted = false
+        var completed = firstStep
+        for index in firstStep..<config.run.steps {
             let batch = try source.batch(step: index, rank: communicator.rank, worldSize: communicator.worldSize)
             let result = try step.run(step: index, batch: batch)
             last = result
+            completed = index + 1
             progress?.update(step: index, loss: Double(result.loss.total), learningRate: result.learningRate,
                              samples: batch.samples * communicator.worldSize)
             if let metrics, (index + 1) % config.run.logEvery == 0 || index + 1 == config.run.steps {
@@ -111,14 +142,26 @@ public final class Pretrainer {
                     "loss": Double(result.loss.total), "contrastive": Double(result.loss.contrastive),
                     "divergence": Double(result.loss.divergence), "lr": result.learningRate, "ema_momentum": result.momentum,
                     "grad_norm": result.gradientNorm, "supervised": Double(result.supervised),
-                    "images_per_second": Double((index + 1) * config.data.batchSize) / max(seconds, 1e-9),
+                    "images_per_second": Double((index + 1 - firstStep) * config.data.batchSize) / max(seconds, 1e-9),
                 ])
             }
+            let every = config.checkpoint.everySteps
+            if try preemption?.agreed(communicator) == true {
+                lastCheckpoint = try save(after: index + 1)
+                logger.notice("preempted: saved a checkpoint and stopping", metadata: ["step": "\(index + 1)"])
+                preempted = true
+                break
+            }
+            if index + 1 == config.run.steps || (every > 0 && (index + 1) % every == 0) {
+                lastCheckpoint = try save(after: index + 1)
+            }
         }
-        let imagesPerSecond = Double(config.run.steps * config.data.batchSize) / max(Date().timeIntervalSince(started), 1e-9)
+        let stepsRun = completed - firstStep
+        let imagesPerSecond = Double(stepsRun * config.data.batchSize) / max(Date().timeIntervalSince(started), 1e-9)
         var summary = Summary(steps: config.run.steps, finalLoss: Double(last?.loss.total ?? .nan), imagesPerSecond: imagesPerSecond,
-                              initialProbe: initial?.probe, initialKnnTop1: initial?.knnTop1)
-        if config.eval.linearProbe, let evaluation, coordinator {
+                              initialProbe: initial?.probe, initialKnnTop1: initial?.knnTop1, stepsRun: stepsRun,
+                              preempted: preempted, lastCheckpoint: lastCheckpoint?.path)
+        if config.eval.linearProbe, let evaluation, coordinator, !preempted {
             let result = try evaluator.run(source: evaluation, probe: probe, knn: knn)
             summary.probe = result.probe
             summary.knnTop1 = result.knnTop1
@@ -129,6 +172,38 @@ public final class Pretrainer {
         }
         try metrics?.flush()
         return summary
+    }
+}
+
+extension Pretrainer {
+    /// Everything a bit-exact resume needs, after `completed` steps.
+    func checkpointContent(model: ReLICv2Model, step: ReLICv2Step, completed: Int, config yaml: String) throws -> CheckpointContent {
+        let layout = LayoutEntry.of(model.online)
+        var arrays = [SavedArray(name: "online", arena: model.online), SavedArray(name: "target", arena: model.target)]
+        for (name, storage) in step.optimizer.state {
+            arrays.append(SavedArray(name: "optimizer.\(name)", borrowing: UnsafeBufferPointer(start: storage.pointer, count: storage.count),
+                                     layout: layout))
+        }
+        if let queue = step.queue { arrays.append(SavedArray(name: "queue", values: queue.values)) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return CheckpointContent(step: completed, config: yaml, arrays: arrays,
+                                 optimizer: OptimizerRecord(kind: config.optim.name.rawValue, stepCount: step.optimizer.stepCount),
+                                 schedulerStep: completed, queueSize: step.queue?.capacity,
+                                 blobs: ["rng": try encoder.encode(step.randomState)])
+    }
+
+    /// Restores a checkpoint into the model and step; returns the number of completed steps.
+    func restore(_ checkpoint: LoadedCheckpoint, model: ReLICv2Model, step: ReLICv2Step) throws -> Int {
+        try checkpoint.restore("online", into: model.online)
+        try checkpoint.restore("target", into: model.target)
+        for (name, storage) in step.optimizer.state {
+            try checkpoint.restore("optimizer.\(name)", into: UnsafeMutableBufferPointer(start: storage.pointer, count: storage.count))
+        }
+        step.optimizer.stepCount = checkpoint.optimizer?.stepCount ?? checkpoint.step
+        if let queue = step.queue, checkpoint.arrayNames.contains("queue") { queue.values = try checkpoint.array("queue") }
+        if let rng = checkpoint.blobs["rng"] { step.randomState = try JSONDecoder().decode(SplitMix64.self, from: rng) }
+        return checkpoint.step
     }
 }
 

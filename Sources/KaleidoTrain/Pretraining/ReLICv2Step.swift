@@ -130,6 +130,12 @@ public final class ReLICv2Step {
         return total.squareRoot()
     }
 
+    /// The drop-path random stream, for checkpoints (resuming must continue it exactly).
+    public var randomState: SplitMix64 {
+        get { online.rng }
+        set { online.rng = newValue }
+    }
+
     /// Mean cross-entropy of the classifier logits of every large view against the samples'
     /// labels, and its gradient.
     func supervisedLoss(_ logits: Tensor, batch: MultiViewBatch) -> (Float, Tensor) {
