@@ -8,7 +8,7 @@ public enum ProjectionHead {
         Sequential("mlp \(inFeatures)→\(hidden)→\(outFeatures)", [
             LinearLayer(builder.child(0), inFeatures: inFeatures, outFeatures: hidden, initialization: .pytorchDefault),
             BatchNormLayer(builder.child(1), channels: hidden),
-            ReLULayer(),
+            ReLULayer(inPlace: true),
             LinearLayer(builder.child(3), inFeatures: hidden, outFeatures: outFeatures, initialization: .pytorchDefault),
         ])
     }

@@ -8,19 +8,23 @@ public class PointwiseActivationLayer: Layer {
     let flopsPerElement: Double
     let apply: Forward
     let differentiate: Backward
+    /// Overwrite the input with the output and keep only that: for an activation whose
+    /// derivative can be read from its output (ReLU) and whose input nobody else needs.
+    let inPlace: Bool
     private var saved = SavedStack<Tensor>()
 
-    init(name: String, flopsPerElement: Double, forward: @escaping Forward, backward: @escaping Backward) {
+    init(name: String, flopsPerElement: Double, inPlace: Bool = false, forward: @escaping Forward, backward: @escaping Backward) {
         self.name = name
         self.flopsPerElement = flopsPerElement
+        self.inPlace = inPlace
         apply = forward
         differentiate = backward
     }
 
     public func forward(_ input: Tensor, _ context: RunContext) -> Tensor {
-        let output = context.tensor(input.shape)
+        let output = inPlace ? input : context.tensor(input.shape)
         apply(output.pointer, input.pointer, input.count, context.pool)
-        saved.push(input, if: context.recordsForBackward)
+        saved.push(inPlace ? output : input, if: context.recordsForBackward)
         return output
     }
 
@@ -36,10 +40,13 @@ public class PointwiseActivationLayer: Layer {
     }
 }
 
-/// max(x, 0).
+/// max(x, 0). In place, it overwrites its input and keeps the output, which tells the backward
+/// the same thing (x > 0 ⇔ max(x, 0) > 0) and saves one activation per ReLU, as PyTorch's
+/// `inplace=True` does; use it when the input feeds nothing else (after BatchNorm, after a
+/// residual sum).
 public final class ReLULayer: PointwiseActivationLayer {
-    public init() {
-        super.init(name: "relu", flopsPerElement: 0,
+    public init(inPlace: Bool = false) {
+        super.init(name: "relu", flopsPerElement: 0, inPlace: inPlace,
                    forward: { ReLU.forward(output: $0, input: $1, count: $2, pool: $3) },
                    backward: { ReLU.backward(dInput: $0, dOutput: $1, input: $2, count: $3, pool: $4) })
     }

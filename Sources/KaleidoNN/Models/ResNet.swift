@@ -26,6 +26,7 @@ public enum ResNet {
     }
 
     /// The network from (N, H, W, 3) images to (N, features) — or (N, classes) with a classifier.
+    /// Every ReLU follows a BatchNorm or a residual sum that feeds nothing else, so all run in place.
     public static func make(_ config: Config, _ builder: ParameterBuilder) -> Sequential {
         var layers: [Layer] = []
         if config.cifarStem {
@@ -36,7 +37,7 @@ public enum ResNet {
                                       padding: 3, initialization: .kaimingFanOut))
         }
         layers.append(BatchNormLayer(builder.child("bn1"), channels: config.width))
-        layers.append(ReLULayer())
+        layers.append(ReLULayer(inPlace: true))
         if !config.cifarStem { layers.append(MaxPoolLayer(kernel: 3, stride: 2, padding: 1)) }
 
         var inChannels = config.width
@@ -67,13 +68,13 @@ public enum ResNet {
         let branch: [Layer]
         switch config.block {
         case .basic:
-            branch = [conv("conv1", inChannels, planes, kernel: 3, stride: stride), BatchNormLayer(b.child("bn1"), channels: planes), ReLULayer(),
+            branch = [conv("conv1", inChannels, planes, kernel: 3, stride: stride), BatchNormLayer(b.child("bn1"), channels: planes), ReLULayer(inPlace: true),
                       conv("conv2", planes, planes, kernel: 3),
                       BatchNormLayer(b.child("bn2"), channels: planes, zeroInitScale: config.zeroInitResidual)]
         case .bottleneck:
             // torchvision's "ResNet v1.5": the stride sits on the 3×3 convolution.
-            branch = [conv("conv1", inChannels, planes, kernel: 1), BatchNormLayer(b.child("bn1"), channels: planes), ReLULayer(),
-                      conv("conv2", planes, planes, kernel: 3, stride: stride), BatchNormLayer(b.child("bn2"), channels: planes), ReLULayer(),
+            branch = [conv("conv1", inChannels, planes, kernel: 1), BatchNormLayer(b.child("bn1"), channels: planes), ReLULayer(inPlace: true),
+                      conv("conv2", planes, planes, kernel: 3, stride: stride), BatchNormLayer(b.child("bn2"), channels: planes), ReLULayer(inPlace: true),
                       conv("conv3", planes, outChannels, kernel: 1),
                       BatchNormLayer(b.child("bn3"), channels: outChannels, zeroInitScale: config.zeroInitResidual)]
         }
@@ -86,6 +87,6 @@ public enum ResNet {
                 BatchNormLayer(downsample.child(1), channels: outChannels),
             ])
         }
-        return Residual(name, branch: Sequential("branch", branch), shortcut: shortcut, post: ReLULayer())
+        return Residual(name, branch: Sequential("branch", branch), shortcut: shortcut, post: ReLULayer(inPlace: true))
     }
 }
