@@ -50,31 +50,54 @@ private func forEachTrainable(_ arena: ParameterArena, pool: ComputePool, _ body
     }
 }
 
-/// SGD with heavy-ball momentum and L2 weight decay on `.weight` entries:
-///   v ← μ v + (g + λ w);   w ← w − lr · v
-public final class SGDMomentum: Optimizer {
+/// Heavy-ball momentum on the arena, the shared core of SGD and LARS:
+///   u = g + λ w;   v ← μ v + r · u;   w ← w − lr · v
+/// with λ and the trust ratio r = η ‖w‖ / ‖u‖ (1 when either norm is 0) applied to `.weight`
+/// entries only, and r = 1 throughout when the trust ratio is off (plain SGD).
+public class MomentumOptimizer: Optimizer {
     let settings: OptimizerSettings
+    let adaptsTrustRatio: Bool
     let velocity: TensorStorage
     public var stepCount = 0
     public var state: [(name: String, storage: TensorStorage)] { [("momentum", velocity)] }
 
-    public init(arena: ParameterArena, settings: OptimizerSettings) {
+    init(arena: ParameterArena, settings: OptimizerSettings, adaptsTrustRatio: Bool) {
         self.settings = settings
+        self.adaptsTrustRatio = adaptsTrustRatio
         velocity = TensorStorage(count: arena.count)
     }
 
     public func step(_ arena: ParameterArena, learningRate lr: Float, pool: ComputePool) {
-        let (mu, decay) = (settings.momentum, settings.weightDecay)
         forEachTrainable(arena, pool: pool) { entry in
             let w = arena.values.pointer + entry.offset, g = arena.gradients.pointer + entry.offset
             let v = velocity.pointer + entry.offset
-            let lambda = entry.spec.role == .weight ? decay : 0
+            let decayed = entry.spec.role == .weight
+            let lambda = decayed ? settings.weightDecay : 0
+            var trust: Float = 1
+            if adaptsTrustRatio && decayed {
+                var weightNorm: Double = 0, updateNorm: Double = 0
+                for i in 0..<entry.count {
+                    let u = Double(g[i] + lambda * w[i])
+                    weightNorm += Double(w[i]) * Double(w[i])
+                    updateNorm += u * u
+                }
+                if weightNorm > 0 && updateNorm > 0 {
+                    trust = settings.trustCoefficient * Float(weightNorm.squareRoot() / updateNorm.squareRoot())
+                }
+            }
             for i in 0..<entry.count {
-                v[i] = mu * v[i] + g[i] + lambda * w[i]
+                v[i] = settings.momentum * v[i] + trust * (g[i] + lambda * w[i])
                 w[i] -= lr * v[i]
             }
         }
         stepCount += 1
+    }
+}
+
+/// SGD with heavy-ball momentum and L2 weight decay on `.weight` entries (torch.optim.SGD).
+public final class SGDMomentum: MomentumOptimizer {
+    public init(arena: ParameterArena, settings: OptimizerSettings) {
+        super.init(arena: arena, settings: settings, adaptsTrustRatio: false)
     }
 }
 
@@ -112,43 +135,10 @@ public final class AdamW: Optimizer {
     }
 }
 
-/// LARS (You et al. 2017) as used by BYOL and ReLICv2: per-parameter trust ratio on `.weight`
-/// entries; biases and norm parameters get neither weight decay nor the trust ratio.
-///   u = g + λ w;   r = η ‖w‖ / ‖u‖ (1 when either norm is 0);   v ← μ v + r u;   w ← w − lr · v
-public final class LARS: Optimizer {
-    let settings: OptimizerSettings
-    let velocity: TensorStorage
-    public var stepCount = 0
-    public var state: [(name: String, storage: TensorStorage)] { [("momentum", velocity)] }
-
+/// LARS (You et al. 2017) as used by BYOL and ReLICv2: the per-parameter trust ratio on
+/// `.weight` entries; biases and norm parameters get neither weight decay nor the trust ratio.
+public final class LARS: MomentumOptimizer {
     public init(arena: ParameterArena, settings: OptimizerSettings) {
-        self.settings = settings
-        velocity = TensorStorage(count: arena.count)
-    }
-
-    public func step(_ arena: ParameterArena, learningRate lr: Float, pool: ComputePool) {
-        forEachTrainable(arena, pool: pool) { entry in
-            let w = arena.values.pointer + entry.offset, g = arena.gradients.pointer + entry.offset
-            let v = velocity.pointer + entry.offset
-            let adapted = entry.spec.role == .weight
-            let lambda = adapted ? settings.weightDecay : 0
-            var trust: Float = 1
-            if adapted {
-                var weightNorm: Double = 0, updateNorm: Double = 0
-                for i in 0..<entry.count {
-                    let u = Double(g[i] + lambda * w[i])
-                    weightNorm += Double(w[i]) * Double(w[i])
-                    updateNorm += u * u
-                }
-                if weightNorm > 0 && updateNorm > 0 {
-                    trust = settings.trustCoefficient * Float(weightNorm.squareRoot() / updateNorm.squareRoot())
-                }
-            }
-            for i in 0..<entry.count {
-                v[i] = settings.momentum * v[i] + trust * (g[i] + lambda * w[i])
-                w[i] -= lr * v[i]
-            }
-        }
-        stepCount += 1
+        super.init(arena: arena, settings: settings, adaptsTrustRatio: true)
     }
 }
