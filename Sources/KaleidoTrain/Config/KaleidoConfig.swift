@@ -345,8 +345,10 @@ public struct OptimConfig: Codable, Equatable, Sendable {
 
 /// Data parallelism across processes.
 public struct DistConfig: Codable, Equatable, Sendable {
-    /// Gradient all-reduce bucket cap in MB (0 = one bucket for everything).
-    public var bucketMb = 4.0
+    /// Gradient all-reduce bucket cap in MiB (0 = one bucket for everything). 1 MiB measured as
+    /// fast as one large reduction on 2 ranks (`kaleido bench allreduce`, BENCHMARKS.md) and
+    /// lets buckets start earlier during backward.
+    public var bucketMb = 1.0
     /// Synchronise BatchNorm statistics across ranks.
     public var syncBn = false
     /// Compute threads per rank (0 = the node's cores divided by its ranks).
