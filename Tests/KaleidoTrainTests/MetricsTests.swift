@@ -3,8 +3,10 @@ import Testing
 @testable import KaleidoTrain
 
 @Suite struct MetricsTests {
-    @Test func crc32cMatchesTheStandardCheckValue() {
-        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+    /// Known answers from TensorBoard's own `masked_crc32c`.
+    @Test func tfrecordChecksumsMatchTensorBoards() {
+        #expect(TFRecordChecksum.masked(Array("123456789".utf8)) == 0xC78A_B0E5)
+        #expect(TFRecordChecksum.masked([UInt8](repeating: 0, count: 8)) == 0x0798_0329)
     }
 
     @Test func metricsGoToJSONLinesAndATensorBoardEventFile() throws {
@@ -26,10 +28,10 @@ import Testing
         while !bytes.isEmpty {
             let length = (0..<8).reduce(0) { $0 | Int(bytes[$1]) << (8 * $1) }
             let lengthCRC = (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[8 + $1]) << (8 * UInt32($1)) }
-            #expect(lengthCRC == CRC32C.masked(Array(bytes[0..<8])))
+            #expect(lengthCRC == TFRecordChecksum.masked(Array(bytes[0..<8])))
             let payload = Array(bytes[12..<(12 + length)])
             let payloadCRC = (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[12 + length + $1]) << (8 * UInt32($1)) }
-            #expect(payloadCRC == CRC32C.masked(payload))
+            #expect(payloadCRC == TFRecordChecksum.masked(payload))
             if records == 2 { #expect(String(decoding: payload, as: UTF8.self).contains("train/loss")) }
             bytes.removeFirst(16 + length)
             records += 1

@@ -1,4 +1,5 @@
 import Foundation
+import KaleidoCheckpoint
 
 /// Writes scalars as a TensorBoard event file (`events.out.tfevents.<time>.<host>`), readable by
 /// `tensorboard --logdir RUN_DIR`.
@@ -47,9 +48,9 @@ public final class TensorBoardWriter {
         var length = [UInt8](repeating: 0, count: 8)
         for i in 0..<8 { length[i] = UInt8(truncatingIfNeeded: UInt64(payload.count) >> (8 * UInt64(i))) }
         var frame = length
-        frame += Self.littleEndian(CRC32C.masked(length))
+        frame += Self.littleEndian(TFRecordChecksum.masked(length))
         frame += payload
-        frame += Self.littleEndian(CRC32C.masked(payload))
+        frame += Self.littleEndian(TFRecordChecksum.masked(payload))
         try handle.write(contentsOf: frame)
     }
 
@@ -94,22 +95,10 @@ struct Protobuf {
     }
 }
 
-/// CRC-32C (Castagnoli), as TFRecord frames use, with TensorFlow's masking.
-enum CRC32C {
-    static let table: [UInt32] = (0..<256).map { index -> UInt32 in
-        var crc = UInt32(index)
-        for _ in 0..<8 { crc = (crc & 1) != 0 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
-        return crc
-    }
-
-    static func checksum(_ bytes: [UInt8]) -> UInt32 {
-        var crc: UInt32 = 0xFFFF_FFFF
-        for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
-        return crc ^ 0xFFFF_FFFF
-    }
-
+/// TFRecord's masked CRC-32C (the checksum itself is the checkpoint shards' one).
+enum TFRecordChecksum {
     static func masked(_ bytes: [UInt8]) -> UInt32 {
-        let crc = checksum(bytes)
+        let crc = CRC32C.checksum(bytes)
         return ((crc >> 15) | (crc << 17)) &+ 0xA282_EAD8
     }
 }
