@@ -7,7 +7,7 @@ public final class BatchNormLayer: Layer {
     public let momentum: Float
     public let epsilon: Float
     let weight, bias, runningMean, runningVariance, batchesTracked: ParameterRef
-    private var saved = SavedStack<(input: Tensor, mean: Tensor, rstd: Tensor, training: Bool)>()
+    private var saved = SavedStack<(input: Tensor, mean: Tensor, rstd: Tensor, training: Bool, statisticsRows: Int)>()
 
     /// - Parameter zeroInitScale: start with γ = 0 (the last BN of a residual block, so each
     ///   block starts as the identity: "zero-init residual").
@@ -27,23 +27,25 @@ public final class BatchNormLayer: Layer {
         let rows = input.count / channels
         let output = context.tensor(input.shape)
         let mean = context.tensor([channels]), rstd = context.tensor([channels])
-        BatchNorm.forward(output: output.pointer, mean: mean.pointer, rstd: rstd.pointer, input: input.pointer,
-                          weight: context.value(weight), bias: context.value(bias),
-                          runningMean: context.value(runningMean), runningVariance: context.value(runningVariance),
-                          rows: rows, channels: channels, training: context.training, momentum: momentum,
-                          epsilon: epsilon, pool: context.pool)
+        let statisticsRows = BatchNorm.forward(
+            output: output.pointer, mean: mean.pointer, rstd: rstd.pointer, input: input.pointer,
+            weight: context.value(weight), bias: context.value(bias),
+            runningMean: context.value(runningMean), runningVariance: context.value(runningVariance),
+            rows: rows, channels: channels, training: context.training, momentum: momentum,
+            epsilon: epsilon, pool: context.pool, sumAcrossRanks: context.sumAcrossRanks)
         if context.training { context.value(batchesTracked).pointee += 1 }
-        saved.push((input, mean, rstd, context.training), if: context.recordsForBackward)
+        saved.push((input, mean, rstd, context.training, statisticsRows), if: context.recordsForBackward)
         return output
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
-        let (input, mean, rstd, training) = saved.pop("batch norm")
+        let (input, mean, rstd, training, statisticsRows) = saved.pop("batch norm")
         let dInput = context.tensor(input.shape, zeroed: true)
         BatchNorm.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: context.gradient(bias),
                            dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight),
                            mean: mean.pointer, rstd: rstd.pointer, rows: input.count / channels, channels: channels,
-                           training: training, pool: context.pool)
+                           training: training, pool: context.pool, sumAcrossRanks: context.sumAcrossRanks,
+                           statisticsRows: statisticsRows)
         return dInput
     }
 

@@ -16,6 +16,9 @@ public final class RunContext {
     public let gradientScratch: TensorArena
     /// True inside `backward` calls: `tensor(_:)` then allocates from `gradientScratch`.
     public var inBackward = false
+    /// SyncBN: sums per-channel statistics over the ranks of a data-parallel job (nil: each
+    /// rank normalises with its own batch). Every rank must run the same layers in the same order.
+    public var sumAcrossRanks: BatchNorm.SumAcrossRanks?
     public let pool: ComputePool
     /// Training mode: batch statistics in BatchNorm, active drop path and dropout.
     public var training: Bool

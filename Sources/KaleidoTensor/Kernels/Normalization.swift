@@ -99,14 +99,31 @@ public enum LayerNorm {
 ///
 /// Statistics are summed per channel in Float64, serially over rows, so they do not depend on the
 /// thread count.
+///
+/// Synchronised (SyncBN): given `sumAcrossRanks`, an in-place element-wise sum over the ranks
+/// of a data-parallel job, the statistics are those of the global batch: Σx and the row count
+/// are summed first (giving μ), then Σ(x − μ)² (giving σ²); the backward sums Σdout and
+/// Σdout·x̂ the same way before the input gradient. The kernel does not know how the sum is
+/// done (MPI lives elsewhere); it returns the global row count, which the backward needs.
 public enum BatchNorm {
+    /// The kernel's way of summing per-channel values over ranks, in place.
+    public typealias SumAcrossRanks = (UnsafeMutableBufferPointer<Float>) -> Void
+
+    /// Returns the rows the statistics covered: `rows`, or the global count when synchronised.
+    @discardableResult
     public static func forward(
         output: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
         input: UnsafePointer<Float>, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
         runningMean: UnsafeMutablePointer<Float>, runningVariance: UnsafeMutablePointer<Float>,
-        rows: Int, channels: Int, training: Bool, momentum: Float = 0.1, epsilon: Float = 1e-5, pool: ComputePool
-    ) {
-        if training {
+        rows: Int, channels: Int, training: Bool, momentum: Float = 0.1, epsilon: Float = 1e-5, pool: ComputePool,
+        sumAcrossRanks: SumAcrossRanks? = nil
+    ) -> Int {
+        var statisticsRows = rows
+        if training, let sumAcrossRanks {
+            statisticsRows = synchronizedStatistics(mean: mean, rstd: rstd, input: input, runningMean: runningMean,
+                                                    runningVariance: runningVariance, rows: rows, channels: channels,
+                                                    momentum: momentum, epsilon: epsilon, sum: sumAcrossRanks)
+        } else if training {
             precondition(rows > 1, "BatchNorm in training needs more than one value per channel, got \(rows) rows")
             pool.forEachChannelRange(channels) { range in
                 var sums = [Double](repeating: 0, count: range.count)
@@ -148,6 +165,43 @@ public enum BatchNorm {
                 }
             }
         }
+        return statisticsRows
+    }
+
+    /// Global batch statistics for SyncBN, in two summed passes (mean, then centred squares).
+    static func synchronizedStatistics(
+        mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+        runningMean: UnsafeMutablePointer<Float>, runningVariance: UnsafeMutablePointer<Float>,
+        rows: Int, channels: Int, momentum: Float, epsilon: Float, sum: SumAcrossRanks
+    ) -> Int {
+        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: channels + 1)
+        defer { buffer.deallocate() }
+        var local = [Double](repeating: 0, count: channels)
+        for m in 0..<rows { for c in 0..<channels { local[c] += Double(input[m * channels + c]) } }
+        for c in 0..<channels { buffer[c] = Float(local[c]) }
+        buffer[channels] = Float(rows)
+        sum(buffer)
+        let total = Int(buffer[channels].rounded())
+        precondition(total > 1, "SyncBN in training needs more than one value per channel over all ranks, got \(total)")
+        let means = (0..<channels).map { Double(buffer[$0]) / Double(total) }
+        local = [Double](repeating: 0, count: channels)
+        for m in 0..<rows {
+            for c in 0..<channels {
+                let centred = Double(input[m * channels + c]) - means[c]
+                local[c] += centred * centred
+            }
+        }
+        for c in 0..<channels { buffer[c] = Float(local[c]) }
+        buffer[channels] = 0
+        sum(buffer)
+        for c in 0..<channels {
+            let squares = Double(buffer[c])
+            mean[c] = Float(means[c])
+            rstd[c] = Float(1 / (squares / Double(total) + Double(epsilon)).squareRoot())
+            runningMean[c] = (1 - momentum) * runningMean[c] + momentum * Float(means[c])
+            runningVariance[c] = (1 - momentum) * runningVariance[c] + momentum * Float(squares / Double(total - 1))
+        }
+        return total
     }
 
     /// Training (batch statistics):
@@ -157,12 +211,15 @@ public enum BatchNorm {
     /// Both:
     ///   dw[c] += Σ_m dout[m, c] · x̂[m, c]
     ///   db[c] += Σ_m dout[m, c]
-    /// `training` must be the value the forward ran with.
+    /// `training` must be the value the forward ran with. Synchronised, dw and db stay this
+    /// rank's sums (the gradient all-reduce averages them) while the two means use the sums over
+    /// every rank and `statisticsRows`, the forward's global row count.
     public static func backward(
         dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>?,
         mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
-        rows: Int, channels: Int, training: Bool, pool: ComputePool
+        rows: Int, channels: Int, training: Bool, pool: ComputePool,
+        sumAcrossRanks: SumAcrossRanks? = nil, statisticsRows: Int? = nil
     ) {
         // Per channel: Σ_m dout and Σ_m dout · x̂, which give db, dw and (times w / M) the two means.
         let sumDOutput = UnsafeMutablePointer<Float>.allocate(capacity: channels)
@@ -190,8 +247,15 @@ public enum BatchNorm {
             }
         }
         guard let dInput else { return }
+        if training, let sumAcrossRanks {
+            let sums = UnsafeMutableBufferPointer<Float>.allocate(capacity: 2 * channels)
+            defer { sums.deallocate() }
+            for c in 0..<channels { sums[c] = sumDOutput[c]; sums[channels + c] = sumDOutputTimesNormalized[c] }
+            sumAcrossRanks(sums)
+            for c in 0..<channels { sumDOutput[c] = sums[c]; sumDOutputTimesNormalized[c] = sums[channels + c] }
+        }
         // In evaluation the statistics are constants, so the two mean terms vanish.
-        let meanFactor: Float = training ? 1 / Float(rows) : 0
+        let meanFactor: Float = training ? 1 / Float(statisticsRows ?? rows) : 0
         pool.forEachRowRange(rows, columns: channels) { range in
             for m in range {
                 let x = input + m * channels, dout = dOutput + m * channels, dx = dInput + m * channels

@@ -94,7 +94,7 @@ public final class Pretrainer {
             momentum: MomentumSchedule(base: config.ssl.emaBase, totalSteps: config.run.steps),
             queueSize: config.ssl.queueSize, communicator: communicator, pool: pool, seed: UInt64(config.run.seed),
             bucketCap: config.dist.bucketMb > 0 ? .bytes(Int(config.dist.bucketMb * 1_048_576)) : .unbounded,
-            objective: config.ssl.objective)
+            objective: config.ssl.objective, synchronizeBatchNorm: config.dist.syncBn)
 
         let coordinator = communicator.isCoordinator
         let store = checkpointStore

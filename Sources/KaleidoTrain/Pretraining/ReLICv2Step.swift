@@ -35,7 +35,7 @@ public final class ReLICv2Step {
 
     public init(model: ReLICv2Model, loss: ReLICv2Loss, optimizer: Optimizer, learningRate: WarmupCosineSchedule,
                 momentum: MomentumSchedule, queueSize: Int, communicator: Communicator, pool: ComputePool, seed: UInt64,
-                bucketCap: BucketCap = .bytes(1 << 20), objective: Objective = .relicv2) {
+                bucketCap: BucketCap = .bytes(1 << 20), objective: Objective = .relicv2, synchronizeBatchNorm: Bool = false) {
         precondition(objective == .relicv2 || model.classifiers != nil, "the \(objective.rawValue) objective needs classifier heads")
         self.objective = objective
         self.model = model
@@ -53,6 +53,37 @@ public final class ReLICv2Step {
         queue = queueSize > 0 ? NegativeQueue(capacity: queueSize, dimension: model.projectionDimension) : nil
         reducer = GradientReducer(tensors: model.online.entries.map { $0.offset..<($0.offset + $0.count) },
                                   gradients: model.online.gradients.pointer, cap: bucketCap, communicator: communicator)
+        if synchronizeBatchNorm && communicator.worldSize > 1 {
+            let sum = Self.sumAcrossRanks(communicator)
+            online.sumAcrossRanks = sum
+            target.sumAcrossRanks = sum
+        }
+    }
+
+    func averagedOverRanks(_ value: ReLICv2Loss.Value, _ supervised: Float) throws -> (ReLICv2Loss.Value, Float) {
+        let world = communicator.worldSize
+        guard world > 1 else { return (value, supervised) }
+        var parts: [Float] = [value.total, value.contrastive, value.divergence, supervised]
+        var scratch = [Float](repeating: 0, count: communicator.scratchFloats(for: parts.count))
+        try parts.withUnsafeMutableBufferPointer { buffer in
+            try scratch.withUnsafeMutableBufferPointer { try communicator.startDeterministicSum(buffer, scratch: $0).wait() }
+        }
+        let mean = parts.map { $0 / Float(world) }
+        return (ReLICv2Loss.Value(total: mean[0], contrastive: mean[1], divergence: mean[2]), mean[3])
+    }
+
+    /// SyncBN's reduction: the deterministic sum, waited for at once (the statistics are needed
+    /// to go on). A failed collective means a rank is gone; the job cannot continue.
+    static func sumAcrossRanks(_ communicator: Communicator) -> BatchNorm.SumAcrossRanks {
+        { buffer in
+            let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: communicator.scratchFloats(for: buffer.count))
+            defer { scratch.deallocate() }
+            do {
+                try communicator.startDeterministicSum(buffer, scratch: scratch).wait()
+            } catch {
+                fatalError("rank \(communicator.rank): SyncBN statistics could not be summed: \(error)")
+            }
+        }
     }
 
     public func run(step: Int, batch: MultiViewBatch) throws -> Result {
@@ -93,6 +124,9 @@ public final class ReLICv2Step {
             (crossEntropy, dLogits) = supervisedLoss(largeLogits!, batch: batch)
         }
         value.total += crossEntropy
+        // The logged loss is the global batch's: every rank's local mean, averaged over ranks.
+        // Every rank then agrees on it, so a non-finite loss stops every rank in the same step.
+        (value, crossEntropy) = try averagedOverRanks(value, crossEntropy)
         guard value.total.isFinite else { throw TrainingError.nonFinite(step: step, what: "the loss (\(value.total))") }
 
         // Backward in reverse order of the forward passes. The last pass reports finished
