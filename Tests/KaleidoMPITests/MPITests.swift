@@ -2,17 +2,21 @@ import Foundation
 import Testing
 
 /// Runs the built `kaleido` under `mpirun` with `ranks` processes on this machine.
-func mpirun(ranks: Int, _ arguments: [String], timeout: TimeInterval = 600) throws -> (status: Int32, stdout: String, stderr: String) {
+func mpirun(ranks: Int, _ arguments: [String], environment extra: [String: String] = [:], timeout: TimeInterval = 600) throws
+    -> (status: Int32, stdout: String, stderr: String) {
     let kaleido = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
         .appendingPathComponent("kaleido")
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    // --oversubscribe: more ranks than this machine's cores; --bind-to none: ranks share them.
-    process.arguments = ["mpirun", "-np", String(ranks), "--oversubscribe", "--bind-to", "none", kaleido.path] + arguments
     var environment = ProcessInfo.processInfo.environment
     environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
     environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
     environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"  // containers without CMA
+    for (key, value) in extra { environment[key] = value }
+    // --oversubscribe: more ranks than this machine's cores; --bind-to none: ranks share them;
+    // -x exports the extra variables to every rank.
+    process.arguments = ["mpirun", "-np", String(ranks), "--oversubscribe", "--bind-to", "none"]
+        + extra.keys.sorted().flatMap { ["-x", $0] } + [kaleido.path] + arguments
     process.environment = environment
     // Output goes to files: pipes could fill up and block the ranks while we wait.
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-mpirun-\(UUID().uuidString)")
@@ -85,5 +89,23 @@ func mpirun(ranks: Int, _ arguments: [String], timeout: TimeInterval = 600) thro
                 #expect(abs(other - loss) <= 1e-4 * abs(loss), "step \(step): 1 rank \(loss), \(ranks) ranks \(other)")
             }
         }
+    }
+
+    /// A rank whose target network drifts (injected fault) is found by the coordinator's
+    /// periodic check, named in the log, and given rank 0's copy; the run completes.
+    @Test func aDriftedTargetNetworkIsRepairedAndReported() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-ema-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let arguments = ["pretrain", "--set", "run.output_dir=\(root.path)", "--set", "run.steps=4",
+                         "--set", "model.base_width=4", "--set", "data.batch_size=8", "--set", "data.synthetic_train_size=64",
+                         "--set", "data.synthetic_val_size=16", "--set", "eval.linear_probe=false", "--set", "checkpoint.every_steps=0",
+                         "--set", "dist.threads=1", "--set", "dist.ema_check_every=2", "--set", "ssl.projector_hidden=32",
+                         "--set", "ssl.projector_dim=16", "--set", "ssl.predictor_hidden=32"]
+        let faulty = try mpirun(ranks: 2, arguments, environment: ["KALEIDO_FAULT_PERTURB_TARGET": "1:2"])
+        #expect(faulty.status == 0, "\(faulty.stderr)")
+        #expect(faulty.stderr.contains("target networks differed; re-broadcast rank 0's") && faulty.stderr.contains("ranks=1"),
+                "\(faulty.stderr)")
+        let clean = try mpirun(ranks: 2, arguments)
+        #expect(clean.status == 0 && !clean.stderr.contains("target networks differed"))
     }
 }

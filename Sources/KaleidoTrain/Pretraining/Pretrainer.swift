@@ -145,6 +145,9 @@ public final class Pretrainer {
                     "images_per_second": Double((index + 1 - firstStep) * config.data.batchSize) / max(seconds, 1e-9),
                 ])
             }
+            if communicator.worldSize > 1 && (index + 1) % config.dist.emaCheckEvery == 0 {
+                try checkTargetReplicas(model: model, step: index + 1)
+            }
             let every = config.checkpoint.everySteps
             if try preemption?.agreed(communicator) == true {
                 lastCheckpoint = try save(after: index + 1)
@@ -176,6 +179,25 @@ public final class Pretrainer {
 }
 
 extension Pretrainer {
+    /// The coordinator's periodic check that every rank's target network is the same; a rank
+    /// that differs gets rank 0's, and the log says which.
+    func checkTargetReplicas(model: ReLICv2Model, step: Int) throws {
+        if let fault = ProcessInfo.processInfo.environment["KALEIDO_FAULT_PERTURB_TARGET"],
+           fault == "\(communicator.rank):\(step)" {
+            // Fault injection for the consistency test: this rank's target drifts.
+            model.target.values.pointer[0] += 1
+        }
+        // Trainable weights must agree; BatchNorm statistics legitimately differ with per-rank BN.
+        let target = UnsafeMutableBufferPointer(start: model.target.values.pointer, count: model.target.count)
+        let weights = model.target.entries.filter { $0.spec.role.isTrainable && $0.offset < model.targetFloats }
+            .map { $0.offset..<($0.offset + $0.count) }
+        let repaired = try ReplicaConsistency.enforce(target, compared: weights, communicator: communicator)
+        if !repaired.isEmpty && communicator.isCoordinator {
+            logger.warning("target networks differed; re-broadcast rank 0's",
+                           metadata: ["step": "\(step)", "ranks": "\(repaired.map(String.init).joined(separator: ","))"])
+        }
+    }
+
     /// Everything a bit-exact resume needs, after `completed` steps.
     func checkpointContent(model: ReLICv2Model, step: ReLICv2Step, completed: Int, config yaml: String) throws -> CheckpointContent {
         let layout = LayoutEntry.of(model.online)
