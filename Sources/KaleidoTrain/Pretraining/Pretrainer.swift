@@ -142,6 +142,8 @@ public final class Pretrainer {
                     "loss": Double(result.loss.total), "contrastive": Double(result.loss.contrastive),
                     "divergence": Double(result.loss.divergence), "lr": result.learningRate, "ema_momentum": result.momentum,
                     "grad_norm": result.gradientNorm, "supervised": Double(result.supervised),
+                    "allreduce_wait_ms": result.allReduceWaitSeconds * 1000,
+                    "buckets_overlapped": Double(result.overlappedBuckets), "buckets": Double(result.buckets),
                     "images_per_second": Double((index + 1 - firstStep) * config.data.batchSize) / max(seconds, 1e-9),
                 ])
             }

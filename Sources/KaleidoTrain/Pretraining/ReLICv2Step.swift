@@ -31,6 +31,11 @@ public final class ReLICv2Step {
         public var gradientNorm: Double
         /// Cross-entropy of the supervised heads on the large views (0 without them).
         public var supervised: Float
+        /// Gradient buckets whose all-reduce finished during backward, out of all buckets, and
+        /// the time spent waiting for the rest afterwards: how much communication overlapped.
+        public var overlappedBuckets = 0
+        public var buckets = 0
+        public var allReduceWaitSeconds = 0.0
     }
 
     public init(model: ReLICv2Model, loss: ReLICv2Loss, optimizer: Optimizer, learningRate: WarmupCosineSchedule,
@@ -148,7 +153,9 @@ public final class ReLICv2Step {
         let lr = learningRate.value(at: step), gamma = momentum.value(at: step)
         optimizer.step(model.online, learningRate: Float(lr), pool: pool)
         TargetNetwork.update(target: model.target, online: model.online, momentum: Float(gamma), count: model.targetFloats, pool: pool)
-        return Result(loss: value, learningRate: lr, momentum: gamma, gradientNorm: norm, supervised: crossEntropy)
+        return Result(loss: value, learningRate: lr, momentum: gamma, gradientNorm: norm, supervised: crossEntropy,
+                      overlappedBuckets: reducer.overlappedBuckets, buckets: reducer.buckets.count,
+                      allReduceWaitSeconds: reducer.waitSeconds)
     }
 
     /// The global gradient norm, or an error naming the first parameter with a NaN or Inf.
