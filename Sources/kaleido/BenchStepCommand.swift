@@ -9,7 +9,8 @@ extension Kaleido.Bench {
             discussion: """
             The workload of ../shared/bench/pytorch_reference.py: 2 large + 2 small views of a random batch, projector and
             predictor 1024→128, AdamW, EMA target. Each model runs in its own process so its peak RSS is its own.
-            Compare side by side with scripts/bench-vs-pytorch.sh.
+            Compare side by side with scripts/bench-vs-pytorch.sh. Under mpirun every rank steps on --batch samples and
+            gradients are all-reduced: images/s is then global, and the all-reduce wait share is reported.
             """)
 
         @Option(help: "Comma-separated: resnet18-cifar, convnext-atto, swin-tiny-32.")
@@ -52,14 +53,19 @@ extension Kaleido.Bench {
             }
             var bench = StepBench()
             (bench.batch, bench.large, bench.small, bench.threads, bench.warmup, bench.steps) = (batch, large, small, threads, warmup, steps)
-            let result = try bench.run(model: names[0])
+            let communicator = try Distributed.communicator()
+            defer { communicator.finalize() }
+            let result = try bench.run(model: names[0], communicator: communicator)
+            guard communicator.isCoordinator else { return }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             encoder.keyEncodingStrategy = .convertToSnakeCase
             print(String(decoding: try encoder.encode(result), as: UTF8.self))
             if !json {
-                print(String(format: "%@: %.1f images/s, %.3f s/step, %.1f GFLOP/s, peak RSS %.0f MiB, %d parameters",
-                             result.model, result.imagesPerS, result.stepS, result.gflopsPerS, result.peakRssMib, result.onlineParams))
+                print(String(format: "%@: %.1f images/s over %d rank(s), %.3f s/step, %.1f GFLOP/s, peak RSS %.0f MiB, %d parameters, "
+                             + "%.1f%% of the step waiting on all-reduce",
+                             result.model, result.imagesPerS, result.ranks, result.stepS, result.gflopsPerS, result.peakRssMib,
+                             result.onlineParams, result.allreduceWaitShare * 100))
             }
             fflush(nil)
         }

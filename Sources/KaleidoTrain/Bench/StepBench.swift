@@ -36,9 +36,15 @@ public struct StepBench {
         public var loss: Double?
         public var peakRssMib: Double
         public var gflopsPerS: Double
+        /// Ranks of the run; images/s is the global rate (batch per rank × ranks).
+        public var ranks = 1
+        /// Share of the step spent waiting on the gradient all-reduce after backward.
+        public var allreduceWaitShare = 0.0
     }
 
-    public func run(model name: String) throws -> Result {
+    /// - Parameter communicator: under mpirun every rank runs the step on its own batch of
+    ///   `batch` samples and gradients are all-reduced, as in data-parallel training.
+    public func run(model name: String, communicator: Communicator = LocalCommunicator()) throws -> Result {
         guard let zoo = Self.models.first(where: { $0.name == name })?.zoo else {
             throw ModelError.unknownModel(name, known: Self.models.map(\.name))
         }
@@ -51,20 +57,28 @@ public struct StepBench {
             optimizer: OptimizerSettings(kind: .adamw, weightDecay: 0.05).make(for: model.online),
             learningRate: WarmupCosineSchedule(base: 1e-3, final: 1e-3, warmupSteps: 0, totalSteps: 1),
             momentum: MomentumSchedule(base: 0.996, totalSteps: 1 << 30),
-            queueSize: 0, communicator: LocalCommunicator(), pool: pool, seed: 0)
+            queueSize: 0, communicator: communicator, pool: pool, seed: 0)
         var rng = SplitMix64(seed: 0)
         let views = MultiViewBatch(large: Tensor(randomNormal: [2 * batch, large, large, 3], rng: &rng), largeViews: 2,
                                    small: Tensor(randomNormal: [2 * batch, small, small, 3], rng: &rng), smallViews: 2,
                                    labels: [Int32](repeating: 0, count: batch))
         var loss: Float = .nan
         for index in 0..<warmup { loss = try step.run(step: index, batch: views).loss.total }
+        try communicator.barrier()
         let start = DispatchTime.now().uptimeNanoseconds
-        for index in 0..<steps { loss = try step.run(step: warmup + index, batch: views).loss.total }
+        var waiting = 0.0
+        for index in 0..<steps {
+            let result = try step.run(step: warmup + index, batch: views)
+            loss = result.loss.total
+            waiting += result.allReduceWaitSeconds
+        }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(steps)
+        let ranks = communicator.worldSize
         return Result(model: name, batch: batch, large: large, small: small, threads: threads, stepS: seconds,
-                      imagesPerS: Double(batch) / seconds, onlineParams: model.online.trainableCount,
+                      imagesPerS: Double(batch * ranks) / seconds, onlineParams: model.online.trainableCount,
                       loss: loss.isFinite ? Double(loss) : nil, peakRssMib: Self.peakResidentMiB(),
-                      gflopsPerS: stepFLOPs(model) / seconds / 1e9)
+                      gflopsPerS: stepFLOPs(model) * Double(ranks) / seconds / 1e9, ranks: ranks,
+                      allreduceWaitShare: waiting / Double(steps) / seconds)
     }
 
     /// Forward and backward (2× forward) of the online network on every view, plus the target's
