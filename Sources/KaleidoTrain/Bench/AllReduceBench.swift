@@ -70,12 +70,8 @@ public struct AllReduceBench {
         for i in 0..<gradients.count { gradients.pointer[i] = rng.normal() * Float(1 << (i % 13)) }
     }
 
-    /// FNV-1a over the bit patterns.
+    /// The replicas' fingerprint (FNV-1a over the bit patterns), in hex.
     static func checksum(_ tensor: Tensor) -> String {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for i in 0..<tensor.count {
-            hash = (hash ^ UInt64(tensor.pointer[i].bitPattern)) &* 0x100_0000_01B3
-        }
-        return String(hash, radix: 16)
+        String(ReplicaConsistency.fingerprint(UnsafeBufferPointer(tensor.buffer)), radix: 16)
     }
 }
