@@ -28,10 +28,16 @@ public final class PreemptionSignal: @unchecked Sendable {
     private var received: Int32?
     private let signals: [Int32]
 
-    /// Installs handlers for `signals` (none: a flag set only by `request`, for tests).
+    /// Installs handlers for `signals` (none: a flag set only by `request`, for tests), and
+    /// unblocks them in the calling thread: a process inherits its parent's blocked-signal mask,
+    /// and a launcher that blocks SIGTERM would otherwise leave the handler deaf.
     public init(signals: [Int32] = PreemptionSignal.defaultSignals) {
         self.signals = signals
         SignalHub.shared.subscribe(self, signals: signals)
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signal in signals { sigaddset(&set, signal) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
     deinit {

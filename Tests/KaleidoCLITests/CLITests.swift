@@ -73,3 +73,48 @@ func runKaleido(_ arguments: [String]) throws -> (status: Int32, stdout: String,
         #expect(unknown.status != 0 && unknown.stderr.contains("unknown model \"resnet51\""))
     }
 }
+
+@Suite struct PreemptionCLITests {
+    /// SIGTERM to a running `kaleido pretrain`: it finishes the step, saves a checkpoint that
+    /// verifies, exits 0, and `--resume auto` continues from it to the end.
+    @Test func sigtermSavesAndExitsZeroThenResumeFinishes() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-sigterm-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let settings = ["--set", "run.output_dir=\(root.path)", "--set", "run.steps=60", "--set", "model.base_width=4",
+                        "--set", "data.batch_size=8", "--set", "data.synthetic_train_size=64", "--set", "data.synthetic_val_size=16",
+                        "--set", "eval.linear_probe=false", "--set", "checkpoint.every_steps=0", "--set", "ssl.projector_hidden=32",
+                        "--set", "ssl.projector_dim=16", "--set", "ssl.predictor_hidden=32", "--set", "run.log_every=1"]
+        let kaleido = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("kaleido")
+        let process = Process()
+        process.executableURL = kaleido
+        process.arguments = ["pretrain"] + settings
+        let output = root.appendingPathComponent("stdout")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
+        process.standardOutput = try FileHandle(forWritingTo: output)
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Wait until it is training (metrics appear), then ask it to stop.
+        let metrics = root.appendingPathComponent("debug/metrics.jsonl")
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, ((try? String(contentsOf: metrics, encoding: .utf8))?.count ?? 0) == 0 {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        process.terminate()  // SIGTERM
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit && process.terminationStatus == 0)
+        let printed = try String(contentsOf: output, encoding: .utf8)
+        #expect(printed.contains("preempted: checkpoint"), "\(printed)")
+
+        let checkpoints = root.appendingPathComponent("debug/checkpoints")
+        let saved = try FileManager.default.contentsOfDirectory(atPath: checkpoints.path).filter { $0.hasPrefix("step-") }
+        #expect(saved.count == 1)
+        let verify = try runKaleido(["checkpoint", "verify", checkpoints.appendingPathComponent(saved[0]).path])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+
+        let resumed = try runKaleido(["pretrain", "--resume", "auto"] + settings)
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("resumed") && resumed.stdout.contains("pretrained 60 steps"))
+    }
+}
