@@ -22,6 +22,13 @@ extension Kaleido {
                                    valueName: "auto|path"))
         var resume: String?
 
+        @Option(help: "Run at most this many steps, then save a checkpoint and exit 0 (continue with --resume auto).")
+        var stopAfter: Int?
+
+        func validate() throws {
+            if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be at least 1, got \(stopAfter)") }
+        }
+
         func run() throws {
             logging.bootstrap()
             let resolved = try config.resolve()
@@ -43,7 +50,8 @@ extension Kaleido {
             let evaluation = resolved.config.eval.linearProbe && communicator.isCoordinator
                 ? try PipelineEvaluationSource(configuration: data) : nil
             let summary = try pretrainer.run(source: LoaderSource(loader: loader), evaluation: evaluation,
-                                             classes: pipeline.classes.count, resume: checkpoint, preemption: PreemptionSignal())
+                                             classes: pipeline.classes.count, resume: checkpoint, preemption: PreemptionSignal(),
+                                             stopAfter: stopAfter)
             guard communicator.isCoordinator else { return }
             if summary.preempted {
                 print("preempted: checkpoint \(summary.lastCheckpoint ?? "?") saved; continue with --resume auto")

@@ -91,6 +91,51 @@ func mpirun(ranks: Int, _ arguments: [String], environment extra: [String: Strin
         }
     }
 
+    /// Resume at world size 2: 3 steps, save, stop; resume to 6 — the loss curve equals the
+    /// uninterrupted 2-rank run's bit for bit. Resuming the same checkpoint on 1 rank (SyncBN,
+    /// so the computation is the same) stays within 1e-4.
+    @Test func resumeIsExactOnTwoRanksAndReshardsToOne() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-resume2-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        func settings(_ name: String) -> [String] {
+            ["pretrain", "--set", "run.output_dir=\(root.path)", "--set", "run.name=\(name)", "--set", "run.steps=6",
+             "--set", "run.log_every=1", "--set", "model.base_width=4", "--set", "data.batch_size=8",
+             "--set", "data.synthetic_train_size=64", "--set", "data.synthetic_val_size=16", "--set", "eval.linear_probe=false",
+             "--set", "checkpoint.every_steps=0", "--set", "dist.sync_bn=true", "--set", "dist.threads=1",
+             "--set", "ssl.projector_hidden=32", "--set", "ssl.projector_dim=16", "--set", "ssl.predictor_hidden=32",
+             "--set", "ssl.queue_size=16"]
+        }
+        func curve(_ name: String) throws -> [Int: Double] {
+            let text = try String(contentsOf: root.appendingPathComponent("\(name)/metrics.jsonl"), encoding: .utf8)
+            var result: [Int: Double] = [:]
+            for line in text.split(separator: "\n") {
+                let row = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                if row["kind"] as? String == "train" { result[row["step"] as! Int] = row["loss"] as? Double }
+            }
+            return result
+        }
+        #expect(try mpirun(ranks: 2, settings("straight")).status == 0)
+        #expect(try mpirun(ranks: 2, settings("sliced") + ["--stop-after", "3"]).status == 0)
+        // A copy of the 3-step checkpoint, to resume on one rank as well.
+        let checkpoints = root.appendingPathComponent("sliced/checkpoints")
+        try FileManager.default.createDirectory(at: root.appendingPathComponent("single"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: checkpoints, to: root.appendingPathComponent("single/checkpoints"))
+        let resumed = try mpirun(ranks: 2, settings("sliced") + ["--resume", "auto"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let single = try mpirun(ranks: 1, settings("single") + ["--resume", "auto"])
+        #expect(single.status == 0, "\(single.stderr)")
+
+        let expected = try curve("straight"), got = try curve("sliced"), resharded = try curve("single")
+        #expect(expected.count == 6)
+        for step in 1...6 {
+            #expect(got[step].map(\.bitPattern) == expected[step].map(\.bitPattern), "step \(step): \(String(describing: got[step])) vs \(String(describing: expected[step]))")
+        }
+        for step in 4...6 {
+            let a = try #require(resharded[step]), b = try #require(expected[step])
+            #expect(abs(a - b) <= 1e-4 * abs(b), "step \(step) on 1 rank: \(a) vs \(b)")
+        }
+    }
+
     /// A rank whose target network drifts (injected fault) is found by the coordinator's
     /// periodic check, named in the log, and given rank 0's copy; the run completes.
     @Test func aDriftedTargetNetworkIsRepairedAndReported() throws {

@@ -79,8 +79,10 @@ public final class Pretrainer {
     /// - Parameters:
     ///   - resume: a checkpoint to continue from (`source` must start at its step).
     ///   - preemption: stops the run after the current step, with a checkpoint, when signalled.
+    ///   - stopAfter: steps this invocation runs at most before saving and stopping as if
+    ///     preempted (time-sliced allocations); nil runs to `run.steps`.
     public func run(source: MultiViewSource, evaluation: LabelledImageSource?, classes: Int,
-                    resume: LoadedCheckpoint? = nil, preemption: PreemptionSignal? = nil) throws -> Summary {
+                    resume: LoadedCheckpoint? = nil, preemption: PreemptionSignal? = nil, stopAfter: Int? = nil) throws -> Summary {
         let model = try makeModel(classes: classes)
         let o = config.optim
         let settings = OptimizerSettings(kind: OptimizerKind(rawValue: o.name.rawValue)!, weightDecay: Float(o.weightDecay),
@@ -151,7 +153,8 @@ public final class Pretrainer {
                 try checkTargetReplicas(model: model, step: index + 1)
             }
             let every = config.checkpoint.everySteps
-            if try preemption?.agreed(communicator) == true {
+            let sliceOver = stopAfter.map { index + 1 - firstStep >= $0 && index + 1 < config.run.steps } ?? false
+            if try sliceOver || preemption?.agreed(communicator) == true {
                 lastCheckpoint = try save(after: index + 1)
                 logger.notice("preempted: saved a checkpoint and stopping", metadata: ["step": "\(index + 1)"])
                 preempted = true
