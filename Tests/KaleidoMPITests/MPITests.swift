@@ -153,4 +153,63 @@ func mpirun(ranks: Int, _ arguments: [String], environment extra: [String: Strin
         let clean = try mpirun(ranks: 2, arguments)
         #expect(clean.status == 0 && !clean.stderr.contains("target networks differed"))
     }
+
+    /// Fail-stop: kill -9 of rank 1 in a running 2-rank job ends the whole job within a minute
+    /// with a message naming rank 1, and the last checkpoint written before stays valid.
+    @Test func aKilledRankEndsTheJobNamingItAndKeepsTheLastCheckpoint() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-kill-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let marker = "kill-\(UUID().uuidString.prefix(8))"
+        let arguments = ["pretrain", "--set", "run.output_dir=\(root.path)", "--set", "run.name=\(marker)", "--set", "run.steps=100000",
+                         "--set", "model.base_width=4", "--set", "data.batch_size=8", "--set", "data.synthetic_train_size=64",
+                         "--set", "data.synthetic_val_size=16", "--set", "eval.linear_probe=false", "--set", "checkpoint.every_steps=2",
+                         "--set", "dist.threads=1", "--set", "ssl.projector_hidden=32", "--set", "ssl.projector_dim=16",
+                         "--set", "ssl.predictor_hidden=32"]
+        let checkpoints = root.appendingPathComponent("\(marker)/checkpoints")
+        // Kill rank 1 once a checkpoint exists (found by its command line and its MPI rank).
+        let killer = Thread {
+            let deadline = Date().addingTimeInterval(300)
+            while Date() < deadline {
+                let saved = (try? FileManager.default.contentsOfDirectory(atPath: checkpoints.path))?.filter { $0.hasPrefix("step-") } ?? []
+                if !saved.isEmpty, let pid = rankProcess(marker: marker, rank: 1) {
+                    kill(pid, SIGKILL)
+                    return
+                }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }
+        killer.start()
+        let started = Date()
+        let result = try mpirun(ranks: 2, arguments, timeout: 400)
+        #expect(result.status != 0)
+        #expect(Date().timeIntervalSince(started) < 360)
+        #expect((result.stderr + result.stdout).contains("rank 1"), "\(result.stderr)")
+        // The newest complete checkpoint still verifies.
+        let saved = try FileManager.default.contentsOfDirectory(atPath: checkpoints.path).filter { $0.hasPrefix("step-") }.sorted()
+        let newest = try #require(saved.last)
+        let kaleido = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("kaleido")
+        let verify = Process()
+        verify.executableURL = kaleido
+        verify.arguments = ["checkpoint", "verify", checkpoints.appendingPathComponent(newest).path]
+        verify.standardOutput = FileHandle.nullDevice
+        verify.standardError = FileHandle.nullDevice
+        try verify.run()
+        verify.waitUntilExit()
+        #expect(verify.terminationStatus == 0)
+    }
+}
+
+/// The PID of the `kaleido` rank whose command line contains `marker` and whose MPI rank is `rank`.
+func rankProcess(marker: String, rank: Int) -> Int32? {
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
+    for entry in entries {
+        guard let pid = Int32(entry),
+              let command = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")),
+              String(decoding: command, as: UTF8.self).contains(marker),
+              String(decoding: command, as: UTF8.self).hasPrefix("/"),
+              let environment = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ")) else { continue }
+        let variables = String(decoding: environment, as: UTF8.self).split(separator: "\0")
+        if variables.contains("OMPI_COMM_WORLD_RANK=\(rank)") { return pid }
+    }
+    return nil
 }
