@@ -64,47 +64,18 @@ public enum ImageCodec {
 
     /// Decodes PNG bytes as 8-bit RGB; `path` names the source in errors.
     public static func decodePNG(_ data: [UInt8], path: String) throws -> Image8 {
-        var image = png_image()
-        image.version = png_uint_32(PNG_IMAGE_VERSION)
-        try data.withUnsafeBytes { bytes in
-            guard png_image_begin_read_from_memory(&image, bytes.baseAddress, bytes.count) != 0 else {
-                throw ImageDecodeError(path: path, reason: "not a readable PNG (\(message(of: &image)))")
-            }
-        }
-        defer { png_image_free(&image) }
-        image.format = png_uint_32(PNG_FORMAT_RGB)
-        let width = Int(image.width), height = Int(image.height)
-        var pixels = [UInt8](repeating: 0, count: width * height * 3)
-        let ok = pixels.withUnsafeMutableBytes { out in
-            png_image_finish_read(&image, nil, out.baseAddress, Int32(width * 3), nil)
-        }
-        guard ok != 0 else { throw ImageDecodeError(path: path, reason: "corrupt PNG (\(message(of: &image)))") }
+        let (width, height, pixels) = try decodePNGPixels(data, path: path, format: png_uint_32(PNG_FORMAT_RGB), channels: 3, as: UInt8.self)
         return Image8(width: width, height: height, channels: 3, pixels: pixels)
     }
 
     /// Reads a 16-bit grayscale PNG without any value conversion (depth maps store millimetres or
     /// scaled units; the scale is the dataset's business, not the codec's).
     public static func readPNG16(_ path: String) throws -> Image16 {
-        let data = try readFile(path)
-        var image = png_image()
-        image.version = png_uint_32(PNG_IMAGE_VERSION)
-        try data.withUnsafeBytes { bytes in
-            guard png_image_begin_read_from_memory(&image, bytes.baseAddress, bytes.count) != 0 else {
-                throw ImageDecodeError(path: path, reason: "not a readable PNG (\(message(of: &image)))")
-            }
+        let (width, height, pixels) = try decodePNGPixels(try readFile(path), path: path, format: png_uint_32(PNG_FORMAT_LINEAR_Y),
+                                                          channels: 1, as: UInt16.self) { stored in
+            stored & png_uint_32(PNG_FORMAT_FLAG_LINEAR) != 0 && stored & png_uint_32(PNG_FORMAT_FLAG_COLOR) == 0
+                ? nil : "expected a 16-bit grayscale PNG (depth map)"
         }
-        defer { png_image_free(&image) }
-        guard image.format & png_uint_32(PNG_FORMAT_FLAG_LINEAR) != 0,
-              image.format & png_uint_32(PNG_FORMAT_FLAG_COLOR) == 0 else {
-            throw ImageDecodeError(path: path, reason: "expected a 16-bit grayscale PNG (depth map)")
-        }
-        image.format = png_uint_32(PNG_FORMAT_LINEAR_Y)
-        let width = Int(image.width), height = Int(image.height)
-        var pixels = [UInt16](repeating: 0, count: width * height)
-        let ok = pixels.withUnsafeMutableBytes { out in
-            png_image_finish_read(&image, nil, out.baseAddress, Int32(width), nil)
-        }
-        guard ok != 0 else { throw ImageDecodeError(path: path, reason: "corrupt PNG (\(message(of: &image)))") }
         return Image16(width: width, height: height, pixels: pixels)
     }
 
@@ -237,23 +208,35 @@ public enum ImageCodec {
 
     /// Reads a PNG as 8-bit gray (foreground masks).
     public static func readGrayPNG(_ path: String) throws -> Image8 {
-        let data = try readFile(path)
-        var image = png_image()
-        image.version = png_uint_32(PNG_IMAGE_VERSION)
+        let (width, height, pixels) = try decodePNGPixels(try readFile(path), path: path, format: png_uint_32(PNG_FORMAT_GRAY),
+                                                          channels: 1, as: UInt8.self)
+        return Image8(width: width, height: height, channels: 1, pixels: pixels)
+    }
+
+    /// The one PNG reader: libpng's simplified API over the file's bytes, converting to `format`
+    /// (`channels` samples of `Sample` per pixel). The bytes stay pinned until libpng has finished
+    /// reading them; `refuse` may reject the stored format before any conversion.
+    private static func decodePNGPixels<Sample: FixedWidthInteger>(
+        _ data: [UInt8], path: String, format: png_uint_32, channels: Int, as: Sample.Type,
+        refuse: (png_uint_32) -> String? = { _ in nil }
+    ) throws -> (width: Int, height: Int, pixels: [Sample]) {
         try data.withUnsafeBytes { bytes in
+            var image = png_image()
+            image.version = png_uint_32(PNG_IMAGE_VERSION)
             guard png_image_begin_read_from_memory(&image, bytes.baseAddress, bytes.count) != 0 else {
                 throw ImageDecodeError(path: path, reason: "not a readable PNG (\(message(of: &image)))")
             }
+            defer { png_image_free(&image) }
+            if let problem = refuse(image.format) { throw ImageDecodeError(path: path, reason: problem) }
+            image.format = format
+            let width = Int(image.width), height = Int(image.height)
+            var pixels = [Sample](repeating: 0, count: width * height * channels)
+            let ok = pixels.withUnsafeMutableBytes { out in
+                png_image_finish_read(&image, nil, out.baseAddress, Int32(width * channels), nil)
+            }
+            guard ok != 0 else { throw ImageDecodeError(path: path, reason: "corrupt PNG (\(message(of: &image)))") }
+            return (width, height, pixels)
         }
-        defer { png_image_free(&image) }
-        image.format = png_uint_32(PNG_FORMAT_GRAY)
-        let width = Int(image.width), height = Int(image.height)
-        var pixels = [UInt8](repeating: 0, count: width * height)
-        let ok = pixels.withUnsafeMutableBytes { out in
-            png_image_finish_read(&image, nil, out.baseAddress, Int32(width), nil)
-        }
-        guard ok != 0 else { throw ImageDecodeError(path: path, reason: "corrupt PNG (\(message(of: &image)))") }
-        return Image8(width: width, height: height, channels: 1, pixels: pixels)
     }
 
     private static func message(of image: inout png_image) -> String {
