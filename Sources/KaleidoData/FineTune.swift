@@ -306,13 +306,29 @@ extension DataPipeline {
                 return (index, SampleKey(seed: configuration.seed, epoch: epoch, dataset: group.modality.rawValue, position: position))
             }
             var rng = SplitMix64(keys: configuration.seed, 0x4D49_58, UInt64(step), UInt64(rank), UInt64(group.modality.rawValue))
-            let mixed = MixAugment.apply(images: made.images, depth: made.depth, labels: made.labels,
-                                         classes: dataset.classes.count, recipe: recipe, rng: &rng)
-            made = LabelledGroup(modality: made.modality, count: made.count, images: made.images, depth: made.depth,
-                                 labels: made.labels, targets: mixed.targets, sampleIndices: made.sampleIndices)
+            made = mixed(made, classes: dataset.classes.count, recipe: recipe, rng: &rng)
             groups.append(made)
         }
         return groups
+    }
+
+    /// A fine-tuning batch of the given dataset samples (a labelled subset in semi-supervised
+    /// evaluation): the same augmentations and Mixup/CutMix as `labelledBatch`, random choices
+    /// keyed by (seed, `step`, place in the batch), so a run is reproducible.
+    public func labelledBatch(_ modality: Modality, indices: [Int], step: Int, context: DecodeContext) throws -> LabelledGroup {
+        guard let dataset = datasets[modality] else { throw DataError.missingModality(modality) }
+        let made = try labelled(dataset, count: indices.count, train: true, context: context) { j in
+            (indices[j], SampleKey(seed: configuration.seed, epoch: step, dataset: modality.rawValue, position: j))
+        }
+        var rng = SplitMix64(keys: configuration.seed, 0x5355_4253, UInt64(step), UInt64(modality.rawValue))
+        return mixed(made, classes: dataset.classes.count, recipe: configuration.finetune, rng: &rng)
+    }
+
+    private func mixed(_ made: LabelledGroup, classes: Int, recipe: FineTuneRecipe, rng: inout SplitMix64) -> LabelledGroup {
+        let mix = MixAugment.apply(images: made.images, depth: made.depth, labels: made.labels, classes: classes,
+                                   recipe: recipe, rng: &rng)
+        return LabelledGroup(modality: made.modality, count: made.count, images: made.images, depth: made.depth,
+                             labels: made.labels, targets: mix.targets, sampleIndices: made.sampleIndices)
     }
 
     /// Samples `indices` of a modality's dataset, in order, resized and centre-cropped without

@@ -109,6 +109,10 @@ public final class AdamW: Optimizer {
     let firstMoment, secondMoment: TensorStorage
     public var stepCount = 0
     public var state: [(name: String, storage: TensorStorage)] { [("exp_avg", firstMoment), ("exp_avg_sq", secondMoment)] }
+    /// Per-entry multipliers of the learning rate, indexed like `arena.entries` (nil: all 1).
+    /// Layer-wise learning-rate decay in fine-tuning gives early layers smaller steps this way,
+    /// the weight decay scaled with them, as timm's parameter groups do.
+    public var learningRateScales: [Float]?
 
     public init(arena: ParameterArena, settings: OptimizerSettings) {
         self.settings = settings
@@ -125,11 +129,12 @@ public final class AdamW: Optimizer {
             let w = arena.values.pointer + entry.offset, g = arena.gradients.pointer + entry.offset
             let m = firstMoment.pointer + entry.offset, v = secondMoment.pointer + entry.offset
             let lambda = entry.spec.role == .weight ? settings.weightDecay : 0
+            let rate = lr * (learningRateScales?[entry.ref.index] ?? 1)
             for i in 0..<entry.count {
                 m[i] = b1 * m[i] + (1 - b1) * g[i]
                 v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
                 let update = (m[i] / correction1) / ((v[i] / correction2).squareRoot() + eps)
-                w[i] -= lr * (update + lambda * w[i])
+                w[i] -= rate * (update + lambda * w[i])
             }
         }
     }
