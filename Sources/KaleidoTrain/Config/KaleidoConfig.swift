@@ -386,9 +386,15 @@ public struct EvalConfig: Codable, Equatable, Sendable {
     public var probeEpochs = 100
     public var knnK = 20
     public var knnTemperature = 0.07
+    /// Train a detached linear classifier on the first large view's pooled features during
+    /// pretraining and log `online_probe_acc` / `online_probe_loss` (solo-learn's online probe).
+    public var onlineProbe = false
+    /// Its AdamW learning rate (constant).
+    public var onlineProbeLr = 5e-3
 
     func validate(_ check: inout ConfigValidator) {
         check.require(probeEpochs >= 1, "eval.probe_epochs", "must be ≥ 1, got \(probeEpochs)")
+        check.require(onlineProbeLr > 0, "eval.online_probe_lr", "must be > 0, got \(onlineProbeLr)")
         check.require(knnK >= 1, "eval.knn_k", "must be ≥ 1, got \(knnK)")
         check.require(knnTemperature > 0, "eval.knn_temperature", "must be > 0, got \(knnTemperature)")
     }

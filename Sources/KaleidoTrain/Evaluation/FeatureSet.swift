@@ -14,6 +14,13 @@ public struct FeatureSet {
         self.labels = labels
     }
 
+    /// The rows scaled to unit length: cosine similarities become dot products.
+    func normalizedFeatures(pool: ComputePool) -> Tensor {
+        let out = Tensor(zeros: features.shape), norms = Tensor(zeros: [count])
+        L2Normalize.forward(output: out.pointer, norms: norms.pointer, input: features.pointer, rows: count, columns: dimension, pool: pool)
+        return out
+    }
+
     /// Top-k accuracy of `scores` (N, K) against the labels: the share of rows whose label is
     /// among their k highest scores.
     static func accuracy(scores: UnsafePointer<Float>, classes: Int, labels: [Int32], k: Int) -> Double {

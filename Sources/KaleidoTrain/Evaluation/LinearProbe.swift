@@ -7,17 +7,30 @@ import KaleidoTensor
 ///
 /// Features are standardised with the training split's mean and variance (a BatchNorm without
 /// affine parameters, as solo-learn and MAE's probes do), then a softmax regression is trained
-/// with AdamW on full-batch gradients: the feature sets of a probe are small, and full-batch
-/// steps make the result deterministic.
+/// by one of three solvers, all deterministic:
+/// - `adamw`: AdamW on full-batch gradients, warmup and cosine (the probe after pretraining);
+/// - `sgd`: mini-batch SGD with momentum 0.9 and a cosine schedule, batches in a seeded order
+///   (the classic linear-evaluation protocol);
+/// - `lbfgs`: L-BFGS (10 pairs of history, backtracking Armijo line search) on the full-batch
+///   L2-regularised loss, as scikit-learn's `LogisticRegression` and CLIP's probe do;
+///   `epochs` is then the iteration budget.
 public struct LinearProbe {
+    public enum Solver: String, Codable, Sendable, CaseIterable {
+        case adamw, sgd, lbfgs
+    }
+
     public var epochs: Int
     public var learningRate: Float
     public var weightDecay: Float
+    public var solver: Solver
+    /// Mini-batch size of the SGD solver.
+    public var batchSize = 256
 
-    public init(epochs: Int = 100, learningRate: Float = 0.05, weightDecay: Float = 1e-4) {
+    public init(epochs: Int = 100, learningRate: Float = 0.05, weightDecay: Float = 1e-4, solver: Solver = .adamw) {
         self.epochs = epochs
         self.learningRate = learningRate
         self.weightDecay = weightDecay
+        self.solver = solver
     }
 
     public struct Result: Codable, Sendable, Equatable {
@@ -30,6 +43,17 @@ public struct LinearProbe {
         let d = train.dimension
         let (mean, scale) = standardisation(train)
         let xTrain = standardised(train, mean: mean, scale: scale), xTest = standardised(test, mean: mean, scale: scale)
+        if solver != .adamw {
+            let regression = SoftmaxRegression(inputs: d, classes: classes)
+            let weights = solver == .lbfgs
+                ? regression.lbfgs(x: xTrain, labels: train.labels, l2: weightDecay, iterations: epochs, pool: pool)
+                : regression.sgd(x: xTrain, labels: train.labels, l2: weightDecay, epochs: epochs, learningRate: learningRate,
+                                 batchSize: batchSize, pool: pool)
+            let trainScores = regression.logits(xTrain, weights, pool: pool), testScores = regression.logits(xTest, weights, pool: pool)
+            return Result(top1: FeatureSet.accuracy(scores: testScores.pointer, classes: classes, labels: test.labels, k: 1),
+                          top5: FeatureSet.accuracy(scores: testScores.pointer, classes: classes, labels: test.labels, k: min(5, classes)),
+                          trainTop1: FeatureSet.accuracy(scores: trainScores.pointer, classes: classes, labels: train.labels, k: 1))
+        }
 
         let builder = ParameterBuilder()
         let classifier = LinearLayer(builder, inFeatures: d, outFeatures: classes, initialization: .zeros)

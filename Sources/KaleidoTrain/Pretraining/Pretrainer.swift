@@ -120,6 +120,8 @@ public final class Pretrainer {
         let evaluator = FrozenFeatureEvaluation(model: model, pool: pool)
         let probe = LinearProbe(epochs: config.eval.probeEpochs)
         let knn = KNearestNeighbours(k: config.eval.knnK, temperature: Float(config.eval.knnTemperature))
+        let onlineProbe = config.eval.onlineProbe && coordinator
+            ? OnlineProbe(model: model, classes: classes, learningRate: config.eval.onlineProbeLr, pool: pool) : nil
         var initial: (probe: LinearProbe.Result, knnTop1: Double)?
         if config.eval.linearProbe, let evaluation, coordinator, resume == nil {
             initial = try evaluator.run(source: evaluation, probe: probe, knn: knn)
@@ -134,6 +136,7 @@ public final class Pretrainer {
         for index in firstStep..<config.run.steps {
             let batch = try source.batch(step: index, rank: communicator.rank, worldSize: communicator.worldSize)
             let result = try step.run(step: index, batch: batch)
+            onlineProbe?.update(batch)
             last = result
             completed = index + 1
             progress?.update(step: index, loss: Double(result.loss.total), learningRate: result.learningRate,
@@ -148,6 +151,7 @@ public final class Pretrainer {
                     "buckets_overlapped": Double(result.overlappedBuckets), "buckets": Double(result.buckets),
                     "images_per_second": Double((index + 1 - firstStep) * config.data.batchSize) / max(seconds, 1e-9),
                 ])
+                if let onlineProbe { try metrics.record(step: index + 1, kind: "train", values: onlineProbe.drain()) }
             }
             if communicator.worldSize > 1 && (index + 1) % config.dist.emaCheckEvery == 0 {
                 try checkTargetReplicas(model: model, step: index + 1)
