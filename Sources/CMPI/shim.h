@@ -25,3 +25,5 @@ static inline int kaleido_mpi_thread_serialized(void) { return MPI_THREAD_SERIAL
 static inline int kaleido_mpi_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }
 static inline int kaleido_mpi_max_library_version_string(void) { return MPI_MAX_LIBRARY_VERSION_STRING; }
 static inline int kaleido_mpi_success(void) { return MPI_SUCCESS; }
+static inline int kaleido_mpi_any_source(void) { return MPI_ANY_SOURCE; }
+static inline int kaleido_mpi_status_source(const MPI_Status *status) { return status->MPI_SOURCE; }

@@ -24,6 +24,13 @@ public protocol Communicator: AnyObject {
         -> PendingReduction
     /// Leaves the world (MPI_Finalize); every rank calls it once, last.
     func finalize()
+    /// Stalled-rank detection (`dist.timeout_seconds`): from now on a wait for a collective that
+    /// lasts longer than `seconds` ends the whole job with an error naming the ranks that never
+    /// reached it; nil waits forever. Arm it only where every rank is known to be busy with the
+    /// same work (not while the coordinator evaluates alone).
+    func setTimeout(_ seconds: Double?)
+    /// The training step about to run (1-based), named in timeout errors.
+    func enterStep(_ step: Int)
 }
 
 extension Communicator {
@@ -33,6 +40,10 @@ extension Communicator {
     /// Scratch floats `startDeterministicSum` needs for a buffer of `count` floats: this rank's
     /// share of every rank's copy.
     public func scratchFloats(for count: Int) -> Int { worldSize * ((count + worldSize - 1) / worldSize) }
+
+    /// A single process has nobody to wait for.
+    public func setTimeout(_ seconds: Double?) {}
+    public func enterStep(_ step: Int) {}
 }
 
 /// The world of one process: collectives are identities.

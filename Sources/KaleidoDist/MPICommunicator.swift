@@ -20,6 +20,7 @@ public final class MPICommunicator: Communicator {
     public let rank: Int
     public let worldSize: Int
     let comm: MPI_Comm
+    let stalls: StallDetector
     private var finalized = false
 
     /// Initialises MPI (once per process) and joins MPI_COMM_WORLD.
@@ -40,12 +41,17 @@ public final class MPICommunicator: Communicator {
         MPI_Comm_size(comm, &s)
         rank = Int(r)
         worldSize = Int(s)
+        stalls = try StallDetector(world: comm, rank: rank, worldSize: worldSize)
     }
+
+    public func setTimeout(_ seconds: Double?) { stalls.timeout = seconds }
+    public func enterStep(_ step: Int) { stalls.step = step }
 
     /// Ends MPI for this process. Later collectives are programming errors.
     public func finalize() {
         guard !finalized else { return }
         finalized = true
+        stalls.close()
         MPI_Finalize()
     }
 
@@ -72,22 +78,39 @@ public final class MPICommunicator: Communicator {
             || environment["PMI_RANK"] != nil
     }
 
+    // Blocking collectives are started non-blocking and waited for by the stall detector, so a
+    // stuck rank ends the job (naming it) instead of hanging every other rank.
+
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
-        try check("MPI_Allreduce(float)", MPI_Allreduce(kaleido_mpi_in_place(), buffer.baseAddress,
-                                                      Int32(buffer.count), kaleido_mpi_float(), kaleido_mpi_sum(), comm))
+        try collective("MPI_Iallreduce(float)") { request in
+            MPI_Iallreduce(kaleido_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), kaleido_mpi_float(), kaleido_mpi_sum(),
+                           comm, &request)
+        }
     }
 
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<UInt64>) throws {
-        try check("MPI_Allreduce(uint64)", MPI_Allreduce(kaleido_mpi_in_place(), buffer.baseAddress,
-                                                       Int32(buffer.count), kaleido_mpi_uint64(), kaleido_mpi_sum(), comm))
+        try collective("MPI_Iallreduce(uint64)") { request in
+            MPI_Iallreduce(kaleido_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), kaleido_mpi_uint64(), kaleido_mpi_sum(),
+                           comm, &request)
+        }
     }
 
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
-        try check("MPI_Bcast", MPI_Bcast(buffer.baseAddress, Int32(buffer.count), kaleido_mpi_byte(), Int32(root), comm))
+        try collective("MPI_Ibcast") { request in
+            MPI_Ibcast(buffer.baseAddress, Int32(buffer.count), kaleido_mpi_byte(), Int32(root), comm, &request)
+        }
     }
 
     public func barrier() throws {
-        try check("MPI_Barrier", MPI_Barrier(comm))
+        try collective("MPI_Ibarrier") { request in MPI_Ibarrier(comm, &request) }
+    }
+
+    /// Starts a non-blocking collective and waits for it under the stall detector's deadline.
+    private func collective(_ operation: String, _ start: (inout MPI_Request?) -> Int32) throws {
+        var request: MPI_Request? = kaleido_mpi_request_null()
+        let number = stalls.nextCollective()
+        try check(operation, start(&request))
+        try stalls.wait(&request, collective: number, operation: operation, check: check)
     }
 
     func check(_ operation: String, _ code: Int32) throws {

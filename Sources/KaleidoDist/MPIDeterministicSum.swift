@@ -17,6 +17,8 @@ final class MPIDeterministicSum: PendingReduction {
     private var receiveCounts: [Int32], receiveStarts: [Int32]
     private var request: MPI_Request?
     private var phase = 0
+    /// The stall detector's number for this reduction.
+    private let number: Int
 
     init(communicator: MPICommunicator, buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>) throws {
         self.communicator = communicator
@@ -30,6 +32,7 @@ final class MPIDeterministicSum: PendingReduction {
         receiveStarts = (0..<world).map { Int32($0) * own }
         precondition(scratch.count >= Int(own) * world, "deterministic sum needs \(Int(own) * world) scratch floats")
         request = kaleido_mpi_request_null()
+        number = communicator.stalls.nextCollective()
         try communicator.check("MPI_Ialltoallv", MPI_Ialltoallv(
             buffer.baseAddress, partCounts, partStarts, kaleido_mpi_float(),
             scratch.baseAddress, receiveCounts, receiveStarts, kaleido_mpi_float(), communicator.comm, &request))
@@ -47,7 +50,8 @@ final class MPIDeterministicSum: PendingReduction {
 
     func wait() throws {
         while phase < 2 {
-            try communicator.check("MPI_Wait", MPI_Wait(&request, kaleido_mpi_status_ignore()))
+            try communicator.stalls.wait(&request, collective: number, operation: phase == 0 ? "MPI_Ialltoallv" : "MPI_Iallgatherv",
+                                         check: communicator.check)
             try advance()
         }
     }

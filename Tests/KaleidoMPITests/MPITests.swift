@@ -185,18 +185,59 @@ func mpirun(ranks: Int, _ arguments: [String], environment extra: [String: Strin
         #expect(Date().timeIntervalSince(started) < 360)
         #expect((result.stderr + result.stdout).contains("rank 1"), "\(result.stderr)")
         // The newest complete checkpoint still verifies.
-        let saved = try FileManager.default.contentsOfDirectory(atPath: checkpoints.path).filter { $0.hasPrefix("step-") }.sorted()
-        let newest = try #require(saved.last)
-        let kaleido = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("kaleido")
-        let verify = Process()
-        verify.executableURL = kaleido
-        verify.arguments = ["checkpoint", "verify", checkpoints.appendingPathComponent(newest).path]
-        verify.standardOutput = FileHandle.nullDevice
-        verify.standardError = FileHandle.nullDevice
-        try verify.run()
-        verify.waitUntilExit()
-        #expect(verify.terminationStatus == 0)
+        #expect(try newestCheckpointVerifies(checkpoints) != nil)
     }
+
+    /// A rank that stays alive but stops taking part (stalled in a sleep before step 3) does not
+    /// hang the others: within dist.timeout_seconds (5 s) rank 0 names rank 1 and aborts the job,
+    /// and the checkpoint of step 2 still verifies.
+    @Test func aStalledRankEndsTheJobWithinTheTimeoutNamingIt() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-stall-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let arguments = ["pretrain", "--set", "run.output_dir=\(root.path)", "--set", "run.name=stall", "--set", "run.steps=100",
+                         "--set", "model.base_width=4", "--set", "data.batch_size=8", "--set", "data.synthetic_train_size=64",
+                         "--set", "data.synthetic_val_size=16", "--set", "eval.linear_probe=false", "--set", "checkpoint.every_steps=2",
+                         "--set", "dist.threads=1", "--set", "dist.timeout_seconds=5", "--set", "ssl.projector_hidden=32",
+                         "--set", "ssl.projector_dim=16", "--set", "ssl.predictor_hidden=32"]
+        let started = Date()
+        // The stalled rank sleeps for an hour: only the abort can end the job within the test's limit.
+        let result = try mpirun(ranks: 2, arguments, environment: ["KALEIDO_FAULT_STALL": "1:3"], timeout: 120)
+        let seconds = Date().timeIntervalSince(started)
+        #expect(result.status != 0)
+        let stallBegan = try #require(logTime(of: "fault injection: stalling", in: result.stderr), "\(result.stderr)")
+        let aborted = try #require(logTime(of: "stalled rank: aborting the job", in: result.stderr), "\(result.stderr)")
+        // 5 s deadline; the detector polls every millisecond once a wait passes 1 s.
+        #expect(aborted.timeIntervalSince(stallBegan) >= 5 && aborted.timeIntervalSince(stallBegan) < 8,
+                "stall at \(stallBegan), abort at \(aborted)")
+        #expect(seconds < 60, "the job took \(seconds) s")
+        #expect(result.stderr.contains("missing_ranks=1") && result.stderr.contains("rank(s) 1 did not reach step 3"), "\(result.stderr)")
+        let newest = try newestCheckpointVerifies(root.appendingPathComponent("stall/checkpoints"))
+        #expect(newest == "step-00000002")
+    }
+}
+
+/// The newest `step-*` checkpoint in `directory` if `kaleido checkpoint verify` accepts it.
+func newestCheckpointVerifies(_ directory: URL) throws -> String? {
+    let saved = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasPrefix("step-") }.sorted()
+    guard let newest = saved.last else { return nil }
+    let kaleido = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("kaleido")
+    let verify = Process()
+    verify.executableURL = kaleido
+    verify.arguments = ["checkpoint", "verify", directory.appendingPathComponent(newest).path]
+    verify.standardOutput = FileHandle.nullDevice
+    verify.standardError = FileHandle.nullDevice
+    try verify.run()
+    verify.waitUntilExit()
+    return verify.terminationStatus == 0 ? newest : nil
+}
+
+/// The timestamp of the first log line containing `message` (RankLogHandler's ISO 8601 prefix).
+func logTime(of message: String, in log: String) -> Date? {
+    guard let line = log.split(separator: "\n").first(where: { $0.contains(message) }),
+          let stamp = line.split(separator: " ").first else { return nil }
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    return formatter.date(from: String(stamp))
 }
 
 /// The PID of the `kaleido` rank whose command line contains `marker` and whose MPI rank is `rank`.

@@ -355,11 +355,17 @@ public struct DistConfig: Codable, Equatable, Sendable {
     public var threads = 0
     /// Every this many steps the coordinator checks that target networks agree on all ranks.
     public var emaCheckEvery = 100
+    /// Stalled-rank detection: a rank that waits this many seconds in one collective during
+    /// training ends the job, naming the ranks that never arrived (0 = wait forever). Long
+    /// enough for the slowest rank's checkpoint shard write.
+    public var timeoutSeconds = 600.0
 
     func validate(_ check: inout ConfigValidator) {
         check.require(bucketMb >= 0, "dist.bucket_mb", "must be ≥ 0, got \(bucketMb)")
         check.require(threads >= 0, "dist.threads", "must be ≥ 0, got \(threads)")
         check.require(emaCheckEvery >= 1, "dist.ema_check_every", "must be ≥ 1, got \(emaCheckEvery)")
+        check.require(timeoutSeconds >= 0 && timeoutSeconds.isFinite, "dist.timeout_seconds",
+                      "must be ≥ 0 seconds (0 waits forever), got \(timeoutSeconds)")
     }
 }
 

@@ -133,7 +133,14 @@ public final class Pretrainer {
         var lastCheckpoint: URL?
         var preempted = false
         var completed = firstStep
+        // The coordinator may have spent minutes on the probe above while the others waited: meet
+        // first, then arm stalled-rank detection for the loop, where every rank does the same work.
+        try communicator.barrier()
+        communicator.setTimeout(config.dist.timeoutSeconds > 0 ? config.dist.timeoutSeconds : nil)
+        defer { communicator.setTimeout(nil) }
         for index in firstStep..<config.run.steps {
+            communicator.enterStep(index + 1)
+            stallIfInjected(step: index + 1)
             let batch = try source.batch(step: index, rank: communicator.rank, worldSize: communicator.worldSize)
             let result = try step.run(step: index, batch: batch)
             onlineProbe?.update(batch)
@@ -188,6 +195,14 @@ public final class Pretrainer {
 }
 
 extension Pretrainer {
+    /// Fault injection for the stalled-rank test: `KALEIDO_FAULT_STALL=rank:step` makes that rank
+    /// stop before that step while staying alive, as a hung file system or a deadlock would.
+    func stallIfInjected(step: Int) {
+        guard ProcessInfo.processInfo.environment["KALEIDO_FAULT_STALL"] == "\(communicator.rank):\(step)" else { return }
+        logger.warning("fault injection: stalling", metadata: ["step": "\(step)"])
+        Thread.sleep(forTimeInterval: 3600)
+    }
+
     /// The coordinator's periodic check that every rank's target network is the same; a rank
     /// that differs gets rank 0's, and the log says which.
     func checkTargetReplicas(model: ReLICv2Model, step: Int) throws {
