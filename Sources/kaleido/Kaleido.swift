@@ -20,7 +20,8 @@ struct Kaleido: ParsableCommand {
         Several ranks:    mpirun -np 4 kaleido <subcommand> ...
         """,
         version: kaleidoVersion,
-        subcommands: [Pretrain.self, Version.self, Config.self, Model.self, DataCommand.self, Bench.self, Checkpoint.self])
+        subcommands: [Pretrain.self, Finetune.self, Eval.self, Report.self, Version.self, Config.self, Model.self, DataCommand.self, Bench.self,
+                      Checkpoint.self])
 }
 
 /// Options every subcommand that logs shares.
