@@ -79,7 +79,7 @@ public struct ReportChart {
         let left = 64.0, right = 16.0, top = 28.0, bottom = 36.0
         let w = Double(width) - left - right, h = Double(height) - top - bottom
         let (xr, yr) = bounds
-        var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(height)\" viewBox=\"0 0 \(width) \(height)\" "
+        var out = "<svg width=\"\(width)\" height=\"\(height)\" viewBox=\"0 0 \(width) \(height)\" "
             + "role=\"img\" aria-label=\"\(HTML.escape(title))\">\n"
         out += "<rect x=\"0\" y=\"0\" width=\"\(width)\" height=\"\(height)\" fill=\"#ffffff\"/>\n"
         out += "<text x=\"\(Int(left))\" y=\"18\" font-size=\"14\" font-weight=\"bold\">\(HTML.escape(title))</text>\n"
