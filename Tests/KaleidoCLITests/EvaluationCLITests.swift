@@ -1,0 +1,65 @@
+import Foundation
+import Testing
+
+@Suite struct EvaluationCLITests {
+    @Test func evalFinetuneAndReportAreListedWithHelp() throws {
+        let help = try runKaleido(["--help"])
+        for command in ["eval", "finetune", "report"] { #expect(help.stdout.contains(command), "\(command) missing: \(help.stdout)") }
+        let eval = try runKaleido(["eval", "--help"])
+        #expect(eval.status == 0 && eval.stdout.contains("linear") && eval.stdout.contains("knn") && eval.stdout.contains("retrieval"))
+    }
+
+    @Test func missingCheckpointFailsNamingThePath() throws {
+        for command in [["eval", "linear"], ["eval", "knn"], ["eval", "retrieval"], ["finetune"]] {
+            let result = try runKaleido(command + ["--checkpoint", "/nonexistent/run-7"])
+            #expect(result.status != 0)
+            #expect(result.stderr.contains("/nonexistent/run-7: no checkpoint here"), "\(command): \(result.stderr)")
+        }
+    }
+
+    @Test func badOptionsAreRejectedBeforeAnyWork() throws {
+        let encoder = try runKaleido(["eval", "linear", "--checkpoint", "/x", "--encoder", "teacher"])
+        #expect(encoder.status != 0 && encoder.stderr.contains("--encoder must be online or target"))
+        let fractions = try runKaleido(["finetune", "--checkpoint", "/x", "--fractions", "0.01,2"])
+        #expect(fractions.status != 0 && fractions.stderr.contains("--fractions: each must be a number in (0, 1], got \"2\""))
+        let pairs = try runKaleido(["eval", "retrieval", "--checkpoint", "/x", "--pairs", "image:audio"])
+        #expect(pairs.status != 0 && pairs.stderr.contains("image:audio"))
+    }
+
+    @Test func reportOnAMissingRunNamesIt() throws {
+        let result = try runKaleido(["report", "/nonexistent/run-9"])
+        #expect(result.status != 0 && result.stderr.contains("/nonexistent/run-9: no metrics.jsonl"), "\(result.stderr)")
+    }
+
+    /// A run directory with hand-written metrics and one result: the page has one path per curve
+    /// with one point per logged step, and the result's row.
+    @Test func reportWritesThePageAndPNGs() throws {
+        let run = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-report-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: run) }
+        try FileManager.default.createDirectory(at: run.appendingPathComponent("eval"), withIntermediateDirectories: true)
+        var lines: [String] = []
+        for step in stride(from: 10, through: 60, by: 10) {
+            lines.append("{\"kind\":\"train\",\"step\":\(step),\"loss\":\(5.0 - Double(step) / 20),\"lr\":0.001,\"ema_momentum\":0.99,\"images_per_second\":100}")
+            lines.append("{\"kind\":\"train\",\"step\":\(step),\"online_probe_acc\":\(Double(step) / 100),\"online_probe_loss\":1.5}")
+        }
+        lines.append("{\"kind\":\"probe\",\"step\":60,\"top1\":0.61,\"top5\":0.97,\"knn_top1\":0.55}")
+        try lines.joined(separator: "\n").write(to: run.appendingPathComponent("metrics.jsonl"), atomically: true, encoding: .utf8)
+        let record = """
+        {"checkpoint":"/r/checkpoints/step-00000060","data":"synthetic","date":"2026-01-01T00:00:00Z","encoder":"online","kind":"knn",
+         "metrics":{"top1":0.42,"top5":0.9},"name":"knn-image","seconds":1.5,"settings":{"k":"20"},"step":60}
+        """
+        try record.write(to: run.appendingPathComponent("eval/knn-image.json"), atomically: true, encoding: .utf8)
+
+        let result = try runKaleido(["report", run.path])
+        #expect(result.status == 0, "\(result.stderr)")
+        let html = try String(contentsOf: run.appendingPathComponent("report.html"), encoding: .utf8)
+        #expect(html.components(separatedBy: "data-points=\"6\"").count - 1 == 6, "six curves of six points")
+        #expect(html.contains("knn-image") && html.contains("42.0%") && html.contains("61.0%"))
+        for png in ["loss", "lr", "ema_momentum", "images_per_second", "online_probe_acc", "online_probe_loss"] {
+            #expect(FileManager.default.fileExists(atPath: run.appendingPathComponent("report/\(png).png").path), "\(png).png")
+        }
+        try "{\"step\": 1}\n".write(to: run.appendingPathComponent("metrics.jsonl"), atomically: true, encoding: .utf8)
+        let broken = try runKaleido(["report", run.path])
+        #expect(broken.status != 0 && broken.stderr.contains("metrics.jsonl:1: needs integer \"step\" and string \"kind\""))
+    }
+}
