@@ -15,6 +15,8 @@ let systemLibraries: [Target] = [
                    providers: [.apt(["libpng-dev"])]),
     .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG", pkgConfig: "libturbojpeg",
                    providers: [.apt(["libturbojpeg0-dev"])]),
+    // Header-only helpers of KaleidoCheckpoint: the CPU's CRC-32C instruction, Linux writeback hints.
+    .systemLibrary(name: "CCheckpoint", path: "Sources/CCheckpoint"),
 ]
 
 /// Kernels are written as plain loops over SIMD vectors; the compiler only emits AVX2 and FMA
@@ -46,7 +48,7 @@ let package = Package(
         .target(name: "KaleidoNN", dependencies: ["KaleidoTensor"], swiftSettings: fast),
         .target(name: "KaleidoSSL", dependencies: ["KaleidoNN", "KaleidoTensor"], swiftSettings: fast),
         .target(name: "KaleidoDist", dependencies: ["CMPI", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "KaleidoCheckpoint", dependencies: ["CZstd", "KaleidoNN", "KaleidoDist", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "KaleidoCheckpoint", dependencies: ["CZstd", "CCheckpoint", "KaleidoNN", "KaleidoDist", .product(name: "Logging", package: "swift-log")]),
         .target(name: "KaleidoData", dependencies: ["CPNG", "CTurboJPEG", "KaleidoTensor", .product(name: "Logging", package: "swift-log")], swiftSettings: fast),
         .target(name: "KaleidoTrain", dependencies: [
             "KaleidoTensor", "KaleidoNN", "KaleidoSSL", "KaleidoDist", "KaleidoCheckpoint", "KaleidoData",

@@ -1,3 +1,5 @@
+import CCheckpoint
+
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of checkpoint shards.
 ///
 /// Why this one: it is the checksum of iSCSI, ext4, Btrfs and Snappy/LevelDB framing, so a user
@@ -7,10 +9,14 @@
 /// decompressing it. Decompression additionally checks zstd's own per-frame XXH64 checksum of the
 /// uncompressed data (see `ShardCodec`), which covers the compressor itself.
 ///
-/// Slicing-by-8 (Intel's table method): eight 256-entry tables let one step consume eight bytes
-/// with eight independent lookups, about 1–2 GB/s on one core without SSE 4.2 instructions.
-/// Shards are checksummed in chunks on several threads and the chunk CRCs joined with `combine`.
+/// The CPU's CRC-32C instruction (SSE 4.2, ARMv8 CRC) when it has one, about 8 GB/s on one
+/// core; otherwise slicing-by-8 (Intel's table method): eight 256-entry tables let one step
+/// consume eight bytes with eight independent lookups, about 1.5 GB/s. Shards are checksummed in
+/// chunks on several threads and the chunk CRCs joined with `combine`.
 public enum CRC32C {
+    /// Whether `checksum` uses the CPU instruction.
+    public static let hardware = kaleido_crc32c_hardware() != 0
+
     static let polynomial: UInt32 = 0x82F6_3B78
 
     /// tables[k · 256 + b]: the CRC of byte b followed by k zero bytes.
@@ -32,6 +38,13 @@ public enum CRC32C {
 
     /// The CRC of `bytes`, continuing from `crc` (the CRC of what came before, 0 at the start).
     public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+        guard let base = bytes.baseAddress else { return crc }
+        if hardware { return ~kaleido_crc32c_update(~crc, base.assumingMemoryBound(to: UInt8.self), bytes.count) }
+        return tableChecksum(bytes, continuing: crc)
+    }
+
+    /// Slicing-by-8, the portable path (and the reference the instruction is tested against).
+    static func tableChecksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
         guard let base = bytes.baseAddress else { return crc }
         let t = tables
         var crc = ~crc

@@ -87,9 +87,10 @@ public final class CheckpointStore: @unchecked Sendable {
         let path = temporary.appendingPathComponent(name).path
         let codec = ShardCodec(level: zstdLevel, byteShuffle: byteShuffle, chunkBytes: chunkBytes, threads: threads)
         return try content.withShardSegments(rank: rank, worldSize: worldSize) { segments in
-            let encoded = try codec.encode(segments, what: path)
             if let fault = shardWriteFault?(rank) { throw fault }
-            try DurableFile.writeFile(path, pieces: encoded.pieces)
+            let file = try DurableFile.Writer(path)
+            let encoded = try codec.encode(segments, what: path) { frame in try file.append(frame) }
+            try file.finish()
             return .init(file: name, bytes: encoded.bytes, uncompressedBytes: segments.total * 4, crc32c: CRC32C.hex(encoded.crc))
         }
     }

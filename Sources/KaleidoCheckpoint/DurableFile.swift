@@ -1,3 +1,4 @@
+import CCheckpoint
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -33,6 +34,46 @@ enum DurableFile {
         guard fsync(fd) == 0 else { throw failure(path, "fsync") }
         closed = true
         guard close(fd) == 0 else { throw failure(path, "close") }
+    }
+
+    /// A file written piece by piece while the pieces are still being produced: each piece's
+    /// writeback starts at once (without waiting), so `finish`'s fsync only waits for the tail.
+    final class Writer {
+        let path: String
+        private var fd: Int32
+        private(set) var offset = 0
+
+        init(_ path: String) throws {
+            self.path = path
+            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw failure(path, "open") }
+        }
+
+        deinit { if fd >= 0 { close(fd) } }
+
+        func append(_ piece: UnsafeRawBufferPointer) throws {
+            let start = offset
+            var written = 0
+            while written < piece.count {
+                let n = write(fd, piece.baseAddress! + written, piece.count - written)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw failure(path, "write")
+                }
+                written += n
+            }
+            offset += written
+            // Only a hint: a file system without it still gets everything durable from fsync.
+            _ = kaleido_start_writeback(fd, Int64(start), Int64(written))
+        }
+
+        /// fsyncs and closes; the file is durable when this returns.
+        func finish() throws {
+            guard fsync(fd) == 0 else { throw failure(path, "fsync") }
+            let descriptor = fd
+            fd = -1
+            guard close(descriptor) == 0 else { throw failure(path, "close") }
+        }
     }
 
     static func writeFile(_ path: String, data: Data) throws {

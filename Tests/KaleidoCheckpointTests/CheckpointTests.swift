@@ -215,6 +215,24 @@ func fileBytes(_ url: URL) -> [String: Data] {
         let parallel = bytes.withUnsafeBytes { ShardCodec.checksum($0, threads: 3) }
         #expect(parallel == reference)
     }
+
+    /// The CPU instruction and the portable tables give the same CRC for every length and
+    /// alignment (the instruction path handles 8-byte words and a byte tail).
+    @Test func hardwareInstructionAgreesWithTheTables() {
+        let bytes = randomFloats(300, seed: 4).withUnsafeBytes { Array($0) }
+        bytes.withUnsafeBytes { all in
+            for start in 0..<9 {
+                for count in [0, 1, 7, 8, 9, 63, 1000] {
+                    let slice = UnsafeRawBufferPointer(rebasing: all[start..<(start + count)])
+                    #expect(CRC32C.checksum(slice, continuing: 0x1234_5678) == CRC32C.tableChecksum(slice, continuing: 0x1234_5678),
+                            "start \(start), count \(count)")
+                }
+            }
+        }
+        #if arch(x86_64)
+        #expect(CRC32C.hardware, "every x86-64-v2 CPU has SSE 4.2")
+        #endif
+    }
 }
 
 @Suite struct CheckpointTests {
