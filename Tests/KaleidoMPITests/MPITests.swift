@@ -216,6 +216,87 @@ func mpirun(ranks: Int, _ arguments: [String], environment extra: [String: Strin
     }
 }
 
+/// Whether this process may create network namespaces (root with CAP_NET_ADMIN, `ip` installed).
+let networkNamespacesPermitted: Bool = {
+    let probe = Process()
+    probe.executableURL = URL(fileURLWithPath: "/bin/sh")
+    probe.arguments = ["-c", "ip netns add kaleido-probe-$$ && ip netns del kaleido-probe-$$"]
+    probe.standardOutput = FileHandle.nullDevice
+    probe.standardError = FileHandle.nullDevice
+    guard (try? probe.run()) != nil else { return false }
+    probe.waitUntilExit()
+    return probe.terminationStatus == 0
+}()
+
+@Suite(.serialized) struct TwoHostTests {
+    /// cluster/netns-two-hosts.sh: one rank in each of two network namespaces joined by a veth
+    /// pair, TCP only, the remote daemon started through the rsh agent as on a real cluster.
+    /// Four steps of a small debug run give bit for bit the loss curve of the same run on two
+    /// ranks of one host, and the coordinator's per-step check finds the target networks equal.
+    @Test(.enabled(if: networkNamespacesPermitted, "creating network namespaces needs root with CAP_NET_ADMIN"))
+    func twoNamespacesTrainLikeOneHost() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-netns-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        func arguments(_ name: String) -> [String] {
+            ["pretrain", "--set", "run.output_dir=\(root.path)", "--set", "run.name=\(name)", "--set", "run.steps=4",
+             "--set", "run.log_every=1", "--set", "model.base_width=4", "--set", "data.batch_size=8",
+             "--set", "data.synthetic_train_size=64", "--set", "data.synthetic_val_size=16", "--set", "eval.linear_probe=false",
+             "--set", "checkpoint.every_steps=0", "--set", "dist.threads=1", "--set", "dist.ema_check_every=1",
+             "--set", "ssl.projector_hidden=32", "--set", "ssl.projector_dim=16", "--set", "ssl.predictor_hidden=32"]
+        }
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let kaleido = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("kaleido")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [repository.appendingPathComponent("cluster/netns-two-hosts.sh").path, "--kaleido", kaleido.path, "--"]
+            + arguments("netns")
+        var environment = ProcessInfo.processInfo.environment
+        environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        process.environment = environment
+        let log = root.appendingPathComponent("netns.log")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        process.standardOutput = try FileHandle(forWritingTo: log)
+        process.standardError = process.standardOutput
+        try process.run()
+        let deadline = Date().addingTimeInterval(180)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        let output = try String(contentsOf: log, encoding: .utf8)
+        #expect(process.terminationStatus == 0, "\(output)")
+        #expect(output.contains("daemon of host 10.77.0.2 in network namespace kaleido-b-"), "\(output)")
+        #expect(!output.contains("target networks differed"), "\(output)")
+
+        let loopback = try mpirun(ranks: 2, arguments("loopback"))
+        #expect(loopback.status == 0, "\(loopback.stderr)")
+        let twoHosts = try lossCurve(root.appendingPathComponent("netns")), oneHost = try lossCurve(root.appendingPathComponent("loopback"))
+        #expect(oneHost.count == 4)
+        #expect(twoHosts.mapValues(\.bitPattern) == oneHost.mapValues(\.bitPattern), "two hosts \(twoHosts), one host \(oneHost)")
+        // No namespace of this run is left behind.
+        let namespaces = Process()
+        namespaces.executableURL = URL(fileURLWithPath: "/bin/sh")
+        namespaces.arguments = ["-c", "ip netns list | grep -c kaleido-a-\(process.processIdentifier) || true"]
+        let pipe = Pipe()
+        namespaces.standardOutput = pipe
+        try namespaces.run()
+        namespaces.waitUntilExit()
+        #expect(String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+    }
+}
+
+/// step → training loss from a run directory's metrics.jsonl.
+func lossCurve(_ run: URL) throws -> [Int: Double] {
+    let text = try String(contentsOf: run.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+    var curve: [Int: Double] = [:]
+    for line in text.split(separator: "\n") {
+        let row = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+        if row["kind"] as? String == "train", let loss = row["loss"] as? Double { curve[row["step"] as! Int] = loss }
+    }
+    return curve
+}
+
 /// The newest `step-*` checkpoint in `directory` if `kaleido checkpoint verify` accepts it.
 func newestCheckpointVerifies(_ directory: URL) throws -> String? {
     let saved = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasPrefix("step-") }.sorted()
