@@ -89,7 +89,11 @@ public final class CheckpointStore: @unchecked Sendable {
         return try content.withShardSegments(rank: rank, worldSize: worldSize) { segments in
             if let fault = shardWriteFault?(rank) { throw fault }
             let file = try DurableFile.Writer(path)
-            let encoded = try codec.encode(segments, what: path) { frame in try file.append(frame) }
+            let encoded = try codec.encode(segments, what: path) { frame in
+                let first = file.offset == 0
+                try file.append(frame)
+                if first { FaultPause.shardWrite.pauseIfRequested(step: content.step) }
+            }
             try file.finish()
             return .init(file: name, bytes: encoded.bytes, uncompressedBytes: segments.total * 4, crc32c: CRC32C.hex(encoded.crc))
         }
@@ -162,6 +166,7 @@ public final class CheckpointStore: @unchecked Sendable {
         try DurableFile.writeFile(temporary.appendingPathComponent(CheckpointNames.manifest).path, data: try manifest.encoded())
         try DurableFile.syncDirectory(temporary.path)
         if crash == .afterManifest { throw SimulatedCrash() }
+        FaultPause.beforeRename.pauseIfRequested(step: content.step)
 
         // The same step committed before (a re-save after resuming at it): set the old one aside,
         // since rename cannot replace a non-empty directory. Between the two renames the older

@@ -286,6 +286,75 @@ let networkNamespacesPermitted: Bool = {
     }
 }
 
+/// kill -9 of a single-process `kaleido pretrain` in the middle of a checkpoint save, stopped
+/// at a chosen point by KALEIDO_FAULT_PAUSE_AT so the kill lands there every time.
+@Suite(.serialized) struct KilledDuringSaveTests {
+    /// (a) during the shard write, (b) after every shard and the manifest are durable but
+    /// before the commit rename: either way the checkpoint of step 2 stays the newest valid one,
+    /// `--resume auto` continues from it (over the leftover temporary directory), and the
+    /// resumed losses equal an uninterrupted run's bit for bit.
+    @Test(arguments: ["shard-write", "before-rename"])
+    func theLastCheckpointSurvivesAndResumeAutoContinues(point: String) throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-kill9-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        func arguments(_ name: String) -> [String] {
+            ["pretrain", "--set", "run.output_dir=\(root.path)", "--set", "run.name=\(name)", "--set", "run.steps=6",
+             "--set", "run.log_every=1", "--set", "model.base_width=4", "--set", "data.batch_size=8",
+             "--set", "data.synthetic_train_size=64", "--set", "data.synthetic_val_size=16", "--set", "eval.linear_probe=false",
+             "--set", "checkpoint.every_steps=2", "--set", "dist.threads=1", "--set", "ssl.projector_hidden=32",
+             "--set", "ssl.projector_dim=16", "--set", "ssl.predictor_hidden=32"]
+        }
+        let marker = root.appendingPathComponent("paused")
+        let crashed = try startKaleido(arguments("crashed"), in: root, environment: [
+            "KALEIDO_FAULT_PAUSE_AT": "\(point)@4", "KALEIDO_FAULT_PAUSE_MARKER": marker.path])
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: marker.path) && crashed.isRunning && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        #expect(FileManager.default.fileExists(atPath: marker.path), "the save of step 4 never reached \(point)")
+        kill(crashed.processIdentifier, SIGKILL)
+        crashed.waitUntilExit()
+        #expect(crashed.terminationReason == .uncaughtSignal && crashed.terminationStatus == SIGKILL)
+
+        let checkpoints = root.appendingPathComponent("crashed/checkpoints")
+        let names = try FileManager.default.contentsOfDirectory(atPath: checkpoints.path)
+        #expect(names.contains(".tmp-step-00000004") && !names.contains("step-00000004"), "\(names)")
+        #expect(try newestCheckpointVerifies(checkpoints) == "step-00000002")
+
+        let resumed = try startKaleido(arguments("crashed") + ["--resume", "auto"], in: root)
+        resumed.waitUntilExit()
+        let log = try String(contentsOf: root.appendingPathComponent("kaleido.stderr"), encoding: .utf8)
+        #expect(resumed.terminationStatus == 0, "\(log)")
+        #expect(log.contains("step-00000002") && log.contains("resumed"), "\(log)")
+        #expect(try newestCheckpointVerifies(checkpoints) == "step-00000006")
+        #expect(!FileManager.default.fileExists(atPath: checkpoints.appendingPathComponent(".tmp-step-00000004").path))
+
+        let straight = try startKaleido(arguments("straight"), in: root)
+        straight.waitUntilExit()
+        let expected = try lossCurve(root.appendingPathComponent("straight")), got = try lossCurve(root.appendingPathComponent("crashed"))
+        #expect(expected.count == 6)
+        #expect(got.mapValues(\.bitPattern) == expected.mapValues(\.bitPattern), "resumed \(got), uninterrupted \(expected)")
+    }
+}
+
+/// Starts the built `kaleido` as one process (no MPI launcher), stdout and stderr going to
+/// `kaleido.stdout` / `kaleido.stderr` in `directory` (files: a full pipe would block it).
+func startKaleido(_ arguments: [String], in directory: URL, environment extra: [String: String] = [:]) throws -> Process {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        .appendingPathComponent("kaleido")
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(extra) { _, new in new }
+    let out = directory.appendingPathComponent("kaleido.stdout"), err = directory.appendingPathComponent("kaleido.stderr")
+    _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: err.path, contents: nil)
+    process.standardOutput = try FileHandle(forWritingTo: out)
+    process.standardError = try FileHandle(forWritingTo: err)
+    try process.run()
+    return process
+}
+
 /// step → training loss from a run directory's metrics.jsonl.
 func lossCurve(_ run: URL) throws -> [Int: Double] {
     let text = try String(contentsOf: run.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
