@@ -338,6 +338,27 @@ let networkNamespacesPermitted: Bool = {
     }
 }
 
+/// `--resume auto` with a config whose model differs from the checkpoint's (another width)
+/// fails before training, naming the checkpoint and the first parameter that does not fit.
+@Test func resumingWithAnotherModelFailsNamingTheParameter() throws {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-mismatch-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: root) }
+    try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+    let settings = ["pretrain", "--set", "run.output_dir=\(root.path)", "--set", "run.name=m", "--set", "data.batch_size=8",
+                    "--set", "data.synthetic_train_size=64", "--set", "data.synthetic_val_size=16", "--set", "eval.linear_probe=false",
+                    "--set", "dist.threads=1", "--set", "ssl.projector_hidden=32", "--set", "ssl.projector_dim=16",
+                    "--set", "ssl.predictor_hidden=32"]
+    let first = try startKaleido(settings + ["--set", "run.steps=2", "--set", "model.base_width=4"], in: root)
+    first.waitUntilExit()
+    #expect(first.terminationStatus == 0)
+    let wider = try startKaleido(settings + ["--set", "run.steps=4", "--set", "model.base_width=8", "--resume", "auto"], in: root)
+    wider.waitUntilExit()
+    let log = try String(contentsOf: root.appendingPathComponent("kaleido.stderr"), encoding: .utf8)
+    #expect(wider.terminationStatus != 0)
+    #expect(log.contains("m/checkpoints/step-00000002") && log.contains("'conv1.weight' is [4, 3, 3, 3]")
+            && log.contains("[8, 3, 3, 3]"), "\(log)")
+}
+
 /// Starts the built `kaleido` as one process (no MPI launcher), stdout and stderr going to
 /// `kaleido.stdout` / `kaleido.stderr` in `directory` (files: a full pipe would block it).
 func startKaleido(_ arguments: [String], in directory: URL, environment extra: [String: String] = [:]) throws -> Process {
