@@ -55,7 +55,9 @@ public struct ReportChart {
             y = (y.lowerBound - pad)...(y.upperBound + pad)
         }
         let pad = (y.upperBound - y.lowerBound) * 0.05
-        return (x, (y.lowerBound - pad)...(y.upperBound + pad))
+        // Non-negative quantities (rates, throughput) keep a non-negative axis.
+        let low = y.lowerBound >= 0 ? max(0, y.lowerBound - pad) : y.lowerBound - pad
+        return (x, low...(y.upperBound + pad))
     }
 
     /// Plot-area coordinates of a point, y downwards, in a width × height area.
