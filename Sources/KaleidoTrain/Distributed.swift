@@ -12,7 +12,56 @@ public enum Distributed {
     /// ranks on it (so co-located ranks do not fight over cores).
     public static func threads(configured: Int, environment: [String: String] = ProcessInfo.processInfo.environment) -> Int {
         if configured > 0 { return configured }
-        let localRanks = Int(environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? environment["SLURM_NTASKS_PER_NODE"] ?? "1") ?? 1
-        return max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, localRanks))
+        return max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks(environment))
+    }
+
+    /// Ranks on this node, as the launcher says (1 without one).
+    static func localRanks(_ environment: [String: String]) -> Int {
+        max(1, Int(environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? environment["SLURM_NTASKS_PER_NODE"] ?? "1") ?? 1)
+    }
+
+    /// How a rank's compute threads sit on its node, and what is wrong with it.
+    public struct ThreadPlan: Equatable, Sendable {
+        public var threads: Int
+        public var localRanks: Int
+        /// Cores of the node (online processors).
+        public var nodeCores: Int
+        /// Cores this process may run on (its affinity mask: a launcher's binding narrows it).
+        public var allowedCores: Int
+
+        /// Problems worth a warning: more threads on the node than cores, or more threads than
+        /// this rank's binding (a mask narrower than the node) allows. Threads then time-share a
+        /// core, and BLAS slows down by more than the ratio.
+        public var problems: [String] {
+            var problems: [String] = []
+            if localRanks * threads > nodeCores {
+                problems.append("\(localRanks) ranks × \(threads) threads = \(localRanks * threads) on \(nodeCores) cores: "
+                                + "the node is oversubscribed; lower dist.threads to \(max(1, nodeCores / localRanks)) or run fewer ranks per node")
+            }
+            if allowedCores < nodeCores && threads > allowedCores {
+                problems.append("\(threads) threads but this rank is bound to \(allowedCores) core(s): "
+                                + "bind each rank to dist.threads cores (mpirun --map-by slot:PE=\(threads) --bind-to core, srun --cpus-per-task=\(threads))")
+            }
+            return problems
+        }
+    }
+
+    public static func threadPlan(threads: Int, environment: [String: String] = ProcessInfo.processInfo.environment) -> ThreadPlan {
+        ThreadPlan(threads: threads, localRanks: localRanks(environment), nodeCores: ProcessInfo.processInfo.processorCount,
+                   allowedCores: allowedCores() ?? ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    /// Cores in this process's affinity mask (nil where it cannot be read). Linux prints the
+    /// mask in /proc/self/status as comma-separated 32-bit hex words ("Cpus_allowed:\tff,ffffffff");
+    /// glibc's sched_getaffinity is hidden from Swift behind _GNU_SOURCE.
+    static func allowedCores(status: String? = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) -> Int? {
+        guard let line = status?.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed:") }) else { return nil }
+        let words = line.dropFirst("Cpus_allowed:".count).trimmingCharacters(in: .whitespaces).split(separator: ",")
+        var count = 0
+        for word in words {
+            guard let bits = UInt32(word, radix: 16) else { return nil }
+            count += bits.nonzeroBitCount
+        }
+        return count > 0 ? count : nil
     }
 }

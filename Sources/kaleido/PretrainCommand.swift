@@ -35,6 +35,12 @@ extension Kaleido {
             let communicator = try Distributed.communicator()
             defer { communicator.finalize() }
             let threads = Distributed.threads(configured: resolved.config.dist.threads)
+            let plan = Distributed.threadPlan(threads: threads)
+            let logger = Logger(label: "kaleido.pretrain")
+            logger.info("compute threads", metadata: ["threads": "\(threads)", "dist.threads": "\(resolved.config.dist.threads)",
+                                                      "ranks_on_node": "\(plan.localRanks)", "node_cores": "\(plan.nodeCores)",
+                                                      "bound_to_cores": "\(plan.allowedCores)"])
+            for problem in plan.problems { logger.warning("\(problem)") }
             let pretrainer = Pretrainer(config: resolved.config, communicator: communicator, threads: threads)
             let data = resolved.config.dataConfiguration
             let pipeline = try DataPipeline(data, split: .train)

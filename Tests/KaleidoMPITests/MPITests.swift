@@ -73,6 +73,10 @@ func mpirun(ranks: Int, _ arguments: [String], environment extra: [String: Strin
                              "--set", "ssl.predictor_hidden=32", "--set", "ssl.queue_size=16"]
             let result = try mpirun(ranks: ranks, arguments)
             #expect(result.status == 0, "\(ranks) ranks: \(result.stderr)")
+            // One thread per rank: the node is oversubscribed exactly when ranks exceed cores, and says so.
+            let oversubscribed = ranks > ProcessInfo.processInfo.processorCount
+            #expect(result.stderr.contains("the node is oversubscribed") == oversubscribed, "\(ranks) ranks: \(result.stderr)")
+            #expect(result.stderr.contains("compute threads") && result.stderr.contains("ranks_on_node=\(ranks)"), "\(result.stderr)")
             let text = try String(contentsOf: root.appendingPathComponent("w\(ranks)/metrics.jsonl"), encoding: .utf8)
             var curve: [Int: Double] = [:]
             for line in text.split(separator: "\n") {
