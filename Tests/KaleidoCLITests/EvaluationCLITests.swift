@@ -26,6 +26,30 @@ import Testing
         #expect(pairs.status != 0 && pairs.stderr.contains("image:audio"))
     }
 
+    /// A 2-step pretraining of a tiny model, then the eval commands on it through the CLI: the
+    /// result lands in <run>/eval as JSON, and a missing dataset folder is named.
+    @Test func evalCommandsRunOnAPretrainedCheckpoint() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-eval-cli-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let tiny = ["--set", "run.output_dir=\(root.path)", "--set", "run.name=tiny", "--set", "run.steps=2", "--set", "model.base_width=4",
+                    "--set", "data.batch_size=8", "--set", "data.large_size=16", "--set", "data.small_crops=0", "--set", "data.small_size=16",
+                    "--set", "data.synthetic_size=16", "--set", "data.synthetic_train_size=32", "--set", "data.synthetic_val_size=16",
+                    "--set", "ssl.projector_hidden=16", "--set", "ssl.predictor_hidden=16", "--set", "eval.linear_probe=false",
+                    "--set", "dist.threads=1"]
+        let pretrain = try runKaleido(["pretrain"] + tiny)
+        #expect(pretrain.status == 0, "\(pretrain.stderr)")
+        let run = root.appendingPathComponent("tiny")
+        let knn = try runKaleido(["eval", "knn", "--checkpoint", run.path, "--k", "5", "--threads", "1", "--json"])
+        #expect(knn.status == 0, "\(knn.stderr)")
+        let record = try JSONSerialization.jsonObject(with: Data(knn.stdout.utf8)) as? [String: Any]
+        let metrics = record?["metrics"] as? [String: Double]
+        #expect(record?["name"] as? String == "knn-image" && record?["step"] as? Int == 2)
+        #expect(metrics?["val_samples"] == 16 && metrics?["chance"] == 0.1 && (0...1).contains(metrics?["top1"] ?? -1))
+        #expect(FileManager.default.fileExists(atPath: run.appendingPathComponent("eval/knn-image.json").path))
+        let missing = try runKaleido(["eval", "linear", "--checkpoint", run.path, "--data", "/nonexistent/images-3"])
+        #expect(missing.status != 0 && missing.stderr.contains("/nonexistent/images-3: dataset folder does not exist"), "\(missing.stderr)")
+    }
+
     @Test func reportOnAMissingRunNamesIt() throws {
         let result = try runKaleido(["report", "/nonexistent/run-9"])
         #expect(result.status != 0 && result.stderr.contains("/nonexistent/run-9: no metrics.jsonl"), "\(result.stderr)")
