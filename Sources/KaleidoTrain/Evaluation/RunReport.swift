@@ -112,8 +112,17 @@ public struct ReportChart {
 
     private func q(_ value: Double) -> String { "\"\(String(format: "%.1f", value))\"" }
 
-    /// The same chart as a raster (no text: the HTML page has the labels): white background,
-    /// grey frame and grid, each series a 2-px polyline.
+    /// 5×7 glyphs of the characters axis labels use, one 5-bit row mask per line (bit 4 leftmost).
+    static let glyphs: [Character: [UInt8]] = [
+        "0": [14, 17, 19, 21, 25, 17, 14], "1": [4, 12, 4, 4, 4, 4, 14], "2": [14, 17, 1, 2, 4, 8, 31],
+        "3": [31, 2, 4, 2, 1, 17, 14], "4": [2, 6, 10, 18, 31, 2, 2], "5": [31, 16, 30, 1, 1, 17, 14],
+        "6": [6, 8, 16, 30, 17, 17, 14], "7": [31, 1, 2, 4, 8, 8, 8], "8": [14, 17, 17, 14, 17, 17, 14],
+        "9": [14, 17, 17, 15, 1, 2, 12], ".": [0, 0, 0, 0, 0, 12, 12], "-": [0, 0, 0, 31, 0, 0, 0],
+        "e": [0, 0, 14, 17, 31, 16, 14], "%": [24, 25, 2, 4, 8, 19, 3], "+": [0, 4, 4, 31, 4, 4, 0],
+    ]
+
+    /// The same chart as a raster: white background, grey frame and grid, each series a 2-px
+    /// polyline, and the axis extremes in a 5×7 pixel font (titles and legends are on the page).
     public func raster(width: Int = 640, height: Int = 320) -> Image8 {
         var pixels = [UInt8](repeating: 255, count: width * height * 3)
         func plot(_ x: Int, _ y: Int, _ c: (UInt8, UInt8, UInt8)) {
@@ -130,7 +139,23 @@ public struct ReportChart {
                 if thick { plot(x + 1, y, c); plot(x, y + 1, c) }
             }
         }
-        let left = 40.0, top = 16.0, w = Double(width) - 56, h = Double(height) - 48
+        let left = 56.0, top = 16.0, w = Double(width) - 72, h = Double(height) - 48
+        let ink: (UInt8, UInt8, UInt8) = (0x44, 0x44, 0x44)
+        /// Draws `text` with its right edge at `right` (or left edge at `x`) and top at `y`.
+        func text(_ text: String, x: Double, y: Double, alignRight: Bool = false) {
+            let start = Int(alignRight ? x - Double(text.count * 6) + 1 : x)
+            for (i, character) in text.enumerated() {
+                guard let rows = Self.glyphs[character] else { continue }
+                for (row, mask) in rows.enumerated() {
+                    for column in 0..<5 where mask & (16 >> column) != 0 { plot(start + i * 6 + column, Int(y) + row, ink) }
+                }
+            }
+        }
+        let (xr, yr) = bounds
+        text(Self.label(yr.upperBound, percent: percent), x: left - 4, y: top, alignRight: true)
+        text(Self.label(yr.lowerBound, percent: percent), x: left - 4, y: top + h - 7, alignRight: true)
+        text("\(Int(xr.lowerBound.rounded()))", x: left, y: top + h + 6)
+        text("\(Int(xr.upperBound.rounded()))", x: left + w, y: top + h + 6, alignRight: true)
         let grid: (UInt8, UInt8, UInt8) = (0xe4, 0xe4, 0xe4), frame: (UInt8, UInt8, UInt8) = (0x88, 0x88, 0x88)
         for i in 1..<4 {
             let y = top + h * Double(i) / 4, x = left + w * Double(i) / 4
