@@ -89,7 +89,10 @@ public struct OptimizerRecord: Codable, Sendable, Equatable {
 /// The `manifest.json` of a checkpoint. Keys are snake_case in the file.
 public struct CheckpointManifest: Codable, Sendable, Equatable {
     /// The version this Kaleido writes; it reads this and older ones.
-    public static let currentFormatVersion = 1
+    /// 2: with byte shuffle, two zstd frames per chunk (mantissa planes, sign/exponent plane),
+    /// recorded as `compression.frames_per_chunk`. Version 1 checkpoints (one frame per chunk)
+    /// still load.
+    public static let currentFormatVersion = 2
 
     public struct ArrayRecord: Codable, Sendable, Equatable {
         public var name: String
@@ -108,6 +111,8 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
         public var chunkBytes: Int
         /// "crc32c" of each shard file's bytes.
         public var checksum: String
+        /// zstd frames per chunk (absent before format version 2: one).
+        public var framesPerChunk: Int?
     }
 
     public struct ShardRecord: Codable, Sendable, Equatable {
@@ -223,6 +228,10 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
         guard compression.codec == "zstd", compression.checksum == "crc32c", compression.chunkBytes > 0,
               compression.chunkBytes % 4 == 0 else {
             throw fail("unsupported compression \(compression.codec)/\(compression.checksum), chunk \(compression.chunkBytes)")
+        }
+        let frames = compression.framesPerChunk ?? 1
+        guard frames == 1 || (frames == 2 && compression.byteShuffle) else {
+            throw fail("compression.frames_per_chunk is \(frames); 1, or 2 with byte shuffle, are supported")
         }
     }
 

@@ -401,7 +401,8 @@ extension CheckpointContent {
             created: formatter.string(from: Date()), config: config, worldSize: worldSize, arrays: records, layouts: layouts,
             optimizer: optimizer, schedulerStep: schedulerStep, queueSize: queueSize,
             blobs: blobs.mapValues { String(decoding: $0, as: UTF8.self) },
-            compression: .init(codec: "zstd", level: level, byteShuffle: byteShuffle, chunkBytes: chunkBytes, checksum: "crc32c"),
+            compression: .init(codec: "zstd", level: level, byteShuffle: byteShuffle, chunkBytes: chunkBytes, checksum: "crc32c",
+                               framesPerChunk: ShardCodec(level: level, byteShuffle: byteShuffle, chunkBytes: chunkBytes, threads: 1).framesPerChunk),
             shards: shards)
     }
 }

@@ -68,7 +68,8 @@ public final class LoadedCheckpoint: @unchecked Sendable {
             guard crc == record.crc32c else { throw CheckpointError.checksumMismatch(path: path, expected: record.crc32c, actual: crc) }
             guard let segments else { return }
             let codec = ShardCodec(level: manifest.compression.level, byteShuffle: manifest.compression.byteShuffle,
-                                   chunkBytes: manifest.compression.chunkBytes, threads: threads)
+                                   chunkBytes: manifest.compression.chunkBytes, threads: threads,
+                                   framesPerChunk: manifest.compression.framesPerChunk ?? 1)
             try codec.decode(bytes, into: segments, path: path)
         }
     }

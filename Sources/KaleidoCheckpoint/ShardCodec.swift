@@ -37,9 +37,9 @@ struct ShardSegments {
     }
 }
 
-/// Compresses a shard's float stream into independent zstd frames of `chunkBytes` raw bytes,
-/// byte-shuffled, on several threads, and back. Independent frames are what make both directions
-/// parallel; a frame per 4 MiB costs nothing measurable in ratio.
+/// Compresses a shard's float stream in independent chunks of `chunkBytes` raw bytes,
+/// byte-shuffled, each one or two zstd frames, on several threads, and back. Independent chunks
+/// are what make both directions parallel; a chunk per 4 MiB costs nothing measurable in ratio.
 struct ShardCodec {
     var level: Int
     var byteShuffle: Bool
@@ -47,15 +47,42 @@ struct ShardCodec {
     /// zstd's per-frame XXH64 of the raw chunk, verified on decompression.
     var frameChecksum = true
     var threads: Int
+    /// Frames per chunk: 1, or 2 with byte shuffle from format version 2 on — the three
+    /// mantissa planes, then the sign/exponent plane (see `mantissaLevel`).
+    var framesPerChunk: Int
+
+    init(level: Int, byteShuffle: Bool, chunkBytes: Int, threads: Int, framesPerChunk: Int? = nil) {
+        self.level = level
+        self.byteShuffle = byteShuffle
+        self.chunkBytes = chunkBytes
+        self.threads = threads
+        self.framesPerChunk = framesPerChunk ?? (byteShuffle ? 2 : 1)
+        precondition(self.framesPerChunk == 1 || (self.framesPerChunk == 2 && byteShuffle),
+                     "two frames per chunk split shuffled planes; got \(self.framesPerChunk) frames, shuffle \(byteShuffle)")
+    }
 
     var chunkFloats: Int { chunkBytes / 4 }
 
-    /// Shuffled floats only repeat locally (runs in the sign/exponent planes); the low mantissa
-    /// planes never match. A 2^10-entry hash table (4 KiB, in L1) instead of level 1's default
-    /// 2^13+ finds the same matches: on a ResNet-18 shard `zstd -b1 --zstd=hlog=N` gave ratio
-    /// 1.208 at hlog 10 against 1.203 at 13, and 10–15 % more MB/s. Frames stay standard zstd.
-    static let smallHashLog: Int32 = 10
+    /// The three low planes of shuffled fp32 (mantissa bytes) are noise: on a ResNet-18 shard
+    /// after AdamW steps, `zstd -b1` stores them at ratio 1.000, while the sign/exponent plane
+    /// compresses 3.2× and holds the whole gain. Level 1 still spends its time on the noise
+    /// (Huffman statistics of every block), so with two frames per chunk the mantissa planes go
+    /// through a negative level (raw literals, matches still found: zero-filled arrays stay
+    /// small) at several GB/s, and only the exponent plane through `level`. Same ratio, about
+    /// 1.5× less compression time.
+    static let mantissaLevel: Int32 = -1
+
+    /// Sign/exponent bytes only repeat locally. A 2^8-entry hash table (1 KiB, in L1) instead of
+    /// level 1's default 2^13+ finds the same matches sooner: `zstd -b1 --zstd=hlog=N` on that
+    /// plane of a ResNet-18 shard gave ratio 3.03 / 3.20 / 3.24 and 240 / 290 / 390 MB/s at
+    /// hlog 13 / 10 / 8 (smaller tables gained nothing more). Frames stay standard zstd.
+    static let smallHashLog: Int32 = 8
     static let smallHashMaxLevel = 1
+
+    /// Byte ranges of the frames of a chunk of `n` floats, in its (shuffled) raw bytes.
+    func frameParts(floats n: Int) -> [Range<Int>] {
+        framesPerChunk == 2 ? [0..<(3 * n), (3 * n)..<(4 * n)] : [0..<(4 * n)]
+    }
 
     func chunkRanges(total: Int) -> [Range<Int>] {
         stride(from: 0, to: total, by: chunkFloats).map { $0..<min(total, $0 + chunkFloats) }
@@ -138,25 +165,32 @@ struct ShardCodec {
         let chunks = chunkRanges(total: stream.total)
         let encoded = Encoded()
         let workers = max(1, min(threads, chunks.count))
-        let contexts = (0..<workers).map { _ -> OpaquePointer in
+        // Per worker: the context of the last (or only) frame of a chunk, and of the mantissa frame.
+        func context(level: Int32, smallHash: Bool) -> OpaquePointer {
             let context = ZSTD_createCCtx()!
-            ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, Int32(level))
+            ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
             ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, frameChecksum ? 1 : 0)
-            if level <= Self.smallHashMaxLevel { ZSTD_CCtx_setParameter(context, ZSTD_c_hashLog, Self.smallHashLog) }
+            if smallHash { ZSTD_CCtx_setParameter(context, ZSTD_c_hashLog, Self.smallHashLog) }
             return context
         }
+        let contexts = (0..<workers).map { _ in
+            (framesPerChunk == 2 ? [context(level: Self.mantissaLevel, smallHash: false)] : [])
+                + [context(level: Int32(level), smallHash: level <= Self.smallHashMaxLevel)]
+        }
+        let parts = frameParts(floats: chunkFloats)
+        let capacity = parts.reduce(0) { $0 + ZSTD_compressBound($1.count) }
         let scratch = (0..<workers).map { _ in UnsafeMutableRawPointer.allocate(byteCount: chunkBytes, alignment: 64) }
         let crcs = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: max(1, chunks.count))
         let sizes = UnsafeMutableBufferPointer<Int>.allocate(capacity: max(1, chunks.count))
-        let queue = FrameQueue(count: chunks.count, capacity: ZSTD_compressBound(chunkBytes), keep: sink == nil)
+        let queue = FrameQueue(count: chunks.count, capacity: capacity, keep: sink == nil)
         defer {
-            for context in contexts { ZSTD_freeCCtx(context) }
+            for context in contexts.joined() { ZSTD_freeCCtx(context) }
             for buffer in scratch { buffer.deallocate() }
             crcs.deallocate()
             sizes.deallocate()
         }
         try Parallel.forEach(chunks.count, workers: workers) { worker, index in
-            let range = chunks[index], raw = range.count * 4, buffer = scratch[worker]
+            let range = chunks[index], buffer = scratch[worker]
             if byteShuffle {
                 let planes = buffer.assumingMemoryBound(to: UInt8.self), n = range.count
                 stream.forEachPiece(in: range) { source, count, at in
@@ -168,12 +202,17 @@ struct ShardCodec {
                 }
             }
             let output = queue.buffer()
-            let written = ZSTD_compress2(contexts[worker], output, queue.capacity, buffer, raw)
-            if ZSTD_isError(written) != 0 {
-                output.deallocate()
-                throw CheckpointError.io(path: what, operation: "zstd compress", message: String(cString: ZSTD_getErrorName(written)))
+            // The chunk's frames back to back in one buffer: to the file they are one piece.
+            var written = 0
+            for (part, context) in zip(frameParts(floats: range.count), contexts[worker]) {
+                let size = ZSTD_compress2(context, output + written, queue.capacity - written, buffer + part.lowerBound, part.count)
+                if ZSTD_isError(size) != 0 {
+                    output.deallocate()
+                    throw CheckpointError.io(path: what, operation: "zstd compress", message: String(cString: ZSTD_getErrorName(size)))
+                }
+                written += size
             }
-            // The frame stays in its (larger) allocation; deallocating the rebased buffer frees it.
+            // The frames stay in their (larger) allocation; deallocating the rebased buffer frees it.
             let frame = UnsafeMutableRawBufferPointer(start: output, count: written)
             crcs[index] = CRC32C.checksum(UnsafeRawBufferPointer(frame))
             sizes[index] = written
@@ -209,9 +248,9 @@ struct ShardCodec {
             frames.append(offset..<(offset + size))
             offset += size
         }
-        guard frames.count == chunks.count else {
-            throw CheckpointError.corruptShard(path: path, chunk: min(frames.count, chunks.count),
-                                               arrays: [], message: "\(frames.count) zstd frames, expected \(chunks.count)")
+        guard frames.count == chunks.count * framesPerChunk else {
+            throw CheckpointError.corruptShard(path: path, chunk: min(frames.count / framesPerChunk, chunks.count), arrays: [],
+                                               message: "\(frames.count) zstd frames, expected \(chunks.count * framesPerChunk)")
         }
         let workers = max(1, min(threads, chunks.count))
         let contexts = (0..<workers).map { _ in ZSTD_createDCtx()! }
@@ -221,18 +260,20 @@ struct ShardCodec {
             for buffer in scratch { buffer.deallocate() }
         }
         try Parallel.forEach(chunks.count, workers: workers) { worker, index in
-            let range = chunks[index], raw = range.count * 4, frame = frames[index], buffer = scratch[worker]
-            let source = bytes.baseAddress! + frame.lowerBound
+            let range = chunks[index], buffer = scratch[worker]
             func fail(_ message: String) -> CheckpointError {
                 .corruptShard(path: path, chunk: index, arrays: stream.names(in: range), message: message)
             }
-            let declared = ZSTD_getFrameContentSize(source, frame.count)
-            guard declared == UInt64(raw) else {
-                throw fail("frame declares \(declared == ZSTD_CONTENTSIZE_ERROR ? "no valid" : String(declared)) bytes, expected \(raw)")
+            for (number, part) in frameParts(floats: range.count).enumerated() {
+                let frame = frames[index * framesPerChunk + number], source = bytes.baseAddress! + frame.lowerBound
+                let declared = ZSTD_getFrameContentSize(source, frame.count)
+                guard declared == UInt64(part.count) else {
+                    throw fail("frame declares \(declared == ZSTD_CONTENTSIZE_ERROR ? "no valid" : String(declared)) bytes, expected \(part.count)")
+                }
+                let produced = ZSTD_decompressDCtx(contexts[worker], buffer + part.lowerBound, part.count, source, frame.count)
+                if ZSTD_isError(produced) != 0 { throw fail(String(cString: ZSTD_getErrorName(produced))) }
+                guard produced == part.count else { throw fail("decoded \(produced) bytes, expected \(part.count)") }
             }
-            let produced = ZSTD_decompressDCtx(contexts[worker], buffer, raw, source, frame.count)
-            if ZSTD_isError(produced) != 0 { throw fail(String(cString: ZSTD_getErrorName(produced))) }
-            guard produced == raw else { throw fail("decoded \(produced) bytes, expected \(raw)") }
             if byteShuffle {
                 let planes = UnsafePointer(buffer.assumingMemoryBound(to: UInt8.self)), n = range.count
                 stream.forEachPiece(in: range) { target, count, at in
@@ -262,8 +303,8 @@ struct ShardCodec {
 
     // MARK: - Byte shuffle
 
-    // Plane b holds byte b of every float: the sign/exponent bytes (plane 3, most of plane 2)
-    // repeat and compress, the low mantissa bytes are noise and are stored nearly as they are.
+    // Plane b holds byte b of every float: the sign/exponent bytes (plane 3) repeat and
+    // compress, the mantissa bytes are noise and are stored nearly as they are.
     // Same transform as `ByteShuffle`, written over 32-bit words into caller-owned memory.
 
     @inline(__always)

@@ -70,7 +70,8 @@ extension Kaleido.Checkpoint {
             if let size = manifest.queueSize { print("queue        \(size) negatives") }
             if !manifest.blobs.isEmpty { print("state        " + manifest.blobs.keys.sorted().joined(separator: ", ")) }
             print("compression  zstd level \(manifest.compression.level), byte shuffle \(manifest.compression.byteShuffle ? "on" : "off"), "
-                  + "\(manifest.compression.chunkBytes >> 20) MiB frames, CRC-32C")
+                  + "\(manifest.compression.chunkBytes >> 20) MiB chunks"
+                  + ((manifest.compression.framesPerChunk ?? 1) == 2 ? " (mantissa and exponent frames)" : "") + ", CRC-32C")
             print("")
             print(pad("array", 26) + pad("floats", 14, right: true) + pad("MB", 10, right: true) + "  layout")
             for array in manifest.arrays {

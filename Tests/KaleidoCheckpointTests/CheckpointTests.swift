@@ -2,6 +2,7 @@ import Foundation
 import KaleidoDist
 import KaleidoNN
 import Testing
+import CZstd
 @testable import KaleidoCheckpoint
 #if canImport(Glibc)
 import Glibc
@@ -191,6 +192,21 @@ func fileBytes(_ url: URL) -> [String: Data] {
     return out
 }
 
+/// Number of zstd frames in a file, walked from the frame headers.
+func zstdFrames(_ url: URL) throws -> Int {
+    let data = try Data(contentsOf: url)
+    return data.withUnsafeBytes { bytes in
+        var offset = 0, count = 0
+        while offset < bytes.count {
+            let size = ZSTD_findFrameCompressedSize(bytes.baseAddress! + offset, bytes.count - offset)
+            if ZSTD_isError(size) != 0 { return -1 }
+            offset += size
+            count += 1
+        }
+        return count
+    }
+}
+
 // MARK: - Tests
 
 @Suite struct CRC32CTests {
@@ -254,8 +270,38 @@ func fileBytes(_ url: URL) -> [String: Data] {
         #expect(manifest.layouts.count == 1 && manifest.arrays.compactMap(\.layout) == ["online", "online", "online", "online"])
         #expect(manifest.shards[0].uncompressedBytes == (4 * fixture.online.count + 1001) * 4)
         let text = try String(contentsOf: url.appendingPathComponent("manifest.json"), encoding: .utf8)
-        #expect(text.contains("\"format_version\" : 1") && !text.contains(directory.path))
+        #expect(text.contains("\"format_version\" : 2") && !text.contains(directory.path))
         #expect(CheckpointStore.verify(url).isEmpty)
+        // Byte shuffle: a mantissa frame and an exponent frame per chunk.
+        #expect(manifest.compression.framesPerChunk == 2)
+        let chunks = (manifest.shards[0].uncompressedBytes + manifest.compression.chunkBytes - 1) / manifest.compression.chunkBytes
+        #expect(try zstdFrames(url.appendingPathComponent(manifest.shards[0].file)) == 2 * chunks)
+    }
+
+    /// A format-version-1 checkpoint (one zstd frame per chunk, no `frames_per_chunk`) still
+    /// loads and verifies.
+    @Test func aVersion1CheckpointStillLoads() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fixture = Fixture()
+        let store = makeStore(directory)
+        let url = try store.save(fixture.content(step: 5), communicator: LocalCommunicator())
+        var manifest = try CheckpointManifest.read(from: url)
+        let codec = ShardCodec(level: 1, byteShuffle: true, chunkBytes: manifest.compression.chunkBytes, threads: 2, framesPerChunk: 1)
+        let encoded = try fixture.content(step: 5).withShardSegments(rank: 0, worldSize: 1) { try codec.encode($0, what: "v1") }
+        let shard = url.appendingPathComponent(manifest.shards[0].file)
+        try DurableFile.writeFile(shard.path, pieces: encoded.pieces)
+        manifest.formatVersion = 1
+        manifest.compression.framesPerChunk = nil
+        manifest.shards[0].bytes = encoded.bytes
+        manifest.shards[0].crc32c = CRC32C.hex(encoded.crc)
+        try DurableFile.writeFile(url.appendingPathComponent("manifest.json").path, data: try manifest.encoded())
+        let text = try String(contentsOf: url.appendingPathComponent("manifest.json"), encoding: .utf8)
+        #expect(text.contains("\"format_version\" : 1") && !text.contains("frames_per_chunk"))
+        let chunks = (manifest.shards[0].uncompressedBytes + manifest.compression.chunkBytes - 1) / manifest.compression.chunkBytes
+        #expect(try zstdFrames(shard) == chunks)
+        #expect(CheckpointStore.verify(url).isEmpty)
+        try fixture.expectMatches(try store.load(url), step: 5)
     }
 
     @Test func threeRanksSaveCollectivelyAndAnyWorldSizeLoads() throws {
@@ -399,8 +445,8 @@ func fileBytes(_ url: URL) -> [String: Data] {
         let path = url.appendingPathComponent("manifest.json")
         let text = try String(contentsOf: path, encoding: .utf8)
 
-        try text.replacingOccurrences(of: "\"format_version\" : 1", with: "\"format_version\" : 7").write(to: path, atomically: true, encoding: .utf8)
-        #expect(throws: CheckpointError.futureFormat(path: path.path, version: 7, supported: 1)) { try CheckpointManifest.read(from: url) }
+        try text.replacingOccurrences(of: "\"format_version\" : 2", with: "\"format_version\" : 7").write(to: path, atomically: true, encoding: .utf8)
+        #expect(throws: CheckpointError.futureFormat(path: path.path, version: 7, supported: CheckpointManifest.currentFormatVersion)) { try CheckpointManifest.read(from: url) }
 
         try text.replacingOccurrences(of: "\"step\" : 1,", with: "").write(to: path, atomically: true, encoding: .utf8)
         do {
