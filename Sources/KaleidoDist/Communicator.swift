@@ -22,6 +22,10 @@ public protocol Communicator: AnyObject {
     /// the reduction completes.
     func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>) throws
         -> PendingReduction
+    /// The same, in an ordered stream of its own (see `ReductionStream`); the two-argument form
+    /// is the `.immediate` stream.
+    func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>,
+                               stream: ReductionStream) throws -> PendingReduction
     /// Leaves the world (MPI_Finalize); every rank calls it once, last.
     func finalize()
     /// Stalled-rank detection (`dist.timeout_seconds`): from now on a wait for a collective that
@@ -33,7 +37,27 @@ public protocol Communicator: AnyObject {
     func enterStep(_ step: Int)
 }
 
+/// MPI matches non-blocking collectives on a communicator by the order in which ranks start
+/// them, so every rank must start them in the same order. A deterministic sum starts its second
+/// collective when its first completes, which happens at different moments on different ranks;
+/// sums that are in flight together therefore need their own communicators and a fixed order.
+public enum ReductionStream: Sendable {
+    /// Waited for as soon as started (SyncBN statistics, losses): nothing else of the stream
+    /// can interleave.
+    case immediate
+    /// Several in flight while other work goes on (gradient buckets during backward): started in
+    /// one order on every rank and advanced in that order (a sum's second collective starts only
+    /// after every earlier sum's has), as `GradientReducer` does.
+    case overlapped
+}
+
 extension Communicator {
+    /// Only MPI cares which stream a sum is in.
+    public func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>,
+                                      stream: ReductionStream) throws -> PendingReduction {
+        try startDeterministicSum(buffer, scratch: scratch)
+    }
+
     /// Rank 0 also plays the coordinator: it logs, decides checkpoints and writes manifests.
     public var isCoordinator: Bool { rank == 0 }
 

@@ -106,14 +106,20 @@ public final class GradientReducer {
     private func start(_ index: Int) throws {
         let bucket = buckets[index]
         pending[index] = try communicator.startDeterministicSum(
-            UnsafeMutableBufferPointer(start: gradients + bucket.lowerBound, count: bucket.count), scratch: scratch[index])
+            UnsafeMutableBufferPointer(start: gradients + bucket.lowerBound, count: bucket.count), scratch: scratch[index],
+            stream: .overlapped)
         nextBucket += 1
     }
 
-    /// Tests the reductions in flight; completed ones are dropped.
+    /// Tests the reductions in flight in bucket order, stopping at the first one still busy:
+    /// a reduction starts its second collective when it advances, and every rank must start
+    /// those in the same order (`ReductionStream.overlapped`); a later bucket that finished its
+    /// first collective early waits its turn. Completed ones are dropped.
     private func advance() throws {
         for index in 0..<nextBucket {
-            if let reduction = pending[index], try reduction.progress() { pending[index] = nil }
+            guard let reduction = pending[index] else { continue }
+            guard try reduction.progress() else { return }
+            pending[index] = nil
         }
     }
 }

@@ -21,6 +21,9 @@ public final class MPICommunicator: Communicator {
     public let worldSize: Int
     let comm: MPI_Comm
     let stalls: StallDetector
+    /// Duplicates of `comm` for the deterministic sums: one for `.immediate` sums (both of their
+    /// collectives), and one per collective of the `.overlapped` ones.
+    private var immediateSums: MPI_Comm?, overlappedExchange: MPI_Comm?, overlappedGather: MPI_Comm?
     private var finalized = false
 
     /// Initialises MPI (once per process) and joins MPI_COMM_WORLD.
@@ -42,6 +45,22 @@ public final class MPICommunicator: Communicator {
         rank = Int(r)
         worldSize = Int(s)
         stalls = try StallDetector(world: comm, rank: rank, worldSize: worldSize)
+        for index in 0..<3 {
+            var duplicate: MPI_Comm? = kaleido_mpi_comm_null()
+            try check("MPI_Comm_dup", MPI_Comm_dup(comm, &duplicate))
+            switch index {
+            case 0: immediateSums = duplicate
+            case 1: overlappedExchange = duplicate
+            default: overlappedGather = duplicate
+            }
+        }
+    }
+
+    func reductionCommunicators(_ stream: ReductionStream) -> (exchange: MPI_Comm, gather: MPI_Comm) {
+        switch stream {
+        case .immediate: return (immediateSums!, immediateSums!)
+        case .overlapped: return (overlappedExchange!, overlappedGather!)
+        }
     }
 
     public func setTimeout(_ seconds: Double?) { stalls.timeout = seconds }
@@ -52,6 +71,13 @@ public final class MPICommunicator: Communicator {
         guard !finalized else { return }
         finalized = true
         stalls.close()
+        for index in 0..<3 {
+            switch index {
+            case 0: MPI_Comm_free(&immediateSums)
+            case 1: MPI_Comm_free(&overlappedExchange)
+            default: MPI_Comm_free(&overlappedGather)
+            }
+        }
         MPI_Finalize()
     }
 

@@ -11,6 +11,8 @@ import CMPI
 /// results depend on the bucket size.
 final class MPIDeterministicSum: PendingReduction {
     private let communicator: MPICommunicator
+    /// Communicators of the two collectives (per stream: see `ReductionStream`).
+    private let exchange: MPI_Comm, gather: MPI_Comm
     private let buffer: UnsafeMutableBufferPointer<Float>
     private let scratch: UnsafeMutableBufferPointer<Float>
     private var partCounts: [Int32], partStarts: [Int32]
@@ -20,8 +22,10 @@ final class MPIDeterministicSum: PendingReduction {
     /// The stall detector's number for this reduction.
     private let number: Int
 
-    init(communicator: MPICommunicator, buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>) throws {
+    init(communicator: MPICommunicator, buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>,
+         stream: ReductionStream) throws {
         self.communicator = communicator
+        (exchange, gather) = communicator.reductionCommunicators(stream)
         self.buffer = buffer
         self.scratch = scratch
         let world = communicator.worldSize, count = buffer.count
@@ -35,7 +39,7 @@ final class MPIDeterministicSum: PendingReduction {
         number = communicator.stalls.nextCollective()
         try communicator.check("MPI_Ialltoallv", MPI_Ialltoallv(
             buffer.baseAddress, partCounts, partStarts, kaleido_mpi_float(),
-            scratch.baseAddress, receiveCounts, receiveStarts, kaleido_mpi_float(), communicator.comm, &request))
+            scratch.baseAddress, receiveCounts, receiveStarts, kaleido_mpi_float(), exchange, &request))
     }
 
     func progress() throws -> Bool {
@@ -68,7 +72,7 @@ final class MPIDeterministicSum: PendingReduction {
             }
             try communicator.check("MPI_Iallgatherv", MPI_Iallgatherv(
                 kaleido_mpi_in_place(), 0, kaleido_mpi_float(),
-                buffer.baseAddress, partCounts, partStarts, kaleido_mpi_float(), communicator.comm, &request))
+                buffer.baseAddress, partCounts, partStarts, kaleido_mpi_float(), gather, &request))
         }
         phase += 1
     }
@@ -77,7 +81,12 @@ final class MPIDeterministicSum: PendingReduction {
 extension MPICommunicator {
     public func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>) throws
         -> PendingReduction {
+        try startDeterministicSum(buffer, scratch: scratch, stream: .immediate)
+    }
+
+    public func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>,
+                                      stream: ReductionStream) throws -> PendingReduction {
         guard worldSize > 1 else { return CompletedReduction() }
-        return try MPIDeterministicSum(communicator: self, buffer: buffer, scratch: scratch)
+        return try MPIDeterministicSum(communicator: self, buffer: buffer, scratch: scratch, stream: stream)
     }
 }
