@@ -48,7 +48,9 @@ run() {
     ) 2> "$log/stderr" &
     local pid=$!
     if [ -n "$signal" ]; then
-        for _ in $(seq 1 100); do [ -e "$log/started" ] && break; sleep 0.05; done
+        # Up to 30 s: on a loaded machine (the whole test suite at once) starting the three
+        # shells can take several seconds, and a signal sent earlier finds no step to forward to.
+        for _ in $(seq 1 600); do [ -e "$log/started" ] && break; sleep 0.05; done
         kill "-$signal" "$pid"
         sleep 0.2
         kill "-$signal" "$pid" 2>/dev/null   # a second signal must not cause a second requeue
