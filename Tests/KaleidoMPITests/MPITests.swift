@@ -211,9 +211,10 @@ func mpirun(ranks: Int, _ arguments: [String], environment extra: [String: Strin
         #expect(result.status != 0)
         let stallBegan = try #require(logTime(of: "fault injection: stalling", in: result.stderr), "\(result.stderr)")
         let aborted = try #require(logTime(of: "stalled rank: aborting the job", in: result.stderr), "\(result.stderr)")
-        // 5 s deadline; the detector polls every millisecond once a wait passes 1 s.
-        #expect(aborted.timeIntervalSince(stallBegan) >= 5 && aborted.timeIntervalSince(stallBegan) < 8,
-                "stall at \(stallBegan), abort at \(aborted)")
+        // 5 s deadline from when rank 0 began to wait, which is about when rank 1 logged its stall
+        // (both leave step 2's checkpoint commit together); slack for a loaded machine both ways.
+        let delay = aborted.timeIntervalSince(stallBegan)
+        #expect(delay >= 4 && delay < 10, "stall at \(stallBegan), abort at \(aborted)")
         #expect(seconds < 60, "the job took \(seconds) s")
         #expect(result.stderr.contains("missing_ranks=1") && result.stderr.contains("rank(s) 1 did not reach step 3"), "\(result.stderr)")
         let newest = try newestCheckpointVerifies(root.appendingPathComponent("stall/checkpoints"))
