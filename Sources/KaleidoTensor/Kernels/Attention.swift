@@ -50,11 +50,8 @@ public enum Attention {
                 let p = probabilities + item * l * l
                 BLAS.sgemm(transposeA: false, transposeB: true, m: l, n: l, k: d, alpha: scale,
                            a: q, lda: width, b: k, ldb: width, beta: 0, c: p, ldc: l)
-                let rowBias = bias.map { $0 + h * l * l }
-                let rowMask = mask.map { $0 + (b % s.maskWindows) * l * l }
-                for i in 0..<(l * l) {
-                    p[i] += (rowBias?[i] ?? 0) + (rowMask?[i] ?? 0)
-                }
+                addBiasAndMask(p, count: l * l, bias: bias.map { $0 + h * l * l },
+                               mask: mask.map { $0 + (b % s.maskWindows) * l * l })
                 softmaxRows(p, rows: l)
                 BLAS.sgemm(transposeA: false, transposeB: false, m: l, n: d, k: l,
                            a: p, lda: l, b: v, ldb: width, beta: 0, c: output + b * l * s.outputWidth + h * d, ldc: s.outputWidth)
@@ -105,21 +102,27 @@ public enum Attention {
         }
     }
 
-    /// In-place softmax of each row of an (rows, rows) matrix. The row maximum is subtracted
-    /// only for numerical stability; a fully masked row (all −∞) is left as zeros.
+    /// S += bias + mask over the L·L scores of one set and head; a missing term adds nothing.
+    @inline(__always) static func addBiasAndMask(_ p: UnsafeMutablePointer<Float>, count: Int,
+                                                 bias: UnsafePointer<Float>?, mask: UnsafePointer<Float>?) {
+        switch (bias, mask) {
+        case let (bias?, mask?): for i in 0..<count { p[i] += bias[i] + mask[i] }
+        case let (bias?, nil): for i in 0..<count { p[i] += bias[i] }
+        case let (nil, mask?): for i in 0..<count { p[i] += mask[i] }
+        case (nil, nil): break
+        }
+    }
+
+    /// In-place softmax of each row of an (rows, rows) matrix, exponentials eight at a time
+    /// (`VectorMath.exp`). The row maximum is subtracted only for numerical stability; a fully
+    /// masked row (all −∞) is left as zeros.
     @inline(__always) static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int) {
         for r in 0..<rows {
             let row = p + r * rows
             var maximum = -Float.infinity
             for j in 0..<rows { maximum = max(maximum, row[j]) }
             guard maximum > -Float.infinity else { row.update(repeating: 0, count: rows); continue }
-            var sum: Float = 0
-            for j in 0..<rows {
-                let e = expf(row[j] - maximum)
-                row[j] = e
-                sum += e
-            }
-            let inverse = 1 / sum
+            let inverse = 1 / Softmax.exponentiate(output: row, input: row, columns: rows, subtracting: maximum)
             for j in 0..<rows { row[j] *= inverse }
         }
     }

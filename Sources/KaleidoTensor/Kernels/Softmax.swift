@@ -42,13 +42,24 @@ public enum Softmax {
     ) -> (max: Float, sum: Float) {
         var maximum = -Float.infinity
         for j in 0..<columns { maximum = max(maximum, input[j]) }
-        var sum: Float = 0
-        for j in 0..<columns {
-            let e = exp(input[j] - maximum)
-            output[j] = e
-            sum += e
+        return (maximum, exponentiate(output: output, input: input, columns: columns, subtracting: maximum))
+    }
+
+    /// out[j] = exp(inp[j] − shift) with `VectorMath.exp` (a loop LLVM vectorises); returns
+    /// Σ_j out[j], summed in eight interleaved partial sums. `output` may be `input`.
+    @inline(__always)
+    static func exponentiate(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, columns: Int,
+                             subtracting shift: Float) -> Float {
+        for j in 0..<columns { output[j] = VectorMath.exp(input[j] - shift) }
+        var sums = SIMD8<Float>(repeating: 0)
+        var j = 0
+        while j + 8 <= columns {
+            sums += UnsafeRawPointer(output + j).loadUnaligned(as: SIMD8<Float>.self)
+            j += 8
         }
-        return (maximum, sum)
+        var sum = sums.sum()
+        while j < columns { sum += output[j]; j += 1 }
+        return sum
     }
 }
 
