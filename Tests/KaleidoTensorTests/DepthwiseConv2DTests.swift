@@ -12,7 +12,8 @@ import Testing
     }
 
     /// Channel counts below, at and above the 8-wide vector, widths with interior 4-pixel tiles
-    /// and ragged edges.
+    /// and ragged edges, and the 4×4, 2×2 and 1×1 maps of the last ConvNeXt stages (where most
+    /// of the 7×7 window is padding, which the kernels skip).
     static let cases = [
         Case(batch: 2, height: 9, width: 11, channels: 12, kernel: 7, stride: 1, padding: 3),
         Case(batch: 1, height: 7, width: 7, channels: 3, kernel: 7, stride: 1, padding: 3),
@@ -21,6 +22,10 @@ import Testing
         Case(batch: 1, height: 8, width: 13, channels: 8, kernel: 3, stride: 2, padding: 2),
         Case(batch: 3, height: 5, width: 21, channels: 17, kernel: 7, stride: 1, padding: 3),
         Case(batch: 2, height: 9, width: 10, channels: 8, kernel: 3, stride: 1, padding: 0),
+        Case(batch: 2, height: 4, width: 4, channels: 16, kernel: 7, stride: 1, padding: 3),
+        Case(batch: 2, height: 2, width: 2, channels: 10, kernel: 7, stride: 1, padding: 3),
+        Case(batch: 3, height: 1, width: 1, channels: 8, kernel: 7, stride: 1, padding: 3),
+        Case(batch: 1, height: 3, width: 6, channels: 8, kernel: 5, stride: 2, padding: 2),
     ]
 
     func naiveForward(_ c: Case, input: [Float], weight: [Float], bias: [Float]) -> [Float] {

@@ -155,11 +155,15 @@ public enum DepthwiseConv2D {
                     image.pad(input + n * s.height * s.width * c, into: padded)
                     for oh in 0..<s.outHeight {
                         let gradientRow = dOutput + (n * s.outHeight + oh) * s.outWidth * c
-                        for kh in 0..<s.kernel {
+                        // Only taps on image rows and, per tap column, the output pixels whose
+                        // input is inside the image: the rest multiply the zero padding.
+                        for kh in image.taps(outIndex: oh, size: s.height) {
                             let inputRow = padded + (oh * s.stride + kh) * paddedWidth * c
                             for kw in 0..<s.kernel {
-                                dotAlongRow(partial + (kh * s.kernel + kw) * c, inputRow + kw * c, gradientRow,
-                                            count: s.outWidth, sourceStep: s.stride * c, channels: c)
+                                let pixels = outputPixels(tap: kw, s)
+                                dotAlongRow(partial + (kh * s.kernel + kw) * c, inputRow + (pixels.lowerBound * s.stride + kw) * c,
+                                            gradientRow + pixels.lowerBound * c,
+                                            count: pixels.count, sourceStep: s.stride * c, channels: c)
                             }
                         }
                     }
@@ -170,6 +174,14 @@ public enum DepthwiseConv2D {
             let partial = partials + block * s.filterFloats
             for i in 0..<s.filterFloats { dWeight[i] += partial[i] }
         }
+    }
+
+    /// Output columns ow whose input column ow·s − p + kw lies inside the image.
+    @inline(__always) static func outputPixels(tap kw: Int, _ s: DepthwiseConv2DShape) -> Range<Int> {
+        // ow·s ≥ p − kw  and  ow·s < W + p − kw
+        let low = max(0, (s.padding - kw + s.stride - 1) / s.stride)
+        let high = min(s.outWidth, max(0, (s.width + s.padding - kw + s.stride - 1) / s.stride))
+        return low..<max(low, high)
     }
 
     @inline(__always) static func load(_ p: UnsafePointer<Float>) -> Vector {
@@ -252,6 +264,10 @@ struct Correlation {
         for oh in 0..<outHeight {
             let outRow = output + oh * outWidth * c
             let top = padded + oh * stride * rowFloats
+            // Kernel rows that land on padding multiply zeros: on the 2×2 and 4×4 maps of the
+            // last ConvNeXt stages most of a 7×7 window does, so only the rows inside the
+            // image are visited (skipping a zero product leaves every sum bit for bit the same).
+            let rows = taps(outIndex: oh, size: height)
             var ow = 0
             while ow < outWidth {
                 let pixels = min(Correlation.tile, outWidth - ow)
@@ -259,19 +275,21 @@ struct Correlation {
                 while c0 + 8 <= c {
                     let destination = outRow + ow * c + c0
                     let source = top + ow * step + c0
-                    let taps = weight + c0
+                    let filter = weight + c0
                     let bias = start.map { $0 + c0 }
                     switch pixels {
                     case 8:
-                        tile8(destination, source, taps, start: bias, accumulate: accumulate, rowFloats: rowFloats, step: step)
+                        tile8(destination, source, filter, rows: rows, start: bias, accumulate: accumulate, rowFloats: rowFloats, step: step)
                     case 4...7:
-                        tile4(destination, source, taps, start: bias, accumulate: accumulate, rowFloats: rowFloats, step: step)
+                        tile4(destination, source, filter, rows: rows, start: bias, accumulate: accumulate, rowFloats: rowFloats, step: step)
                         for p in 4..<pixels {
-                            pixel(destination + p * c, source + p * step, taps, start: bias, accumulate: accumulate, rowFloats: rowFloats)
+                            pixel(destination + p * c, source + p * step, filter, rows: rows, columns: taps(outIndex: ow + p, size: width),
+                                  start: bias, accumulate: accumulate, rowFloats: rowFloats)
                         }
                     default:
                         for p in 0..<pixels {
-                            pixel(destination + p * c, source + p * step, taps, start: bias, accumulate: accumulate, rowFloats: rowFloats)
+                            pixel(destination + p * c, source + p * step, filter, rows: rows, columns: taps(outIndex: ow + p, size: width),
+                                  start: bias, accumulate: accumulate, rowFloats: rowFloats)
                         }
                     }
                     c0 += 8
@@ -282,7 +300,7 @@ struct Correlation {
                         let target = outRow + (ow + p) * c + channel
                         var sum = accumulate ? target.pointee : 0
                         sum += start?[channel] ?? 0
-                        for kh in 0..<kernel {
+                        for kh in rows {
                             for kw in 0..<kernel {
                                 sum += top[(ow + p) * step + kh * rowFloats + kw * c + channel] * weight[(kh * kernel + kw) * c + channel]
                             }
@@ -295,6 +313,13 @@ struct Correlation {
         }
     }
 
+    /// The kernel taps k of output index `outIndex` whose padded input index outIndex·s + k lies
+    /// inside the image (size `size` plus `padding` on each side) rather than on the padding.
+    @inline(__always) func taps(outIndex: Int, size: Int) -> Range<Int> {
+        let first = outIndex * stride
+        return max(0, padding - first)..<max(max(0, padding - first), min(kernel, size + padding - first))
+    }
+
     @inline(__always) private func initial(_ destination: UnsafeMutablePointer<Float>, start: UnsafePointer<Float>?, accumulate: Bool) -> Vector {
         var value = start.map { load($0) } ?? Vector()
         if accumulate { value += load(destination) }
@@ -303,7 +328,7 @@ struct Correlation {
 
     /// Eight adjacent output pixels × eight channels, all in registers.
     @inline(__always) private func tile8(_ destination: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>,
-                                         _ filter: UnsafePointer<Float>, start: UnsafePointer<Float>?, accumulate: Bool,
+                                         _ filter: UnsafePointer<Float>, rows: Range<Int>, start: UnsafePointer<Float>?, accumulate: Bool,
                                          rowFloats: Int, step: Int) {
         let c = channels
         var a0 = initial(destination, start: start, accumulate: accumulate)
@@ -314,7 +339,7 @@ struct Correlation {
         var a5 = initial(destination + 5 * c, start: start, accumulate: accumulate)
         var a6 = initial(destination + 6 * c, start: start, accumulate: accumulate)
         var a7 = initial(destination + 7 * c, start: start, accumulate: accumulate)
-        for kh in 0..<kernel {
+        for kh in rows {
             let row = source + kh * rowFloats
             let taps = filter + kh * kernel * c
             for kw in 0..<kernel {
@@ -336,14 +361,14 @@ struct Correlation {
 
     /// Four adjacent output pixels × eight channels (narrow images and row ends).
     @inline(__always) private func tile4(_ destination: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>,
-                                         _ filter: UnsafePointer<Float>, start: UnsafePointer<Float>?, accumulate: Bool,
+                                         _ filter: UnsafePointer<Float>, rows: Range<Int>, start: UnsafePointer<Float>?, accumulate: Bool,
                                          rowFloats: Int, step: Int) {
         let c = channels
         var a0 = initial(destination, start: start, accumulate: accumulate)
         var a1 = initial(destination + c, start: start, accumulate: accumulate)
         var a2 = initial(destination + 2 * c, start: start, accumulate: accumulate)
         var a3 = initial(destination + 3 * c, start: start, accumulate: accumulate)
-        for kh in 0..<kernel {
+        for kh in rows {
             let row = source + kh * rowFloats
             let taps = filter + kh * kernel * c
             for kw in 0..<kernel {
@@ -358,20 +383,18 @@ struct Correlation {
         store(a0, destination); store(a1, destination + c); store(a2, destination + 2 * c); store(a3, destination + 3 * c)
     }
 
-    /// One output pixel × eight channels; even and odd kernel rows go to separate sums so two
-    /// FMA chains are in flight.
+    /// One output pixel × eight channels over the taps inside the image; even and odd kernel rows
+    /// go to separate sums so two FMA chains are in flight.
     @inline(__always) private func pixel(_ destination: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>,
-                                         _ filter: UnsafePointer<Float>, start: UnsafePointer<Float>?, accumulate: Bool,
-                                         rowFloats: Int) {
+                                         _ filter: UnsafePointer<Float>, rows: Range<Int>, columns: Range<Int>,
+                                         start: UnsafePointer<Float>?, accumulate: Bool, rowFloats: Int) {
         let c = channels
         var even = initial(destination, start: start, accumulate: accumulate), odd = Vector()
-        var kh = 0
-        while kh < kernel {
-            for kw in 0..<kernel {
+        for kh in rows {
+            for kw in columns {
                 let product = (load(source + kh * rowFloats + kw * c), load(filter + (kh * kernel + kw) * c))
                 if kh & 1 == 0 { even = even.addingProduct(product.0, product.1) } else { odd = odd.addingProduct(product.0, product.1) }
             }
-            kh += 1
         }
         store(even + odd, destination)
     }

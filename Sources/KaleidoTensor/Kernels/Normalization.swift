@@ -24,16 +24,14 @@ public enum LayerNorm {
         pool.forEachRowRange(rows, columns: channels) { range in
             for m in range {
                 let x = input + m * channels, out = output + m * channels
-                var sum: Float = 0
-                for c in 0..<channels { sum += x[c] }
-                let mu = sum / Float(channels)
+                let mu = RowSum.sum(channels) { x[$0] } / Float(channels)
                 // Second pass over centred values: the one-pass E[x²] − μ² cancels badly.
-                var squares: Float = 0
-                for c in 0..<channels { squares += (x[c] - mu) * (x[c] - mu) }
+                let squares = RowSum.sum(channels) { (x[$0] - mu) * (x[$0] - mu) }
                 let s = 1 / (squares / Float(channels) + epsilon).squareRoot()
-                for c in 0..<channels {
-                    let normalized = (x[c] - mu) * s
-                    out[c] = normalized * (weight?[c] ?? 1) + (bias?[c] ?? 0)
+                if let weight, let bias {
+                    for c in 0..<channels { out[c] = (x[c] - mu) * s * weight[c] + bias[c] }
+                } else {
+                    for c in 0..<channels { out[c] = (x[c] - mu) * s * (weight?[c] ?? 1) + (bias?[c] ?? 0) }
                 }
                 mean[m] = mu
                 rstd[m] = s
@@ -55,18 +53,19 @@ public enum LayerNorm {
                 for m in range {
                     let x = input + m * channels, dout = dOutput + m * channels, dx = dInput + m * channels
                     let mu = mean[m], s = rstd[m]
-                    var sumDNormalized: Float = 0, sumDNormalizedTimesNormalized: Float = 0
-                    for c in 0..<channels {
-                        let dNormalized = dout[c] * (weight?[c] ?? 1)
-                        sumDNormalized += dNormalized
-                        sumDNormalizedTimesNormalized += dNormalized * (x[c] - mu) * s
-                    }
-                    let meanDNormalized = sumDNormalized / Float(channels)
-                    let meanDNormalizedTimesNormalized = sumDNormalizedTimesNormalized / Float(channels)
-                    for c in 0..<channels {
-                        let dNormalized = dout[c] * (weight?[c] ?? 1)
-                        let normalized = (x[c] - mu) * s
-                        dx[c] += s * (dNormalized - meanDNormalized - normalized * meanDNormalizedTimesNormalized)
+                    let meanDNormalized: Float, meanDNormalizedTimesNormalized: Float
+                    if let weight {
+                        meanDNormalized = RowSum.sum(channels) { dout[$0] * weight[$0] } / Float(channels)
+                        meanDNormalizedTimesNormalized = RowSum.sum(channels) { dout[$0] * weight[$0] * ((x[$0] - mu) * s) } / Float(channels)
+                        for c in 0..<channels {
+                            dx[c] += s * (dout[c] * weight[c] - meanDNormalized - (x[c] - mu) * s * meanDNormalizedTimesNormalized)
+                        }
+                    } else {
+                        meanDNormalized = RowSum.sum(channels) { dout[$0] } / Float(channels)
+                        meanDNormalizedTimesNormalized = RowSum.sum(channels) { dout[$0] * ((x[$0] - mu) * s) } / Float(channels)
+                        for c in 0..<channels {
+                            dx[c] += s * (dout[c] - meanDNormalized - (x[c] - mu) * s * meanDNormalizedTimesNormalized)
+                        }
                     }
                 }
             }
@@ -76,12 +75,30 @@ public enum LayerNorm {
             for m in 0..<rows {
                 let x = input + m * channels, dout = dOutput + m * channels
                 let mu = mean[m], s = rstd[m]
-                for c in range {
-                    dWeight?[c] += dout[c] * (x[c] - mu) * s
-                    dBias?[c] += dout[c]
-                }
+                if let dWeight { for c in range { dWeight[c] += dout[c] * ((x[c] - mu) * s) } }
+                if let dBias { for c in range { dBias[c] += dout[c] } }
             }
         }
+    }
+}
+
+/// Σ_{c < count} term(c) in eight interleaved partial sums (lane j sums c ≡ j mod 8), then the
+/// lanes and the tail: a fixed order, so the result does not depend on the thread count, and
+/// eight independent chains instead of one serial dependency (a plain Float loop is not
+/// vectorised, because reassociating it would change the result).
+enum RowSum {
+    @inline(__always)
+    static func sum(_ count: Int, _ term: (Int) -> Float) -> Float {
+        var lanes = SIMD8<Float>()
+        var c = 0
+        while c + 8 <= count {
+            lanes += SIMD8<Float>(term(c), term(c + 1), term(c + 2), term(c + 3),
+                                  term(c + 4), term(c + 5), term(c + 6), term(c + 7))
+            c += 8
+        }
+        var total = lanes.sum()
+        while c < count { total += term(c); c += 1 }
+        return total
     }
 }
 
