@@ -38,4 +38,45 @@ public enum BLAS {
                     alpha, a, blasint(lda), b, blasint(ldb),
                     beta, c, blasint(ldc))
     }
+
+    /// The same product with `pool`'s threads when the pool `splitsMatrixProducts`: C is cut
+    /// into pieces of at least `minimumPieceSide` rows (or columns, whichever side of C is
+    /// longer), and each piece is a single-threaded OpenBLAS call on its rows of op(A) (or
+    /// columns of op(B)). Every element of C is still one dot product over the whole K in
+    /// OpenBLAS's order, and the pieces depend on the shape only, so the result is the same for
+    /// any thread count. Otherwise one call, threaded by OpenBLAS.
+    public static func sgemm(
+        transposeA: Bool, transposeB: Bool,
+        m: Int, n: Int, k: Int,
+        alpha: Float = 1,
+        a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0,
+        c: UnsafeMutablePointer<Float>, ldc: Int,
+        pool: ComputePool
+    ) {
+        let minimumPieceSide = 64, maximumPieces = 16
+        let splitRows = m >= n
+        let side = splitRows ? m : n
+        let pieces = min(maximumPieces, side / minimumPieceSide)
+        guard pool.splitsMatrixProducts, pool.threads > 1, pieces > 1, 2.0 * Double(m) * Double(n) * Double(k) >= 4e6 else {
+            sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                  a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            return
+        }
+        pool.forEachPiece(pieces) { piece in
+            let start = side * piece / pieces, end = side * (piece + 1) / pieces
+            if splitRows {
+                // Rows [start, end) of op(A): rows of A, or columns of the stored Aᵀ.
+                sgemm(transposeA: transposeA, transposeB: transposeB, m: end - start, n: n, k: k, alpha: alpha,
+                      a: a + (transposeA ? start : start * lda), lda: lda, b: b, ldb: ldb,
+                      beta: beta, c: c + start * ldc, ldc: ldc)
+            } else {
+                // Columns [start, end) of op(B): columns of B, or rows of the stored Bᵀ.
+                sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: end - start, k: k, alpha: alpha,
+                      a: a, lda: lda, b: b + (transposeB ? start * ldb : start), ldb: ldb,
+                      beta: beta, c: c + start, ldc: ldc)
+            }
+        }
+    }
 }

@@ -1,4 +1,5 @@
 import Dispatch
+import Synchronization
 
 /// Splits loops that do not go through BLAS (depthwise convolution, normalisation, softmax,
 /// im2col) over a fixed number of threads.
@@ -7,10 +8,20 @@ import Dispatch
 /// as an argument. With several MPI ranks on one node, each rank's pool gets its share of cores.
 public struct ComputePool: Sendable {
     public let threads: Int
+    /// When true, the kernels' large matrix products are cut into pieces that the pool's threads
+    /// take in turn (`BLAS.sgemm(…, pool:)`), each piece a single-threaded OpenBLAS call; the
+    /// owner then sets `BLAS.threadCount = 1`. When false, each product is one OpenBLAS call on
+    /// OpenBLAS's own threads.
+    public let splitsMatrixProducts: Bool
 
     public init(threads: Int) {
+        self.init(threads: threads, splitsMatrixProducts: false)
+    }
+
+    public init(threads: Int, splitsMatrixProducts: Bool) {
         precondition(threads >= 1, "a compute pool needs at least one thread, got \(threads)")
         self.threads = threads
+        self.splitsMatrixProducts = splitsMatrixProducts
     }
 
     /// One thread: for tests and for callers already inside a parallel loop.
@@ -40,6 +51,34 @@ public struct ComputePool: Sendable {
                 let start = count * part / parts
                 let end = count * (part + 1) / parts
                 shared.value(part, start..<end)
+            }
+        }
+    }
+}
+
+extension ComputePool {
+    /// Calls `body(piece)` for every piece in `0..<pieces`, the pool's threads taking the next
+    /// untaken piece until none are left. Unlike `forEachRange`'s fixed split, a thread that
+    /// was descheduled (a shared machine) just takes fewer pieces; the caller's thread never
+    /// waits idle while pieces remain.
+    public func forEachPiece(_ pieces: Int, _ body: (Int) -> Void) {
+        let workers = min(threads, pieces)
+        if workers <= 1 {
+            for piece in 0..<pieces { body(piece) }
+            return
+        }
+        let next = Atomic<Int>(0)
+        withoutActuallyEscaping(body) { body in
+            let shared = UncheckedSendable(body)
+            withUnsafePointer(to: next) { next in
+                let counter = UncheckedSendable(next)
+                DispatchQueue.concurrentPerform(iterations: workers) { _ in
+                    while true {
+                        let piece = counter.value.pointee.add(1, ordering: .relaxed).oldValue
+                        guard piece < pieces else { break }
+                        shared.value(piece)
+                    }
+                }
             }
         }
     }

@@ -32,6 +32,31 @@ import Testing
         for (x, y) in zip(c, expected) { #expect(abs(x - y) < 1e-5) }
     }
 
+    /// A product cut into pieces over a splitting pool (rows of C when M ≥ N, columns
+    /// otherwise) equals the naive product, with alpha and beta, for every transpose; and the
+    /// pieces depend on the shape only, so two and three threads give the same bits.
+    @Test(arguments: [(false, false), (true, false), (false, true), (true, true)])
+    func pooledSgemmMatchesNaiveProductAndIsTheSameForAnyThreadCount(transposeA: Bool, transposeB: Bool) {
+        for (m, n, k) in [(517, 130, 64), (70, 600, 48)] {
+            var rng = SplitMix64(seed: UInt64(m))
+            let a = (0..<(m * k)).map { _ in rng.normal() }
+            let b = (0..<(k * n)).map { _ in rng.normal() }
+            let start = (0..<(m * n)).map { _ in rng.normal() }
+            let expected = zip(reference(a, b, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB), start)
+                .map { 0.5 * $0 + 2 * $1 }
+            let results = [2, 3].map { threads in
+                var c = start
+                BLAS.sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: 0.5,
+                           a: a, lda: transposeA ? m : k, b: b, ldb: transposeB ? k : n, beta: 2, c: &c, ldc: n,
+                           pool: ComputePool(threads: threads, splitsMatrixProducts: true))
+                return c
+            }
+            #expect(results[0] == results[1])
+            let worst = zip(results[0], expected).map { abs($0 - $1) }.max()!
+            #expect(worst < 1e-3)
+        }
+    }
+
     @Test func sgemmAccumulatesWithBeta() {
         let a: [Float] = [1, 2, 3, 4]  // 2×2
         let b: [Float] = [1, 0, 0, 1]  // identity

@@ -75,6 +75,29 @@ import Testing
         })
     }
 
+    /// Large enough that the pool cuts every product into pieces (rows of the forward and the
+    /// column gradient, columns of the weight gradient): same values as one OpenBLAS call, and
+    /// the same bits for two and three threads.
+    @Test func productsSplitOverThePoolMatchOneCall() {
+        let c = Case(batch: 2, height: 16, width: 16, inChannels: 32, outChannels: 64, kernel: 3, stride: 1, padding: 1)
+        let v = inputs(c)
+        let pools = [2, 3].map { ComputePool(threads: $0, splitsMatrixProducts: true) }
+        let reference = forward(c, v, pool: .serial)
+        let split = pools.map { forward(c, v, pool: $0) }
+        #expect(split[0] == split[1])
+        #expect(zip(split[0], reference).allSatisfy { abs($0 - $1) < 1e-4 })
+        let dOut = randomValues(reference.count, seed: 6)
+        func gradients(_ pool: ComputePool) -> [[Float]] {
+            withPointers([v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }], scratch: [c.shape.workspaceFloats]) { p, scratch in
+                Conv2D.backward(dInput: p[0], dWeight: p[1], dBias: nil, dOutput: dOut, input: v["input"]!,
+                                weight: v["weight"]!, shape: c.shape, workspace: scratch[0], pool: pool)
+            }
+        }
+        let expected = gradients(.serial), splitGradients = pools.map(gradients)
+        #expect(splitGradients[0] == splitGradients[1])
+        for (g, e) in zip(splitGradients[0], expected) { #expect(zip(g, e).allSatisfy { abs($0 - $1) < 1e-3 }) }
+    }
+
     @Test func chunkedBatchAndThreadsGiveTheSameResultAsOneChunk() {
         let whole = Case(batch: 5, height: 8, width: 8, inChannels: 4, outChannels: 3, kernel: 3, stride: 1, padding: 1)
         var chunked = whole

@@ -57,7 +57,7 @@ public enum Conv2D {
             let columns = patches(s, input: input, firstImage: firstImage, images: images, workspace: workspace, pool: pool)
             BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: s.outChannels, k: s.patchSize,
                        a: columns, lda: s.patchSize, b: weight, ldb: s.patchSize,
-                       beta: 0, c: output + firstImage * s.outHeight * s.outWidth * s.outChannels, ldc: s.outChannels)
+                       beta: 0, c: output + firstImage * s.outHeight * s.outWidth * s.outChannels, ldc: s.outChannels, pool: pool)
         }
         if let bias {
             Bias.forward(output: output, bias: bias, rows: s.outputPixels, channels: s.outChannels, pool: pool)
@@ -81,20 +81,20 @@ public enum Conv2D {
                 let columns = patches(s, input: input, firstImage: firstImage, images: images, workspace: workspace, pool: pool)
                 BLAS.sgemm(transposeA: true, transposeB: false, m: s.outChannels, n: s.patchSize, k: rows,
                            a: chunkOutput, lda: s.outChannels, b: columns, ldb: s.patchSize,
-                           beta: 1, c: dWeight, ldc: s.patchSize)
+                           beta: 1, c: dWeight, ldc: s.patchSize, pool: pool)
             }
             guard let dInput else { return }
             let chunkInput = dInput + firstImage * s.height * s.width * s.inChannels
             if s.isPointwise {
                 BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: s.inChannels, k: s.outChannels,
                            a: chunkOutput, lda: s.outChannels, b: weight, ldb: s.inChannels,
-                           beta: 1, c: chunkInput, ldc: s.inChannels)
+                           beta: 1, c: chunkInput, ldc: s.inChannels, pool: pool)
                 return
             }
             let dColumns = workspace!
             BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: s.patchSize, k: s.outChannels,
                        a: chunkOutput, lda: s.outChannels, b: weight, ldb: s.patchSize,
-                       beta: 0, c: dColumns, ldc: s.patchSize)
+                       beta: 0, c: dColumns, ldc: s.patchSize, pool: pool)
             addColumnsToImage(s, dColumns: dColumns, dInput: chunkInput, images: images, pool: pool)
         }
         if let dBias {

@@ -10,7 +10,7 @@ public enum Linear {
         rows: Int, inChannels: Int, outChannels: Int, pool: ComputePool
     ) {
         BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: outChannels, k: inChannels,
-                   a: input, lda: inChannels, b: weight, ldb: inChannels, beta: 0, c: output, ldc: outChannels)
+                   a: input, lda: inChannels, b: weight, ldb: inChannels, beta: 0, c: output, ldc: outChannels, pool: pool)
         if let bias {
             Bias.forward(output: output, bias: bias, rows: rows, channels: outChannels, pool: pool)
         }
@@ -26,11 +26,11 @@ public enum Linear {
     ) {
         if let dInput {
             BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: inChannels, k: outChannels,
-                       a: dOutput, lda: outChannels, b: weight, ldb: inChannels, beta: 1, c: dInput, ldc: inChannels)
+                       a: dOutput, lda: outChannels, b: weight, ldb: inChannels, beta: 1, c: dInput, ldc: inChannels, pool: pool)
         }
         if let dWeight {
             BLAS.sgemm(transposeA: true, transposeB: false, m: outChannels, n: inChannels, k: rows,
-                       a: dOutput, lda: outChannels, b: input, ldb: inChannels, beta: 1, c: dWeight, ldc: inChannels)
+                       a: dOutput, lda: outChannels, b: input, ldb: inChannels, beta: 1, c: dWeight, ldc: inChannels, pool: pool)
         }
         if let dBias {
             Bias.backward(dBias: dBias, dOutput: dOutput, rows: rows, channels: outChannels, pool: pool)

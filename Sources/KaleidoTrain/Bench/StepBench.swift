@@ -19,6 +19,8 @@ public struct StepBench {
     public var threads = 2
     public var warmup = 2
     public var steps = 5
+    /// Matrix products split over the compute pool (true) or threaded by OpenBLAS (false).
+    public var splitsMatrixProducts = true
 
     public init() {}
 
@@ -48,8 +50,10 @@ public struct StepBench {
         guard let zoo = Self.models.first(where: { $0.name == name })?.zoo else {
             throw ModelError.unknownModel(name, known: Self.models.map(\.name))
         }
-        BLAS.threadCount = threads
-        let pool = ComputePool(threads: threads)
+        // The pool's threads run the matrix products in pieces of single-threaded OpenBLAS
+        // calls, so OpenBLAS keeps no threads of its own spinning next to the pool's.
+        BLAS.threadCount = splitsMatrixProducts ? 1 : threads
+        let pool = ComputePool(threads: threads, splitsMatrixProducts: splitsMatrixProducts)
         let model = try ReLICv2Model(backbone: zoo, options: ModelOptions(),
                                      heads: .init(projectorHidden: 1024, projection: 128, predictorHidden: 1024), seed: 0)
         let step = ReLICv2Step(
