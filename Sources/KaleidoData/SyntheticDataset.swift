@@ -10,6 +10,12 @@ public struct SyntheticSpec: Sendable, Codable, Equatable {
     public var size: Int = 32
     /// Frames per video.
     public var frames: Int = 8
+    /// Objects of the sample's class in every scene, each with its own colours, size, pose and
+    /// texture phase, laid out on a √n×√n grid. With several, two crops of one image usually
+    /// show different objects, so what views of a sample share is mostly the class (shape and
+    /// texture) rather than one object's colours: the invariance self-supervision can learn in a
+    /// few hundred steps. With 1, one large object (the layout of earlier versions).
+    public var objects: Int = 4
     /// Seed of the scenes: the dataset itself, independent of the run's seed.
     public var seed: UInt64 = 0
 
@@ -39,11 +45,12 @@ public enum SyntheticTexture: Int, CaseIterable, Sendable {
 ///
 /// A class is a (shape, texture) pair, e.g. "triangle-checker"; with n classes the first
 /// ⌈n/6⌉ textures and ⌈n/⌈n/6⌉⌉ shapes are crossed, so both shape and texture must be seen to
-/// tell classes apart. Everything else is a nuisance drawn per sample: the object's two colours,
-/// position, size, rotation and texture phase, the background gradient, 3–5 solid distractor
-/// shapes and lines (from the same shape set), and pixel noise. Colour statistics therefore carry
-/// almost no class information (a test checks this), while the object dominates the image, so a
-/// pretrained encoder's linear probe has a lot to gain over random features.
+/// tell classes apart. A scene holds `spec.objects` objects of its class. Everything else is a
+/// nuisance drawn per object or per sample: each object's two colours, position, size, rotation
+/// and texture phase, the background gradient, 3–5 solid distractor shapes and lines (from the
+/// same shape set), and pixel noise. Colour statistics therefore carry almost no class
+/// information (a test checks this), so a pretrained encoder's linear probe has a lot to gain
+/// over random features.
 ///
 /// Videos: the same kind of scene with the object and distractors moving (bouncing off the
 /// borders) and the object spinning. RGB-D: the scene with a depth map in millimetres: a
@@ -118,7 +125,7 @@ public struct SyntheticDataset: Dataset {
         var gradient: SIMD2<Float>
         var clutter: [Item]
         var lines: [Line]
-        var object: Item
+        var objects: [Item]
         var noiseKey: UInt64
         var planeDepth: Float, planeSlope: Float
     }
@@ -153,18 +160,26 @@ public struct SyntheticDataset: Dataset {
             lines.append(Line(x0: u(0, side), y0: u(0, side), x1: u(0, side), y1: u(0, side), width: u(0.5, 1.5),
                               color: SyntheticDataset.hsv(u(0, 1), u(0, 1), u(0.2, 1))))
         }
-        let hueA = u(0, 1), valueA = u(0.35, 1)
-        let valueB = valueA > 0.65 ? valueA - u(0.3, 0.5) : valueA + u(0.3, 0.5)
-        let radius = side * u(0.2, 0.33)
-        let speed = side * u(0.02, 0.05), heading = u(0, 2 * .pi)
-        let object = Item(shape: shape, texture: texture, x: side * u(0.3, 0.7), y: side * u(0.3, 0.7), radius: radius,
-                          angle: u(0, 2 * .pi), textureAngle: u(0, 2 * .pi), period: max(u(0.45, 0.75), 3 / radius),
-                          colorA: SyntheticDataset.hsv(hueA, u(0.4, 1), valueA),
-                          colorB: SyntheticDataset.hsv(hueA + u(0.3, 0.7), u(0.2, 1), min(1, valueB)),
-                          vx: moving ? speed * cos(heading) : 0, vy: moving ? speed * sin(heading) : 0,
-                          spin: moving ? u(-0.15, 0.15) : 0, depth: u(1.2, 2.2))
+        let count = spec.objects
+        let grid = Int(Float(count).squareRoot().rounded(.up))
+        var objects: [Item] = []
+        for k in 0..<count {
+            let hueA = u(0, 1), valueA = u(0.35, 1)
+            let valueB = valueA > 0.65 ? valueA - u(0.3, 0.5) : valueA + u(0.3, 0.5)
+            let radius = count == 1 ? side * u(0.2, 0.33) : side * u(0.8, 1.2) * 0.42 / Float(grid)
+            let speed = side * u(0.02, 0.05), heading = u(0, 2 * .pi)
+            let cell = side / Float(grid)
+            let cx = count == 1 ? side * u(0.3, 0.7) : (Float(k % grid) + u(0.4, 0.6)) * cell
+            let cy = count == 1 ? side * u(0.3, 0.7) : (Float(k / grid) + u(0.4, 0.6)) * cell
+            objects.append(Item(shape: shape, texture: texture, x: cx, y: cy, radius: radius,
+                              angle: u(0, 2 * .pi), textureAngle: u(0, 2 * .pi), period: max(u(0.45, 0.75), 3 / radius),
+                              colorA: SyntheticDataset.hsv(hueA, u(0.4, 1), valueA),
+                              colorB: SyntheticDataset.hsv(hueA + u(0.3, 0.7), u(0.2, 1), min(1, valueB)),
+                              vx: moving ? speed * cos(heading) : 0, vy: moving ? speed * sin(heading) : 0,
+                              spin: moving ? u(-0.15, 0.15) : 0, depth: u(1.2, 2.2)))
+        }
         return Scene(label: label, backgroundA: backgroundA, backgroundB: backgroundB,
-                     gradient: SIMD2(cos(theta), sin(theta)), clutter: clutter, lines: lines, object: object,
+                     gradient: SIMD2(cos(theta), sin(theta)), clutter: clutter, lines: lines, objects: objects,
                      noiseKey: rng.next(), planeDepth: u(3.5, 5.5), planeSlope: u(0.5, 2.0))
     }
 
@@ -211,7 +226,7 @@ public struct SyntheticDataset: Dataset {
                           cosT: cos(item.textureAngle + a), sinT: sin(item.textureAngle + a))
         }
         let clutter = scene.clutter.map { place($0, margin: 0) }
-        let object = place(scene.object, margin: scene.object.radius * 0.6)
+        let objects = scene.objects.map { place($0, margin: $0.radius * 0.6) }
         for py in 0..<size {
             for px in 0..<size {
                 let fx = Float(px) + 0.5, fy = Float(py) + 0.5
@@ -235,28 +250,30 @@ public struct SyntheticDataset: Dataset {
                     let cover = min(max(line.width / 2 + 0.5 - (qx * qx + qy * qy).squareRoot(), 0), 1)
                     if cover > 0 { color += (line.color - color) * cover }
                 }
-                let o = object.item, dx = fx - object.x, dy = fy - object.y
-                let u = (dx * object.cosA + dy * object.sinA) / o.radius, v = (-dx * object.sinA + dy * object.cosA) / o.radius
-                let cover = min(max(0.5 - SyntheticDataset.distance(o.shape, u, v) * o.radius, 0), 1)
-                if cover > 0 {
-                    let tu = (dx * object.cosT + dy * object.sinT) / o.radius, tv = (-dx * object.sinT + dy * object.cosT) / o.radius
-                    let p = o.period
-                    let second: Bool
-                    switch o.texture {
-                    case .stripes: second = sin(2 * .pi * tu / p) < 0
-                    case .checker: second = (Int((tu / p + 64).rounded(.down)) + Int((tv / p + 64).rounded(.down))) & 1 == 1
-                    case .dots:
-                        let a = tu / p - (tu / p).rounded(), b = tv / p - (tv / p).rounded()
-                        second = a * a + b * b < 0.09
-                    case .solid: second = false
-                    }
-                    var surface = second ? o.colorB : o.colorA
-                    if o.texture == .solid { surface *= 0.85 + 0.15 * min(max(v, -1), 1) }
-                    color += (surface - color) * cover
-                    mask[py * size + px] = UInt8((cover * 255).rounded())
-                    if cover > 0.5 {
-                        let rho2 = min(u * u + v * v, 1)
-                        d = o.shape == .disk ? o.depth - 0.25 * (1 - rho2).squareRoot() : o.depth + 0.1 * u
+                for object in objects {
+                    let o = object.item, dx = fx - object.x, dy = fy - object.y
+                    let u = (dx * object.cosA + dy * object.sinA) / o.radius, v = (-dx * object.sinA + dy * object.cosA) / o.radius
+                    let cover = min(max(0.5 - SyntheticDataset.distance(o.shape, u, v) * o.radius, 0), 1)
+                    if cover > 0 {
+                        let tu = (dx * object.cosT + dy * object.sinT) / o.radius, tv = (-dx * object.sinT + dy * object.cosT) / o.radius
+                        let p = o.period
+                        let second: Bool
+                        switch o.texture {
+                        case .stripes: second = sin(2 * .pi * tu / p) < 0
+                        case .checker: second = (Int((tu / p + 64).rounded(.down)) + Int((tv / p + 64).rounded(.down))) & 1 == 1
+                        case .dots:
+                            let a = tu / p - (tu / p).rounded(), b = tv / p - (tv / p).rounded()
+                            second = a * a + b * b < 0.09
+                        case .solid: second = false
+                        }
+                        var surface = second ? o.colorB : o.colorA
+                        if o.texture == .solid { surface *= 0.85 + 0.15 * min(max(v, -1), 1) }
+                        color += (surface - color) * cover
+                        mask[py * size + px] = max(mask[py * size + px], UInt8((cover * 255).rounded()))
+                        if cover > 0.5 {
+                            let rho2 = min(u * u + v * v, 1)
+                            d = o.shape == .disk ? o.depth - 0.25 * (1 - rho2).squareRoot() : o.depth + 0.1 * u
+                        }
                     }
                 }
                 if withDepth {

@@ -54,6 +54,25 @@ import Testing
 
     /// Colour alone must not solve the task: a nearest-centroid classifier on mean RGB and on a
     /// coarse colour histogram stays close to chance.
+    @Test(arguments: [1, 4, 9])
+    func everySceneHoldsTheConfiguredObjectsOfItsClassInTheirOwnColours(objects: Int) {
+        var spec = smallSpec()
+        spec.objects = objects
+        let dataset = SyntheticDataset(spec: spec, split: .train, modality: .image)
+        for index in 0..<6 {
+            let scene = dataset.scene(index)
+            let (shape, texture) = SyntheticDataset.parts(of: dataset.label(of: index), classes: spec.classes)
+            #expect(scene.objects.count == objects)
+            #expect(scene.objects.allSatisfy { $0.shape == shape && $0.texture == texture })
+            // Colours are drawn per object: the class, not one colour scheme, is what they share.
+            #expect(Set(scene.objects.map { "\($0.colorA)" }).count == objects)
+            // Every object is drawn: the true mask covers a share that grows with the objects' area.
+            let mask = dataset.render(scene, time: 0).mask
+            let covered = mask.pixels.filter { $0 > 127 }.count
+            #expect(covered >= objects * 4, "index \(index): \(covered) object pixels for \(objects) objects")
+        }
+    }
+
     @Test func colourStatisticsDoNotRevealTheClass() {
         let classes = 10
         let spec = smallSpec(classes: classes, train: 400, val: 200, size: 24)

@@ -155,6 +155,8 @@ public struct DataConfig: Codable, Equatable, Sendable {
     /// Side of synthetic images in pixels, frames per synthetic video, and the scenes' seed.
     public var syntheticSize = 32
     public var syntheticFrames = 8
+    /// Objects of the sample's class in every synthetic scene (see `SyntheticSpec.objects`).
+    public var syntheticObjects = 4
     public var syntheticSeed = 0
     public var mix = ModalityMix()
     public var mixMode = DataMixMode.mixed
@@ -175,6 +177,7 @@ public struct DataConfig: Codable, Equatable, Sendable {
         spec.valSize = syntheticValSize
         spec.size = syntheticSize
         spec.frames = syntheticFrames
+        spec.objects = syntheticObjects
         spec.seed = UInt64(syntheticSeed)
         return spec
     }
@@ -210,6 +213,7 @@ public struct DataConfig: Codable, Equatable, Sendable {
         check.require(syntheticValSize >= 1, "data.synthetic_val_size", "must be ≥ 1, got \(syntheticValSize)")
         check.require(syntheticSize >= 8, "data.synthetic_size", "must be ≥ 8 pixels, got \(syntheticSize)")
         check.require(syntheticFrames >= 1, "data.synthetic_frames", "must be ≥ 1, got \(syntheticFrames)")
+        check.require((1...16).contains(syntheticObjects), "data.synthetic_objects", "must be in 1…16, got \(syntheticObjects)")
         check.require(syntheticSeed >= 0, "data.synthetic_seed", "must be ≥ 0, got \(syntheticSeed)")
         check.require(dataset == .synthetic || !root.isEmpty, "data.root", "is required for dataset \(dataset.rawValue)")
         for (key, share) in [("image", mix.image), ("video", mix.video), ("rgbd", mix.rgbd)] {
