@@ -174,11 +174,18 @@ public enum BatchNorm {
                 rstd[c] = 1 / (runningVariance[c] + epsilon).squareRoot()
             }
         }
-        pool.forEachRowRange(rows, columns: channels) { range in
-            for m in range {
-                let x = input + m * channels, out = output + m * channels
-                for c in 0..<channels {
-                    out[c] = (x[c] - mean[c]) * rstd[c] * (weight?[c] ?? 1) + (bias?[c] ?? 0)
+        // out = (x − μ) · (rstd · w) + b with the two per-channel factors formed once, so the
+        // loop over rows is a plain vectorisable multiply-add.
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * channels) { buffer in
+            let scale = buffer.baseAddress!, shift = scale + channels
+            for c in 0..<channels {
+                scale[c] = rstd[c] * (weight?[c] ?? 1)
+                shift[c] = bias?[c] ?? 0
+            }
+            pool.forEachRowRange(rows, columns: channels) { range in
+                for m in range {
+                    let x = input + m * channels, out = output + m * channels
+                    for c in 0..<channels { out[c] = (x[c] - mean[c]) * scale[c] + shift[c] }
                 }
             }
         }
@@ -273,15 +280,21 @@ public enum BatchNorm {
         }
         // In evaluation the statistics are constants, so the two mean terms vanish.
         let meanFactor: Float = training ? 1 / Float(statisticsRows ?? rows) : 0
-        pool.forEachRowRange(rows, columns: channels) { range in
-            for m in range {
-                let x = input + m * channels, dout = dOutput + m * channels, dx = dInput + m * channels
-                for c in 0..<channels {
-                    let w = weight?[c] ?? 1
-                    let normalized = (x[c] - mean[c]) * rstd[c]
-                    let meanDNormalized = sumDOutput[c] * w * meanFactor
-                    let meanDNormalizedTimesNormalized = sumDOutputTimesNormalized[c] * w * meanFactor
-                    dx[c] += rstd[c] * (dout[c] * w - meanDNormalized - normalized * meanDNormalizedTimesNormalized)
+        // Per channel, with x̂ = (x − μ) · rstd:
+        //   dinp += rstd·w · dout − rstd·w·mean(dout) − rstd²·w·mean(dout·x̂) · (x − μ)
+        // so the loop over rows is dinp += a·dout − b − k·(x − μ) with a, b, k formed once.
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * channels) { buffer in
+            let a = buffer.baseAddress!, b = a + channels, k = b + channels
+            for c in 0..<channels {
+                let w = weight?[c] ?? 1
+                a[c] = rstd[c] * w
+                b[c] = rstd[c] * sumDOutput[c] * w * meanFactor
+                k[c] = rstd[c] * rstd[c] * sumDOutputTimesNormalized[c] * w * meanFactor
+            }
+            pool.forEachRowRange(rows, columns: channels) { range in
+                for m in range {
+                    let x = input + m * channels, dout = dOutput + m * channels, dx = dInput + m * channels
+                    for c in 0..<channels { dx[c] += a[c] * dout[c] - b[c] - k[c] * (x[c] - mean[c]) }
                 }
             }
         }
