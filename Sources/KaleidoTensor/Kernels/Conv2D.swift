@@ -52,15 +52,15 @@ public enum Conv2D {
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
         shape s: Conv2DShape, workspace: UnsafeMutablePointer<Float>?, pool: ComputePool
     ) {
+        // With a bias, out starts as the bias rows and the products add onto it (beta 1).
+        if let bias { Bias.broadcast(output: output, bias: bias, rows: s.outputPixels, channels: s.outChannels, pool: pool) }
         forEachChunk(s) { firstImage, images in
             let rows = images * s.outHeight * s.outWidth
             let columns = patches(s, input: input, firstImage: firstImage, images: images, workspace: workspace, pool: pool)
             BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: s.outChannels, k: s.patchSize,
                        a: columns, lda: s.patchSize, b: weight, ldb: s.patchSize,
-                       beta: 0, c: output + firstImage * s.outHeight * s.outWidth * s.outChannels, ldc: s.outChannels, pool: pool)
-        }
-        if let bias {
-            Bias.forward(output: output, bias: bias, rows: s.outputPixels, channels: s.outChannels, pool: pool)
+                       beta: bias == nil ? 0 : 1, c: output + firstImage * s.outHeight * s.outWidth * s.outChannels,
+                       ldc: s.outChannels, pool: pool)
         }
     }
 

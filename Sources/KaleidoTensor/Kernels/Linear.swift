@@ -9,11 +9,12 @@ public enum Linear {
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
         rows: Int, inChannels: Int, outChannels: Int, pool: ComputePool
     ) {
+        // With a bias, out starts as the bias rows and the product adds onto it (beta 1): one
+        // pass over out fewer than zeroing it for the product and adding the bias after.
+        if let bias { Bias.broadcast(output: output, bias: bias, rows: rows, channels: outChannels, pool: pool) }
         BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: outChannels, k: inChannels,
-                   a: input, lda: inChannels, b: weight, ldb: inChannels, beta: 0, c: output, ldc: outChannels, pool: pool)
-        if let bias {
-            Bias.forward(output: output, bias: bias, rows: rows, channels: outChannels, pool: pool)
-        }
+                   a: input, lda: inChannels, b: weight, ldb: inChannels, beta: bias == nil ? 0 : 1,
+                   c: output, ldc: outChannels, pool: pool)
     }
 
     /// dinp += dout · W          (M, OC)·(OC, IC)
@@ -47,6 +48,14 @@ public enum Bias {
                 let row = output + m * channels
                 for c in 0..<channels { row[c] += bias[c] }
             }
+        }
+    }
+
+    /// out[m, c] = b[c]: the starting value of a product that then accumulates onto it.
+    public static func broadcast(output: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>,
+                                 rows: Int, channels: Int, pool: ComputePool) {
+        pool.forEachRange(rows, minimumPerThread: max(1, 16384 / max(1, channels))) { range in
+            for m in range { (output + m * channels).update(from: bias, count: channels) }
         }
     }
 
