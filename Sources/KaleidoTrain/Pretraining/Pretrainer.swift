@@ -41,8 +41,11 @@ public final class Pretrainer {
     public init(config: KaleidoConfig, communicator: Communicator, threads: Int) {
         self.config = config
         self.communicator = communicator
-        self.pool = ComputePool(threads: threads)
-        BLAS.threadCount = threads
+        // Matrix products are cut into pieces the pool's threads take in turn, each a
+        // single-threaded OpenBLAS call: OpenBLAS's own workers spin in sched_yield between calls
+        // and compete with the pool (a third of the step on 2 cores; see BENCHMARKS.md).
+        self.pool = ComputePool(threads: threads, splitsMatrixProducts: true)
+        BLAS.threadCount = 1
         runDirectory = URL(fileURLWithPath: config.run.outputDir).appendingPathComponent(config.run.name)
     }
 
