@@ -38,7 +38,7 @@ public struct RunConfig: Codable, Equatable, Sendable {
     /// Seed of every random stream (initialisation, data order, augmentations, drop path).
     public var seed = 0
     /// Optimiser steps of the whole run.
-    public var steps = 300
+    public var steps = 1000
     /// Metrics are logged every this many steps.
     public var logEvery = 10
 
@@ -135,8 +135,8 @@ public struct DataConfig: Codable, Equatable, Sendable {
     public var smallSize = 16
     /// Random-resized-crop area range of large and small views (ImageNet recipe: 0.08–1 and 0.05–0.14;
     /// the debug defaults suit 32-px images).
-    public var largeScaleMin = 0.2
-    public var largeScaleMax = 1.0
+    public var largeScaleMin = 0.15
+    public var largeScaleMax = 0.5
     public var smallScaleMin = 0.05
     public var smallScaleMax = 0.3
     /// Colour-jitter strength s: brightness and contrast 0.4·s, saturation 0.2·s, hue 0.1·s (BYOL: s = 1).
