@@ -82,6 +82,7 @@ final class EvaluationFixture: @unchecked Sendable {
         config.data.batchSize = 32
         config.data.largeSize = 16
         config.data.largeScaleMin = 0.8
+        config.data.largeScaleMax = 1.0
         config.data.jitterStrength = 0
         config.data.smallCrops = 0
         config.data.smallSize = 16
