@@ -65,6 +65,10 @@ extension Kaleido {
             }
             print(String(format: "pretrained %d steps: final loss %.4f, %.1f images/s", summary.steps, summary.finalLoss,
                          summary.imagesPerSecond))
+            if summary.lossByFifth.count > 1 {
+                print("mean loss by fifth of the run: " + summary.lossByFifth.map { String(format: "%.3f", $0) }.joined(separator: " → ")
+                      + (summary.lossFellMonotonically ? "  (falls monotonically)" : "  (not monotonic)"))
+            }
             if let probe = summary.probe {
                 print(String(format: "linear probe: top-1 %.1f%%  top-5 %.1f%%   (before training: top-1 %.1f%%)",
                              probe.top1 * 100, probe.top5 * 100, (summary.initialProbe?.top1 ?? .nan) * 100))

@@ -49,6 +49,18 @@ final class NoisyCopies: MultiViewSource {
                          heads: .init(projectorHidden: 32, projection: 16, predictorHidden: 32), seed: 3)
     }
 
+    @Test func lossByFifthAveragesBlocksAndJudgesTheTrend() {
+        #expect(Pretrainer.Summary.blockMeans([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], parts: 5) == [1.5, 3.5, 5.5, 7.5, 9.5])
+        #expect(Pretrainer.Summary.blockMeans([4, 2], parts: 5) == [4, 2])
+        var summary = Pretrainer.Summary(steps: 10, finalLoss: 0, imagesPerSecond: 0)
+        summary.lossByFifth = Pretrainer.Summary.blockMeans([5, 4.9, 4, 4.2, 3, 3.1, 2.5, 2.6, 2, 1], parts: 5)
+        #expect(summary.lossFellMonotonically)
+        summary.lossByFifth = [3, 2.9, 2.95, 2.8, 2.7]
+        #expect(!summary.lossFellMonotonically)
+        summary.lossByFifth = [3]
+        #expect(!summary.lossFellMonotonically)
+    }
+
     @Test func lossFallsOnATaskItCanLearn() throws {
         let model = try tinyModel()
         let runner = step(model: model)

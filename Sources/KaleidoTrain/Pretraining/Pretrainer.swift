@@ -30,6 +30,23 @@ public final class Pretrainer {
         /// Stopped early by SIGTERM/SIGUSR1 after saving a checkpoint.
         public var preempted = false
         public var lastCheckpoint: String?
+        /// Mean loss over each fifth of the steps this invocation ran: a single step's loss is too
+        /// noisy (random crops, one batch) to say whether training is still improving.
+        public var lossByFifth: [Double] = []
+
+        /// Whether every fifth's mean loss is below the previous one.
+        public var lossFellMonotonically: Bool {
+            lossByFifth.count > 1 && zip(lossByFifth, lossByFifth.dropFirst()).allSatisfy { $1 < $0 }
+        }
+
+        /// Means of `values` over `parts` consecutive, nearly equal blocks (fewer when short).
+        static func blockMeans(_ values: [Double], parts: Int) -> [Double] {
+            let blocks = min(parts, values.count)
+            return (0..<blocks).map { b in
+                let block = values[(b * values.count / blocks)..<((b + 1) * values.count / blocks)]
+                return block.reduce(0, +) / Double(block.count)
+            }
+        }
     }
 
     /// Where this run's checkpoints live: `<run directory>/checkpoints`.
@@ -136,6 +153,7 @@ public final class Pretrainer {
         var lastCheckpoint: URL?
         var preempted = false
         var completed = firstStep
+        var losses: [Double] = []
         // The coordinator may have spent minutes on the probe above while the others waited: meet
         // first, then arm stalled-rank detection for the loop, where every rank does the same work.
         try communicator.barrier()
@@ -148,6 +166,7 @@ public final class Pretrainer {
             let result = try step.run(step: index, batch: batch)
             onlineProbe?.update(batch)
             last = result
+            losses.append(Double(result.loss.total))
             completed = index + 1
             progress?.update(step: index, loss: Double(result.loss.total), learningRate: result.learningRate,
                              samples: batch.samples * communicator.worldSize)
@@ -182,7 +201,8 @@ public final class Pretrainer {
         let imagesPerSecond = Double(stepsRun * config.data.batchSize) / max(Date().timeIntervalSince(started), 1e-9)
         var summary = Summary(steps: config.run.steps, finalLoss: Double(last?.loss.total ?? .nan), imagesPerSecond: imagesPerSecond,
                               initialProbe: initial?.probe, initialKnnTop1: initial?.knnTop1, stepsRun: stepsRun,
-                              preempted: preempted, lastCheckpoint: lastCheckpoint?.path)
+                              preempted: preempted, lastCheckpoint: lastCheckpoint?.path,
+                              lossByFifth: Summary.blockMeans(losses, parts: 5))
         if config.eval.linearProbe, let evaluation, coordinator, !preempted {
             let result = try evaluator.run(source: evaluation, probe: probe, knn: knn)
             summary.probe = result.probe
