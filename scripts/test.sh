@@ -4,5 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
+# The learning test (DebugRunLearnsTests) runs the release kaleido: debug kernels are too slow.
+swift build -c release --product kaleido
 swift build --build-tests
 swift test --skip-build "$@"
