@@ -14,23 +14,26 @@ enum DurableFile {
         .io(path: path, operation: operation, message: String(cString: strerror(errno)))
     }
 
+    /// Writes all of `piece` to `fd`, retrying short writes and EINTR; errors name `path`.
+    static func writeAll(_ piece: UnsafeRawBufferPointer, to fd: Int32, path: String) throws {
+        var written = 0
+        while written < piece.count {
+            let n = write(fd, piece.baseAddress! + written, piece.count - written)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw failure(path, "write")
+            }
+            written += n
+        }
+    }
+
     /// Writes `pieces` one after the other to `path` (created or truncated), then fsyncs it.
     static func writeFile(_ path: String, pieces: [UnsafeRawBufferPointer]) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw failure(path, "open") }
         var closed = false
         defer { if !closed { close(fd) } }
-        for piece in pieces {
-            var offset = 0
-            while offset < piece.count {
-                let n = write(fd, piece.baseAddress! + offset, piece.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw failure(path, "write")
-                }
-                offset += n
-            }
-        }
+        for piece in pieces { try writeAll(piece, to: fd, path: path) }
         guard fsync(fd) == 0 else { throw failure(path, "fsync") }
         closed = true
         guard close(fd) == 0 else { throw failure(path, "close") }
@@ -53,18 +56,10 @@ enum DurableFile {
 
         func append(_ piece: UnsafeRawBufferPointer) throws {
             let start = offset
-            var written = 0
-            while written < piece.count {
-                let n = write(fd, piece.baseAddress! + written, piece.count - written)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw failure(path, "write")
-                }
-                written += n
-            }
-            offset += written
+            try writeAll(piece, to: fd, path: path)
+            offset += piece.count
             // Only a hint: a file system without it still gets everything durable from fsync.
-            _ = kaleido_start_writeback(fd, Int64(start), Int64(written))
+            _ = kaleido_start_writeback(fd, Int64(start), Int64(piece.count))
         }
 
         /// fsyncs and closes; the file is durable when this returns.
