@@ -21,14 +21,14 @@ extension Kaleido {
         @Option(help: ArgumentHelp("Comma-separated label fractions in (0, 1].", valueName: "fractions"))
         var fractions = "0.01,0.1"
 
-        @Option(help: "Optimiser steps per fraction.")
-        var steps = 200
+        @Option(help: "Optimiser steps per fraction (default eval.finetune_steps of the checkpoint's config).")
+        var steps: Int?
 
         @Option(help: "Samples per step (at most the subset size).")
         var batchSize = 32
 
-        @Option(help: "Peak AdamW learning rate (after warmup).")
-        var lr = 1e-3
+        @Option(help: "Peak AdamW learning rate after warmup (default eval.finetune_lr of the checkpoint's config).")
+        var lr: Double?
 
         @Option(help: "Warmup steps.")
         var warmup = 20
@@ -62,9 +62,9 @@ extension Kaleido {
 
         func validate() throws {
             _ = try parsedFractions()
-            if steps < 1 { throw ValidationError("--steps must be ≥ 1, got \(steps)") }
+            if let steps, steps < 1 { throw ValidationError("--steps must be ≥ 1, got \(steps)") }
             if batchSize < 2 { throw ValidationError("--batch-size must be ≥ 2 (Mixup pairs samples), got \(batchSize)") }
-            if !(lr > 0) { throw ValidationError("--lr must be > 0, got \(lr)") }
+            if let lr, !(lr > 0) { throw ValidationError("--lr must be > 0, got \(lr)") }
             if warmup < 0 { throw ValidationError("--warmup must be ≥ 0, got \(warmup)") }
             if !(layerDecay > 0 && layerDecay <= 1) { throw ValidationError("--layer-decay must be in (0, 1], got \(layerDecay)") }
             if !(ema >= 0 && ema < 1) { throw ValidationError("--ema must be in [0, 1), got \(ema)") }
@@ -77,9 +77,10 @@ extension Kaleido {
             let suite = try options.suite()
             let data = try suite.data(options.data, modality: options.modality)
             var settings = SemiSupervisedFineTuning()
+            let steps = steps ?? suite.checkpoint.config.eval.finetuneSteps
             settings.steps = steps
             settings.batchSize = batchSize
-            settings.learningRate = lr
+            settings.learningRate = lr ?? suite.checkpoint.config.eval.finetuneLr
             settings.warmupSteps = min(warmup, steps)
             settings.weightDecay = weightDecay
             settings.layerDecay = layerDecay

@@ -58,5 +58,8 @@ import KaleidoTensor
         #expect(momentum.value(at: 0) == 0.996)
         #expect(abs(momentum.value(at: 50) - 0.998) < 1e-12)
         #expect(momentum.value(at: 100) == 1)
+        let held = MomentumSchedule(base: 0.99, final: 0.999, totalSteps: 100)
+        #expect(abs(held.value(at: 0) - 0.99) < 1e-12 && abs(held.value(at: 50) - 0.9945) < 1e-12)
+        #expect(abs(held.value(at: 100) - 0.999) < 1e-12)
     }
 }

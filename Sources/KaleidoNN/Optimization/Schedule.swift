@@ -25,19 +25,23 @@ public struct WarmupCosineSchedule: Sendable, Equatable {
     }
 }
 
-/// The target network's EMA momentum, rising from γ₀ to 1 on a cosine (BYOL, ReLICv2):
-///   γ(s) = 1 − (1 − γ₀) · ½ (cos(π s / total) + 1)
+/// The target network's EMA momentum, rising from γ₀ to γ_end (1 in BYOL and ReLICv2) on a cosine:
+///   γ(s) = γ_end − (γ_end − γ₀) · ½ (cos(π s / total) + 1)
+/// γ_end < 1 keeps the target moving to the last step; with γ_end = 1 the target freezes while
+/// the learning rate decays, and the loss stops falling before the run ends.
 public struct MomentumSchedule: Sendable, Equatable {
     public var base: Double
+    public var final: Double
     public var totalSteps: Int
 
-    public init(base: Double, totalSteps: Int) {
+    public init(base: Double, final: Double = 1, totalSteps: Int) {
         self.base = base
+        self.final = final
         self.totalSteps = totalSteps
     }
 
     public func value(at step: Int) -> Double {
         let progress = min(1, Double(step) / Double(max(1, totalSteps)))
-        return 1 - (1 - base) * 0.5 * (cos(Double.pi * progress) + 1)
+        return final - (final - base) * 0.5 * (cos(Double.pi * progress) + 1)
     }
 }

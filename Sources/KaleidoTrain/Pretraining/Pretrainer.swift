@@ -113,7 +113,7 @@ public final class Pretrainer {
             loss: ReLICv2Loss(temperature: Float(config.ssl.temperature), alpha: Float(config.ssl.alpha), beta: Float(config.ssl.beta)),
             optimizer: settings.make(for: model.online),
             learningRate: WarmupCosineSchedule(base: o.lr, final: o.minLr, warmupSteps: o.warmupSteps, totalSteps: config.run.steps),
-            momentum: MomentumSchedule(base: config.ssl.emaBase, totalSteps: config.run.steps),
+            momentum: MomentumSchedule(base: config.ssl.emaBase, final: config.ssl.emaFinal, totalSteps: config.run.steps),
             queueSize: config.ssl.queueSize, communicator: communicator, pool: pool, seed: UInt64(config.run.seed),
             bucketCap: config.dist.bucketMb > 0 ? .bytes(Int(config.dist.bucketMb * 1_048_576)) : .unbounded,
             objective: config.ssl.objective, synchronizeBatchNorm: config.dist.syncBn)
