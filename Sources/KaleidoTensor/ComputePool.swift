@@ -1,4 +1,3 @@
-import Dispatch
 import Synchronization
 
 /// Splits loops that do not go through BLAS (depthwise convolution, normalisation, softmax,
@@ -13,6 +12,9 @@ public struct ComputePool: Sendable {
     /// owner then sets `BLAS.threadCount = 1`. When false, each product is one OpenBLAS call on
     /// OpenBLAS's own threads.
     public let splitsMatrixProducts: Bool
+    /// The `threads − 1` threads besides the caller's, shared by copies of this pool and stopped
+    /// when the last copy goes.
+    let team: WorkerTeam?
 
     public init(threads: Int) {
         self.init(threads: threads, splitsMatrixProducts: false)
@@ -22,6 +24,7 @@ public struct ComputePool: Sendable {
         precondition(threads >= 1, "a compute pool needs at least one thread, got \(threads)")
         self.threads = threads
         self.splitsMatrixProducts = splitsMatrixProducts
+        team = threads > 1 ? WorkerTeam(workers: threads - 1) : nil
     }
 
     /// One thread: for tests and for callers already inside a parallel loop.
@@ -43,15 +46,11 @@ public struct ComputePool: Sendable {
             body(0, 0..<count)
             return
         }
-        withoutActuallyEscaping(body) { body in
-            // Kernels capture raw pointers to disjoint ranges; the ranges never overlap, which is
-            // the guarantee Sendable cannot express.
-            let shared = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: parts) { part in
-                let start = count * part / parts
-                let end = count * (part + 1) / parts
-                shared.value(part, start..<end)
-            }
+        func run(_ part: Int) { body(part, (count * part / parts)..<(count * (part + 1) / parts)) }
+        // Kernels capture raw pointers to disjoint ranges; the ranges never overlap. A loop
+        // inside a loop of the same pool runs its parts here, one after the other.
+        if team?.run(participants: parts, run) != true {
+            for part in 0..<parts { run(part) }
         }
     }
 }
@@ -68,18 +67,15 @@ extension ComputePool {
             return
         }
         let next = Atomic<Int>(0)
-        withoutActuallyEscaping(body) { body in
-            let shared = UncheckedSendable(body)
-            withUnsafePointer(to: next) { next in
-                let counter = UncheckedSendable(next)
-                DispatchQueue.concurrentPerform(iterations: workers) { _ in
-                    while true {
-                        let piece = counter.value.pointee.add(1, ordering: .relaxed).oldValue
-                        guard piece < pieces else { break }
-                        shared.value(piece)
-                    }
-                }
+        let ran = team?.run(participants: workers) { _ in
+            while true {
+                let piece = next.add(1, ordering: .relaxed).oldValue
+                guard piece < pieces else { break }
+                body(piece)
             }
+        }
+        if ran != true {
+            for piece in 0..<pieces { body(piece) }
         }
     }
 }
