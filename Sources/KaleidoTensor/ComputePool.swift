@@ -40,8 +40,15 @@ public struct ComputePool: Sendable {
     /// Like `forEachRange`, also passing the part's index (< `threads`), so a kernel can give
     /// each part its own slice of a scratch buffer.
     public func forEachPart(_ count: Int, minimumPerThread: Int = 1, _ body: (_ part: Int, Range<Int>) -> Void) {
+        forEachPart(count, parts: min(threads, max(1, count / max(1, minimumPerThread))), body)
+    }
+
+    /// Calls `body` on `parts` (at most `threads`) disjoint contiguous ranges covering
+    /// `0..<count`, in parallel.
+    public func forEachPart(_ count: Int, parts: Int, _ body: (_ part: Int, Range<Int>) -> Void) {
         guard count > 0 else { return }
-        let parts = min(threads, max(1, count / max(1, minimumPerThread)))
+        precondition(parts >= 1 && parts <= threads, "\(parts) parts on \(threads) threads")
+        let parts = min(parts, count)
         if parts == 1 {
             body(0, 0..<count)
             return
@@ -61,21 +68,27 @@ extension ComputePool {
     /// was descheduled (a shared machine) just takes fewer pieces; the caller's thread never
     /// waits idle while pieces remain.
     public func forEachPiece(_ pieces: Int, _ body: (Int) -> Void) {
-        let workers = min(threads, pieces)
+        forEachPiece(pieces, lanes: threads) { _, piece in body(piece) }
+    }
+
+    /// The same on at most `lanes` threads, also passing the lane (< `lanes`) that runs the
+    /// piece, so a piece can use that lane's slice of a scratch buffer.
+    public func forEachPiece(_ pieces: Int, lanes: Int, _ body: (_ lane: Int, _ piece: Int) -> Void) {
+        let workers = min(threads, lanes, pieces)
         if workers <= 1 {
-            for piece in 0..<pieces { body(piece) }
+            for piece in 0..<pieces { body(0, piece) }
             return
         }
         let next = Atomic<Int>(0)
-        let ran = team?.run(participants: workers) { _ in
+        let ran = team?.run(participants: workers) { lane in
             while true {
                 let piece = next.add(1, ordering: .relaxed).oldValue
                 guard piece < pieces else { break }
-                body(piece)
+                body(lane, piece)
             }
         }
         if ran != true {
-            for piece in 0..<pieces { body(piece) }
+            for piece in 0..<pieces { body(0, piece) }
         }
     }
 }

@@ -49,7 +49,8 @@ public final class Conv2dLayer: Layer {
         let output = context.tensor([s.batch, s.outHeight, s.outWidth, outChannels])
         Conv2D.forward(output: output.pointer, input: input.pointer, weight: context.value(weight),
                        bias: bias.map { UnsafePointer(context.value($0)) }, shape: s,
-                       workspace: context.workspace(s.workspaceFloats), pool: context.pool)
+                       workspace: context.workspace(s.workspaceFloats(lanes: context.pool.threads)),
+                       workspaceLanes: context.pool.threads, pool: context.pool)
         saved.push((input, s), if: context.recordsForBackward)
         return output
     }
@@ -59,7 +60,8 @@ public final class Conv2dLayer: Layer {
         let dInput = context.tensor(input.shape, zeroed: true)
         Conv2D.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: bias.map { context.gradient($0) },
                         dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight), shape: s,
-                        workspace: context.workspace(s.workspaceFloats), pool: context.pool)
+                        workspace: context.workspace(s.workspaceFloats(lanes: context.pool.threads)),
+                        workspaceLanes: context.pool.threads, pool: context.pool)
         return dInput
     }
 

@@ -37,6 +37,12 @@ public struct Conv2DShape: Equatable, Sendable {
     /// Floats of scratch memory `forward` and `backward` need.
     public var workspaceFloats: Int { isPointwise ? 0 : imagesPerChunk * outHeight * outWidth * patchSize }
 
+    /// Scratch for `lanes` chunks at once (`workspaceLanes` of `forward` and `backward`).
+    public func workspaceFloats(lanes: Int) -> Int { workspaceFloats * lanes }
+
+    /// Chunks of `imagesPerChunk` images covering the batch.
+    public var chunks: Int { (batch + imagesPerChunk - 1) / imagesPerChunk }
+
     /// Multiply-adds ×2 of the forward pass.
     public var forwardFLOPs: Double { 2 * Double(outputPixels) * Double(patchSize) * Double(outChannels) }
 }
@@ -46,21 +52,30 @@ public struct Conv2DShape: Equatable, Sendable {
 /// out[n,oh,ow,oc] = b[oc] + Σ_{kh,kw,ic} in[n, oh·s−p+kh, ow·s−p+kw, ic] · W[oc,kh,kw,ic]
 /// in is (N, H, W, IC), weight is (OC, K, K, IC), bias (OC) or nil, out is (N, OH, OW, OC).
 /// With col the (N·OH·OW, K·K·IC) patch matrix: out = col · Wᵀ.
+///
+/// `workspaceLanes` is how many chunk-sized slices `workspace` holds. With more than one (and a
+/// pool that `splitsMatrixProducts`), the forward pass and the input gradient give whole chunks
+/// to the pool's threads, each with its own slice: one im2col and one single-threaded product
+/// per chunk, rather than every chunk's im2col and product cut in pieces across the threads.
+/// The weights are then packed once per chunk instead of once per piece, and a step starts a
+/// tenth as many parallel loops. Each output element is still one product over the whole K in
+/// OpenBLAS's order, so the bits do not change.
 public enum Conv2D {
     public static func forward(
         output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-        shape s: Conv2DShape, workspace: UnsafeMutablePointer<Float>?, pool: ComputePool
+        shape s: Conv2DShape, workspace: UnsafeMutablePointer<Float>?, workspaceLanes: Int = 1, pool: ComputePool
     ) {
         // With a bias, out starts as the bias rows and the products add onto it (beta 1).
         if let bias { Bias.broadcast(output: output, bias: bias, rows: s.outputPixels, channels: s.outChannels, pool: pool) }
-        forEachChunk(s) { firstImage, images in
+        forEachChunk(s, lanes: workspaceLanes, pool: pool) { firstImage, images, lane, chunkPool in
             let rows = images * s.outHeight * s.outWidth
-            let columns = patches(s, input: input, firstImage: firstImage, images: images, workspace: workspace, pool: pool)
+            let columns = patches(s, input: input, firstImage: firstImage, images: images,
+                                  workspace: workspace.map { $0 + lane * s.workspaceFloats }, pool: chunkPool)
             BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: s.outChannels, k: s.patchSize,
                        a: columns, lda: s.patchSize, b: weight, ldb: s.patchSize,
                        beta: bias == nil ? 0 : 1, c: output + firstImage * s.outHeight * s.outWidth * s.outChannels,
-                       ldc: s.outChannels, pool: pool)
+                       ldc: s.outChannels, pool: chunkPool)
         }
     }
 
@@ -72,43 +87,59 @@ public enum Conv2D {
     public static func backward(
         dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-        shape s: Conv2DShape, workspace: UnsafeMutablePointer<Float>?, pool: ComputePool
+        shape s: Conv2DShape, workspace: UnsafeMutablePointer<Float>?, workspaceLanes: Int = 1, pool: ComputePool
     ) {
-        forEachChunk(s) { firstImage, images in
-            let rows = images * s.outHeight * s.outWidth
-            let chunkOutput = dOutput + firstImage * s.outHeight * s.outWidth * s.outChannels
-            if let dWeight {
+        // The weight gradient sums over every chunk into one dW: chunks in order, each product
+        // split across the threads, so the sum's order never depends on the thread count.
+        if let dWeight {
+            forEachChunk(s, lanes: 1, pool: pool) { firstImage, images, _, _ in
+                let rows = images * s.outHeight * s.outWidth
+                let chunkOutput = dOutput + firstImage * s.outHeight * s.outWidth * s.outChannels
                 let columns = patches(s, input: input, firstImage: firstImage, images: images, workspace: workspace, pool: pool)
                 BLAS.sgemm(transposeA: true, transposeB: false, m: s.outChannels, n: s.patchSize, k: rows,
                            a: chunkOutput, lda: s.outChannels, b: columns, ldb: s.patchSize,
                            beta: 1, c: dWeight, ldc: s.patchSize, pool: pool)
             }
-            guard let dInput else { return }
-            let chunkInput = dInput + firstImage * s.height * s.width * s.inChannels
-            if s.isPointwise {
-                BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: s.inChannels, k: s.outChannels,
-                           a: chunkOutput, lda: s.outChannels, b: weight, ldb: s.inChannels,
-                           beta: 1, c: chunkInput, ldc: s.inChannels, pool: pool)
-                return
+        }
+        // The input gradient of a chunk lands on that chunk's images only.
+        if let dInput {
+            forEachChunk(s, lanes: workspaceLanes, pool: pool) { firstImage, images, lane, chunkPool in
+                let rows = images * s.outHeight * s.outWidth
+                let chunkOutput = dOutput + firstImage * s.outHeight * s.outWidth * s.outChannels
+                let chunkInput = dInput + firstImage * s.height * s.width * s.inChannels
+                if s.isPointwise {
+                    BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: s.inChannels, k: s.outChannels,
+                               a: chunkOutput, lda: s.outChannels, b: weight, ldb: s.inChannels,
+                               beta: 1, c: chunkInput, ldc: s.inChannels, pool: chunkPool)
+                    return
+                }
+                let dColumns = workspace! + lane * s.workspaceFloats
+                BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: s.patchSize, k: s.outChannels,
+                           a: chunkOutput, lda: s.outChannels, b: weight, ldb: s.patchSize,
+                           beta: 0, c: dColumns, ldc: s.patchSize, pool: chunkPool)
+                addColumnsToImage(s, dColumns: dColumns, dInput: chunkInput, images: images, pool: chunkPool)
             }
-            let dColumns = workspace!
-            BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: s.patchSize, k: s.outChannels,
-                       a: chunkOutput, lda: s.outChannels, b: weight, ldb: s.patchSize,
-                       beta: 0, c: dColumns, ldc: s.patchSize, pool: pool)
-            addColumnsToImage(s, dColumns: dColumns, dInput: chunkInput, images: images, pool: pool)
         }
         if let dBias {
             Bias.backward(dBias: dBias, dOutput: dOutput, rows: s.outputPixels, channels: s.outChannels, pool: pool)
         }
     }
 
-    private static func forEachChunk(_ s: Conv2DShape, _ body: (_ firstImage: Int, _ images: Int) -> Void) {
-        var first = 0
-        while first < s.batch {
-            let images = min(s.imagesPerChunk, s.batch - first)
-            body(first, images)
-            first += images
+    /// Calls `body` for every chunk: in order on this thread with `pool` when `lanes` is 1 (or
+    /// the pool does not split products), else on up to `lanes` threads at once, each passing its
+    /// lane (its workspace slice) and a serial pool.
+    private static func forEachChunk(_ s: Conv2DShape, lanes: Int, pool: ComputePool,
+                                     _ body: (_ firstImage: Int, _ images: Int, _ lane: Int, _ pool: ComputePool) -> Void) {
+        func run(_ chunk: Int, lane: Int, pool: ComputePool) {
+            let first = chunk * s.imagesPerChunk
+            body(first, min(s.imagesPerChunk, s.batch - first), lane, pool)
         }
+        let parallel = min(lanes, pool.threads, s.chunks)
+        guard parallel > 1, pool.splitsMatrixProducts else {
+            for chunk in 0..<s.chunks { run(chunk, lane: 0, pool: pool) }
+            return
+        }
+        pool.forEachPiece(s.chunks, lanes: parallel) { lane, chunk in run(chunk, lane: lane, pool: .serial) }
     }
 
     /// The im2col matrix of images [firstImage, firstImage + images): row (n, oh, ow) holds the
