@@ -122,4 +122,28 @@ import Testing
         // Weight gradients sum chunk by chunk, a different order of float additions.
         #expect(zip(fromChunks[1], expected[1]).allSatisfy { abs($0 - $1) < 1e-4 })
     }
+
+    /// Whole chunks on lanes (the layer's path with a splitting pool) give the bits of the
+    /// one-lane path, for one and two threads: the weight gradient's two halves are fixed.
+    @Test func chunksOnLanesGiveTheSameBitsForAnyThreadCount() {
+        var c = Case(batch: 7, height: 8, width: 8, inChannels: 4, outChannels: 3, kernel: 3, stride: 1, padding: 1)
+        c.workspaceCap = 2 * 8 * 8 * 9 * 4
+        #expect(c.shape.chunks == 4 && c.shape.weightScratchFloats == 3 * 9 * 4)
+        let v = inputs(c)
+        let reference = forward(c, v, pool: .serial)
+        let dOut = randomValues(reference.count, seed: 9)
+        func run(_ pool: ComputePool, lanes: Int) -> [[Float]] {
+            withPointers([reference.map { _ in 0 }, v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }],
+                         scratch: [c.shape.workspaceFloats(lanes: lanes)]) { p, scratch in
+                Conv2D.forward(output: p[0], input: v["input"]!, weight: v["weight"]!, bias: nil, shape: c.shape,
+                               workspace: scratch[0], workspaceLanes: lanes, pool: pool)
+                Conv2D.backward(dInput: p[1], dWeight: p[2], dBias: nil, dOutput: dOut, input: v["input"]!,
+                                weight: v["weight"]!, shape: c.shape, workspace: scratch[0], workspaceLanes: lanes, pool: pool)
+            }
+        }
+        let serial = run(.serial, lanes: 1)
+        #expect(run(ComputePool(threads: 2, splitsMatrixProducts: true), lanes: 2) == serial)
+        #expect(run(ComputePool(threads: 2, splitsMatrixProducts: false), lanes: 2) == serial)
+        #expect(run(ComputePool(threads: 1), lanes: 1) == serial)
+    }
 }

@@ -34,11 +34,18 @@ public struct Conv2DShape: Equatable, Sendable {
     /// A 1×1 stride-1 unpadded convolution is a plain matrix product on the input itself.
     public var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 }
 
-    /// Floats of scratch memory `forward` and `backward` need.
-    public var workspaceFloats: Int { isPointwise ? 0 : imagesPerChunk * outHeight * outWidth * patchSize }
+    /// Floats of im2col columns of one chunk.
+    public var chunkFloats: Int { isPointwise ? 0 : imagesPerChunk * outHeight * outWidth * patchSize }
 
-    /// Scratch for `lanes` chunks at once (`workspaceLanes` of `forward` and `backward`).
-    public func workspaceFloats(lanes: Int) -> Int { workspaceFloats * lanes }
+    /// A second weight gradient, for the second half of the chunks (see `Conv2D.backward`).
+    public var weightScratchFloats: Int { isPointwise || chunks < 2 ? 0 : outChannels * patchSize }
+
+    /// Floats of scratch memory `forward` and `backward` need with one lane.
+    public var workspaceFloats: Int { workspaceFloats(lanes: 1) }
+
+    /// Scratch for `lanes` chunks at once (`workspaceLanes` of `forward` and `backward`): the
+    /// lanes' columns, then the second weight gradient.
+    public func workspaceFloats(lanes: Int) -> Int { chunkFloats * lanes + weightScratchFloats }
 
     /// Chunks of `imagesPerChunk` images covering the batch.
     public var chunks: Int { (batch + imagesPerChunk - 1) / imagesPerChunk }
@@ -71,7 +78,7 @@ public enum Conv2D {
         forEachChunk(s, lanes: workspaceLanes, pool: pool) { firstImage, images, lane, chunkPool in
             let rows = images * s.outHeight * s.outWidth
             let columns = patches(s, input: input, firstImage: firstImage, images: images,
-                                  workspace: workspace.map { $0 + lane * s.workspaceFloats }, pool: chunkPool)
+                                  workspace: workspace.map { $0 + lane * s.chunkFloats }, pool: chunkPool)
             BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: s.outChannels, k: s.patchSize,
                        a: columns, lda: s.patchSize, b: weight, ldb: s.patchSize,
                        beta: bias == nil ? 0 : 1, c: output + firstImage * s.outHeight * s.outWidth * s.outChannels,
@@ -89,17 +96,9 @@ public enum Conv2D {
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
         shape s: Conv2DShape, workspace: UnsafeMutablePointer<Float>?, workspaceLanes: Int = 1, pool: ComputePool
     ) {
-        // The weight gradient sums over every chunk into one dW: chunks in order, each product
-        // split across the threads, so the sum's order never depends on the thread count.
         if let dWeight {
-            forEachChunk(s, lanes: 1, pool: pool) { firstImage, images, _, _ in
-                let rows = images * s.outHeight * s.outWidth
-                let chunkOutput = dOutput + firstImage * s.outHeight * s.outWidth * s.outChannels
-                let columns = patches(s, input: input, firstImage: firstImage, images: images, workspace: workspace, pool: pool)
-                BLAS.sgemm(transposeA: true, transposeB: false, m: s.outChannels, n: s.patchSize, k: rows,
-                           a: chunkOutput, lda: s.outChannels, b: columns, ldb: s.patchSize,
-                           beta: 1, c: dWeight, ldc: s.patchSize, pool: pool)
-            }
+            addWeightGradient(dWeight, dOutput: dOutput, input: input, shape: s, workspace: workspace,
+                              workspaceLanes: workspaceLanes, pool: pool)
         }
         // The input gradient of a chunk lands on that chunk's images only.
         if let dInput {
@@ -113,7 +112,7 @@ public enum Conv2D {
                                beta: 1, c: chunkInput, ldc: s.inChannels, pool: chunkPool)
                     return
                 }
-                let dColumns = workspace! + lane * s.workspaceFloats
+                let dColumns = workspace! + lane * s.chunkFloats
                 BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: s.patchSize, k: s.outChannels,
                            a: chunkOutput, lda: s.outChannels, b: weight, ldb: s.patchSize,
                            beta: 0, c: dColumns, ldc: s.patchSize, pool: chunkPool)
@@ -123,6 +122,44 @@ public enum Conv2D {
         if let dBias {
             Bias.backward(dBias: dBias, dOutput: dOutput, rows: s.outputPixels, channels: s.outChannels, pool: pool)
         }
+    }
+
+    /// dW += Σ_chunks doutᵀ · col. The sum's order must not depend on the thread count, so the
+    /// chunks form two fixed halves: the first is summed into dW, the second into the
+    /// workspace's second weight gradient, which is then added to dW. With two lanes the halves
+    /// run at once, one thread each (whole chunks, single-threaded products); otherwise one after
+    /// the other, every product split across the pool. Pointwise layers sum in chunk order.
+    private static func addWeightGradient(_ dWeight: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
+                                          input: UnsafePointer<Float>, shape s: Conv2DShape,
+                                          workspace: UnsafeMutablePointer<Float>?, workspaceLanes: Int, pool: ComputePool) {
+        func addChunks(_ chunks: Range<Int>, into sum: UnsafeMutablePointer<Float>, columns: UnsafeMutablePointer<Float>?,
+                       pool: ComputePool) {
+            for chunk in chunks {
+                let firstImage = chunk * s.imagesPerChunk, images = min(s.imagesPerChunk, s.batch - firstImage)
+                let patchRows = patches(s, input: input, firstImage: firstImage, images: images, workspace: columns, pool: pool)
+                BLAS.sgemm(transposeA: true, transposeB: false, m: s.outChannels, n: s.patchSize,
+                           k: images * s.outHeight * s.outWidth,
+                           a: dOutput + firstImage * s.outHeight * s.outWidth * s.outChannels, lda: s.outChannels,
+                           b: patchRows, ldb: s.patchSize, beta: 1, c: sum, ldc: s.patchSize, pool: pool)
+            }
+        }
+        guard s.weightScratchFloats > 0, let workspace else {
+            addChunks(0..<s.chunks, into: dWeight, columns: workspace, pool: pool)
+            return
+        }
+        let secondHalf = workspace + workspaceLanes * s.chunkFloats
+        secondHalf.update(repeating: 0, count: s.weightScratchFloats)
+        let halves = [0..<(s.chunks / 2), (s.chunks / 2)..<s.chunks]
+        if workspaceLanes > 1, pool.threads > 1, pool.splitsMatrixProducts {
+            pool.forEachPart(2, parts: 2) { half, _ in
+                addChunks(halves[half], into: half == 0 ? dWeight : secondHalf, columns: workspace + half * s.chunkFloats,
+                          pool: .serial)
+            }
+        } else {
+            addChunks(halves[0], into: dWeight, columns: workspace, pool: pool)
+            addChunks(halves[1], into: secondHalf, columns: workspace, pool: pool)
+        }
+        Add.backward(dA: dWeight, dB: nil, dOutput: secondHalf, count: s.weightScratchFloats, pool: pool)
     }
 
     /// Calls `body` for every chunk: in order on this thread with `pool` when `lanes` is 1 (or
