@@ -50,6 +50,12 @@ public struct Conv2DShape: Equatable, Sendable {
     /// Chunks of `imagesPerChunk` images covering the batch.
     public var chunks: Int { (batch + imagesPerChunk - 1) / imagesPerChunk }
 
+    /// The first image of `chunk` and how many it holds (the last chunk may be short).
+    public func images(inChunk chunk: Int) -> (first: Int, count: Int) {
+        let first = chunk * imagesPerChunk
+        return (first, min(imagesPerChunk, batch - first))
+    }
+
     /// Multiply-adds ×2 of the forward pass.
     public var forwardFLOPs: Double { 2 * Double(outputPixels) * Double(patchSize) * Double(outChannels) }
 }
@@ -135,7 +141,7 @@ public enum Conv2D {
         func addChunks(_ chunks: Range<Int>, into sum: UnsafeMutablePointer<Float>, columns: UnsafeMutablePointer<Float>?,
                        pool: ComputePool) {
             for chunk in chunks {
-                let firstImage = chunk * s.imagesPerChunk, images = min(s.imagesPerChunk, s.batch - firstImage)
+                let (firstImage, images) = s.images(inChunk: chunk)
                 let patchRows = patches(s, input: input, firstImage: firstImage, images: images, workspace: columns, pool: pool)
                 BLAS.sgemm(transposeA: true, transposeB: false, m: s.outChannels, n: s.patchSize,
                            k: images * s.outHeight * s.outWidth,
@@ -168,8 +174,8 @@ public enum Conv2D {
     private static func forEachChunk(_ s: Conv2DShape, lanes: Int, pool: ComputePool,
                                      _ body: (_ firstImage: Int, _ images: Int, _ lane: Int, _ pool: ComputePool) -> Void) {
         func run(_ chunk: Int, lane: Int, pool: ComputePool) {
-            let first = chunk * s.imagesPerChunk
-            body(first, min(s.imagesPerChunk, s.batch - first), lane, pool)
+            let (first, images) = s.images(inChunk: chunk)
+            body(first, images, lane, pool)
         }
         let parallel = min(lanes, pool.threads, s.chunks)
         guard parallel > 1, pool.splitsMatrixProducts else {
