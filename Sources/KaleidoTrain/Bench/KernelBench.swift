@@ -5,7 +5,8 @@ import KaleidoTensor
 public struct KernelMeasurement: Codable, Sendable {
     public let kernel: String
     public let shape: String
-    /// "forward", "backward" or "peak".
+    /// "forward", "backward" or "peak"; a convolution's backward is also shown in its parts,
+    /// "dweight" and "dinput" (not counted again in the summary).
     public let pass: String
     public let threads: Int
     public let milliseconds: Double
@@ -104,18 +105,26 @@ public struct KernelBench {
         let weight = Tensor(randomNormal: [s.outChannels, 3, 3, s.inChannels], std: 0.05, rng: &rng)
         let output = Tensor(zeros: [s.outputPixels, s.outChannels])
         let dInput = Tensor(zeros: input.shape), dWeight = Tensor(zeros: weight.shape)
-        let workspace = Tensor(zeros: [s.workspaceFloats])
+        // The lanes Conv2dLayer uses: one im2col slice per thread.
+        let lanes = pool.threads
+        let workspace = Tensor(zeros: [s.workspaceFloats(lanes: lanes)])
         let name = "n\(s.batch) \(s.height)×\(s.width)×\(s.inChannels)→\(s.outChannels)"
         let forward = time {
             Conv2D.forward(output: output.pointer, input: input.pointer, weight: weight.pointer, bias: nil,
-                           shape: s, workspace: workspace.pointer, pool: pool)
+                           shape: s, workspace: workspace.pointer, workspaceLanes: lanes, pool: pool)
         }
-        let backward = time {
-            Conv2D.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: nil, dOutput: output.pointer,
-                            input: input.pointer, weight: weight.pointer, shape: s, workspace: workspace.pointer, pool: pool)
+        let weightGradient = time {
+            Conv2D.backward(dInput: nil, dWeight: dWeight.pointer, dBias: nil, dOutput: output.pointer, input: input.pointer,
+                            weight: weight.pointer, shape: s, workspace: workspace.pointer, workspaceLanes: lanes, pool: pool)
+        }
+        let inputGradient = time {
+            Conv2D.backward(dInput: dInput.pointer, dWeight: nil, dBias: nil, dOutput: output.pointer, input: input.pointer,
+                            weight: weight.pointer, shape: s, workspace: workspace.pointer, workspaceLanes: lanes, pool: pool)
         }
         return [measurement("conv3x3", name, "forward", flops: s.forwardFLOPs, seconds: forward),
-                measurement("conv3x3", name, "backward", flops: 2 * s.forwardFLOPs, seconds: backward)]
+                measurement("conv3x3", name, "backward", flops: 2 * s.forwardFLOPs, seconds: weightGradient + inputGradient),
+                measurement("conv3x3", name, "dweight", flops: s.forwardFLOPs, seconds: weightGradient),
+                measurement("conv3x3", name, "dinput", flops: s.forwardFLOPs, seconds: inputGradient)]
     }
 
     func depthwise(_ s: DepthwiseConv2DShape, pool: ComputePool) -> [KernelMeasurement] {
@@ -171,7 +180,7 @@ public struct KernelBenchSummary: Codable, Sendable {
 
     public init(_ results: [KernelMeasurement]) {
         func aggregate(_ kernel: String) -> Double? {
-            let cases = results.filter { $0.kernel == kernel }
+            let cases = results.filter { $0.kernel == kernel && ($0.pass == "forward" || $0.pass == "backward") }
             let flops = cases.reduce(0) { $0 + $1.gflops * $1.milliseconds }
             let time = cases.reduce(0) { $0 + $1.milliseconds }
             return time > 0 ? flops / time : nil
