@@ -1,3 +1,5 @@
+import CKernels
+
 /// Geometry of a 2-D convolution over channels-last images (groups = 1).
 ///
 /// OH = (H + 2·pad − K) / stride + 1, and likewise OW. The im2col matrix of one image has
@@ -9,12 +11,16 @@ public struct Conv2DShape: Equatable, Sendable {
     public let outHeight, outWidth: Int
     /// Images whose columns fit the workspace at once.
     public let imagesPerChunk: Int
+    /// The forward pass and the input gradient run the direct 3×3 kernel (see `Conv2DDirect`)
+    /// rather than im2col + sgemm, where it applies and the CPU has it.
+    public let allowsDirect: Bool
 
     /// - Parameter workspaceCap: floats of im2col columns held at once. The default (2 MB) was
     ///   measured with `kaleido bench kernels` on ResNet-18 CIFAR shapes, 2 threads: conv
     ///   fwd+bwd reached 48% of sgemm with 32 MB chunks, 80% with 4 MB and 84% with 2 MB.
     public init(batch: Int, height: Int, width: Int, inChannels: Int, outChannels: Int,
-                kernel: Int, stride: Int = 1, padding: Int = 0, workspaceCap: Int = 1 << 19) {
+                kernel: Int, stride: Int = 1, padding: Int = 0, workspaceCap: Int = 1 << 19,
+                allowsDirect: Bool = Conv2DDirect.isAvailable) {
         precondition(kernel >= 1 && stride >= 1 && padding >= 0, "bad convolution geometry k\(kernel) s\(stride) p\(padding)")
         precondition(height + 2 * padding >= kernel && width + 2 * padding >= kernel,
                      "kernel \(kernel) larger than padded input \(height)×\(width)")
@@ -25,7 +31,24 @@ public struct Conv2DShape: Equatable, Sendable {
         outWidth = (width + 2 * padding - kernel) / stride + 1
         let columnsPerImage = outHeight * outWidth * kernel * kernel * inChannels
         imagesPerChunk = max(1, min(batch, workspaceCap / max(1, columnsPerImage)))
+        self.allowsDirect = allowsDirect && Conv2DDirect.isAvailable
     }
+
+    /// A 3×3, stride-1, padding-1 convolution whose output channels fill the direct kernel's
+    /// 32-channel panels runs its forward pass directly.
+    public var forwardIsDirect: Bool {
+        allowsDirect && isSameSize3x3 && outChannels % Conv2DDirect.panelChannels == 0
+    }
+
+    /// Its input gradient is the same convolution with the channels swapped.
+    public var inputGradientIsDirect: Bool {
+        allowsDirect && isSameSize3x3 && inChannels % Conv2DDirect.panelChannels == 0
+    }
+
+    private var isSameSize3x3: Bool { kernel == 3 && stride == 1 && padding == 1 }
+
+    /// The weights packed for the direct kernel, when either pass uses it.
+    public var packedWeightFloats: Int { forwardIsDirect || inputGradientIsDirect ? outChannels * patchSize : 0 }
 
     /// Rows of the im2col matrix (output pixels) and its width (K·K·IC).
     public var outputPixels: Int { batch * outHeight * outWidth }
@@ -44,8 +67,11 @@ public struct Conv2DShape: Equatable, Sendable {
     public var workspaceFloats: Int { workspaceFloats(lanes: 1) }
 
     /// Scratch for `lanes` chunks at once (`workspaceLanes` of `forward` and `backward`): the
-    /// lanes' columns, then the second weight gradient.
-    public func workspaceFloats(lanes: Int) -> Int { chunkFloats * lanes + weightScratchFloats }
+    /// lanes' columns, then the second weight gradient, then the packed weights.
+    public func workspaceFloats(lanes: Int) -> Int { chunkFloats * lanes + weightScratchFloats + packedWeightFloats }
+
+    /// Where the packed weights start in a workspace of `workspaceFloats(lanes:)`.
+    func packedWeightOffset(lanes: Int) -> Int { chunkFloats * lanes + weightScratchFloats }
 
     /// Chunks of `imagesPerChunk` images covering the batch.
     public var chunks: Int { (batch + imagesPerChunk - 1) / imagesPerChunk }
@@ -81,6 +107,14 @@ public enum Conv2D {
     ) {
         // With a bias, out starts as the bias rows and the products add onto it (beta 1).
         if let bias { Bias.broadcast(output: output, bias: bias, rows: s.outputPixels, channels: s.outChannels, pool: pool) }
+        if s.forwardIsDirect, let workspace {
+            let packed = workspace + s.packedWeightOffset(lanes: workspaceLanes)
+            Conv2DDirect.packWeights(weight, shape: s, forInputGradient: false, into: packed, pool: pool)
+            Conv2DDirect.run(output: output, accumulate: bias != nil, input: input, batch: s.batch, height: s.height,
+                             width: s.width, inChannels: s.inChannels, packedWeight: packed, outChannels: s.outChannels,
+                             pool: pool)
+            return
+        }
         forEachChunk(s, lanes: workspaceLanes, pool: pool) { firstImage, images, lane, chunkPool in
             let rows = images * s.outHeight * s.outWidth
             let columns = patches(s, input: input, firstImage: firstImage, images: images,
@@ -106,8 +140,15 @@ public enum Conv2D {
             addWeightGradient(dWeight, dOutput: dOutput, input: input, shape: s, workspace: workspace,
                               workspaceLanes: workspaceLanes, pool: pool)
         }
-        // The input gradient of a chunk lands on that chunk's images only.
-        if let dInput {
+        if let dInput, s.inputGradientIsDirect, let workspace {
+            // din = dout ⊛ W flipped and transposed, added onto din (which the caller zeroed).
+            let packed = workspace + s.packedWeightOffset(lanes: workspaceLanes)
+            Conv2DDirect.packWeights(weight, shape: s, forInputGradient: true, into: packed, pool: pool)
+            Conv2DDirect.run(output: dInput, accumulate: true, input: dOutput, batch: s.batch, height: s.height,
+                             width: s.width, inChannels: s.outChannels, packedWeight: packed, outChannels: s.inChannels,
+                             pool: pool)
+        } else if let dInput {
+            // The input gradient of a chunk lands on that chunk's images only.
             forEachChunk(s, lanes: workspaceLanes, pool: pool) { firstImage, images, lane, chunkPool in
                 let rows = images * s.outHeight * s.outWidth
                 let chunkOutput = dOutput + firstImage * s.outHeight * s.outWidth * s.outChannels

@@ -1,0 +1,50 @@
+#ifndef KALEIDO_CONV3X3_DIRECT_H
+#define KALEIDO_CONV3X3_DIRECT_H
+
+#include <stddef.h>
+
+/// Direct 3×3, stride 1, padding 1 convolution over channels-last images, as an implicit GEMM:
+/// the products read the input where it lies (no im2col matrix, no packing of the activations)
+/// and the weights are packed once per call into panels of 32 output channels.
+///
+/// out[n,oh,ow,oc] (+)= Σ_{kh,kw,ic} in[n, oh+kh−1, ow+kw−1, ic] · W[oc,kh,kw,ic]
+///
+/// The input gradient of such a convolution is the same convolution of the output gradient with
+/// the weights flipped in space and transposed in channels, so one kernel serves both passes.
+/// Each output element is one sum in a fixed order (taps, then input channels), whatever the
+/// split of pixels across threads: the bits do not depend on the thread count.
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// 1 when this CPU runs the kernel (AVX-512F), else 0: callers fall back to im2col + sgemm.
+int kaleido_conv3x3_direct_available(void);
+
+/// Output channels per packed panel; the convolution's output channels must be a multiple.
+enum { kaleido_conv3x3_panel_channels = 32 };
+
+/// Packs W (OC, 3, 3, IC) for the forward pass (`for_input_gradient` 0: panels over OC of
+/// (tap, ic, 32 oc)), or flipped and transposed for the input gradient (1: panels over IC of
+/// (tap, oc, 32 ic)). `packed` holds OC·9·IC floats; this call fills panels
+/// [first_panel, first_panel + panel_count) (threads may fill disjoint ranges).
+void kaleido_conv3x3_pack_weights(const float *weight, int out_channels, int in_channels, int for_input_gradient,
+                                  float *packed, int first_panel, int panel_count);
+
+/// Tiles of the batch's output pixels: the unit `kaleido_conv3x3_direct` splits its work in.
+long kaleido_conv3x3_direct_tiles(int batch, int height, int width);
+
+/// Computes output tiles [first_tile, first_tile + tile_count) (of `kaleido_conv3x3_direct_tiles`)
+/// from input (batch, height, width, in_channels) and weights packed by
+/// `kaleido_conv3x3_pack_weights` with out_channels panels, into out (batch, height, width,
+/// out_channels). Adds onto `out` when `accumulate` is 1, else overwrites it. Threads may
+/// compute disjoint tile ranges at once.
+void kaleido_conv3x3_direct(const float *input, int batch, int height, int width, int in_channels,
+                            const float *packed_weight, int out_channels, float *out, int accumulate,
+                            long first_tile, long tile_count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
