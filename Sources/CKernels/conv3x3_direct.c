@@ -96,6 +96,19 @@ static int pixel_classes(int batch, int height, int width, pixel_class classes[9
     return count;
 }
 
+// The batch pixel index (n·H + oh)·W + ow of the class's q-th pixel, in the order (n, oh, ow).
+static inline long class_pixel(const pixel_class *c, int height, int width, long q) {
+    long rows = c->oh1 - c->oh0, columns = c->ow1 - c->ow0;
+    long n = q / (rows * columns), r = q % (rows * columns);
+    return (n * height + c->oh0 + r / columns) * width + c->ow0 + r % columns;
+}
+
+// How far each of the class's taps reads from the pixel's own input row, in floats.
+static inline void tap_offsets(const pixel_class *c, int width, int channels, long offset[9]) {
+    for (int t = 0; t < c->taps; t++)
+        offset[t] = ((long)(c->tap[t] / 3 - 1) * width + (c->tap[t] % 3 - 1)) * channels;
+}
+
 // One tile: `pixels` (≤ 14) output pixels of one class × 32 output channels, the whole K (the
 // class's taps × channels) summed in registers:
 //   acc[i][h] += in[center_i + offset(tap), c] · panel[tap][c][16h .. 16h + 16]
@@ -141,6 +154,52 @@ static const tile_function tile_of_size[tile_pixels + 1] = {
     0, conv_tile_1, conv_tile_2, conv_tile_3, conv_tile_4, conv_tile_5, conv_tile_6, conv_tile_7,
     conv_tile_8, conv_tile_9, conv_tile_10, conv_tile_11, conv_tile_12, conv_tile_13, conv_tile_14,
 };
+
+// Weight gradient, one tile: `channels` (≤ 14) input channels of one tap × 32 output channels,
+// summed over a run of pixels onto the packed gradient (rows of 32 floats, one per channel):
+//   acc[i][h] += in[center_p + in_offset + i] · dout[row_p + dout_offset + 16h ..]
+__attribute__((target("avx512f"), always_inline))
+static inline void gradient_tile(const float *const *centers, long in_offset, const float *const *dout_rows,
+                                 long dout_offset, long pixels, float *gradient, const int channels) {
+    __m512 acc[tile_pixels][2];
+    for (int i = 0; i < channels; i++) {
+        acc[i][0] = _mm512_loadu_ps(gradient + i * panel);
+        acc[i][1] = _mm512_loadu_ps(gradient + i * panel + 16);
+    }
+    for (long p = 0; p < pixels; p++) {
+        const float *x = centers[p] + in_offset, *d = dout_rows[p] + dout_offset;
+        __m512 d0 = _mm512_loadu_ps(d), d1 = _mm512_loadu_ps(d + 16);
+        for (int i = 0; i < channels; i++) {
+            __m512 xi = _mm512_set1_ps(x[i]);
+            acc[i][0] = _mm512_fmadd_ps(xi, d0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(xi, d1, acc[i][1]);
+        }
+    }
+    for (int i = 0; i < channels; i++) {
+        _mm512_storeu_ps(gradient + i * panel, acc[i][0]);
+        _mm512_storeu_ps(gradient + i * panel + 16, acc[i][1]);
+    }
+}
+
+typedef void (*gradient_function)(const float *const *, long, const float *const *, long, long, float *);
+#define GRADIENT_TILE_OF(m)                                                                                   \
+    __attribute__((target("avx512f"), noinline)) static void gradient_tile_##m(                             \
+        const float *const *centers, long in_offset, const float *const *dout_rows, long dout_offset,        \
+        long pixels, float *gradient) {                                                                       \
+        gradient_tile(centers, in_offset, dout_rows, dout_offset, pixels, gradient, m);                       \
+    }
+GRADIENT_TILE_OF(1) GRADIENT_TILE_OF(2) GRADIENT_TILE_OF(3) GRADIENT_TILE_OF(4) GRADIENT_TILE_OF(5)
+GRADIENT_TILE_OF(6) GRADIENT_TILE_OF(7) GRADIENT_TILE_OF(8) GRADIENT_TILE_OF(9) GRADIENT_TILE_OF(10)
+GRADIENT_TILE_OF(11) GRADIENT_TILE_OF(12) GRADIENT_TILE_OF(13) GRADIENT_TILE_OF(14)
+static const gradient_function gradient_tile_of_size[tile_pixels + 1] = {
+    0, gradient_tile_1, gradient_tile_2, gradient_tile_3, gradient_tile_4, gradient_tile_5, gradient_tile_6,
+    gradient_tile_7, gradient_tile_8, gradient_tile_9, gradient_tile_10, gradient_tile_11, gradient_tile_12,
+    gradient_tile_13, gradient_tile_14,
+};
+
+// Pixels per run of the weight gradient: their input and output-gradient rows stay in cache
+// while every tile of the thread sums over them.
+enum { gradient_run_pixels = 128 };
 #endif
 
 long kaleido_conv3x3_direct_tiles(int batch, int height, int width) {
@@ -174,22 +233,18 @@ void kaleido_conv3x3_direct(const float *input, int batch, int height, int width
         if (block_end > end) block_end = end;
         if (block_end > class_end) block_end = class_end;
         long tap_offset[9];
-        for (int t = 0; t < c->taps; t++)
-            tap_offset[t] = ((long)(c->tap[t] / 3 - 1) * width + (c->tap[t] % 3 - 1)) * in_channels;
+        tap_offsets(c, width, in_channels, tap_offset);
         // The block's pixels in the class's order (n, oh, ow): where each is centred in the
         // input and where its output row starts.
         const float *centers[tile_pixels * block_tiles];
         long out_row[tile_pixels * block_tiles];
         int tile_size[block_tiles];
-        int class_rows = c->oh1 - c->oh0, class_columns = c->ow1 - c->ow0;
         for (long tile = block; tile < block_end; tile++) {
             long first = (tile - c->first_tile) * tile_pixels;
             long size = c->pixels - first < tile_pixels ? c->pixels - first : tile_pixels;
             tile_size[tile - block] = (int)size;
             for (long i = 0; i < size; i++) {
-                long q = first + i;
-                long n = q / ((long)class_rows * class_columns), r = q % ((long)class_rows * class_columns);
-                long pixel = (n * height + c->oh0 + r / class_columns) * width + c->ow0 + r % class_columns;
+                long pixel = class_pixel(c, height, width, first + i);
                 centers[(tile - block) * tile_pixels + i] = input + pixel * in_channels;
                 out_row[(tile - block) * tile_pixels + i] = pixel * out_channels;
             }
@@ -210,4 +265,60 @@ void kaleido_conv3x3_direct(const float *input, int batch, int height, int width
     (void)input; (void)batch; (void)height; (void)width; (void)in_channels; (void)packed_weight;
     (void)out_channels; (void)out; (void)accumulate; (void)first_tile; (void)tile_count;
 #endif
+}
+
+long kaleido_conv3x3_weight_gradient_tiles(int in_channels, int out_channels) {
+    return 9L * ((in_channels + tile_pixels - 1) / tile_pixels) * (out_channels / panel);
+}
+
+void kaleido_conv3x3_weight_gradient(const float *input, const float *dout, int batch, int height, int width,
+                                     int in_channels, int out_channels, float *packed_gradient,
+                                     long first_tile, long tile_count) {
+#if KALEIDO_HAS_X86
+    pixel_class classes[9];
+    int class_count = pixel_classes(batch, height, width, classes);
+    int groups = (in_channels + tile_pixels - 1) / tile_pixels, panels = out_channels / panel;
+    for (int k = 0; k < class_count; k++) {
+        const pixel_class *c = &classes[k];
+        long tap_offset[9];
+        tap_offsets(c, width, in_channels, tap_offset);
+        int tap_index[9];  // tap → its place among the class's taps, or −1
+        for (int tap = 0; tap < 9; tap++) tap_index[tap] = -1;
+        for (int t = 0; t < c->taps; t++) tap_index[c->tap[t]] = t;
+        for (long run = 0; run < c->pixels; run += gradient_run_pixels) {
+            long pixels = c->pixels - run < gradient_run_pixels ? c->pixels - run : gradient_run_pixels;
+            const float *centers[gradient_run_pixels], *dout_rows[gradient_run_pixels];
+            for (long i = 0; i < pixels; i++) {
+                long pixel = class_pixel(c, height, width, run + i);
+                centers[i] = input + pixel * in_channels;
+                dout_rows[i] = dout + pixel * out_channels;
+            }
+            // Tile t = (tap · groups + group) · panels + panel.
+            for (long t = first_tile; t < first_tile + tile_count; t++) {
+                int tap = (int)(t / ((long)groups * panels)), group = (int)(t / panels % groups), p = (int)(t % panels);
+                if (tap_index[tap] < 0) continue;
+                int channels = in_channels - group * tile_pixels < tile_pixels ? in_channels - group * tile_pixels
+                                                                                : tile_pixels;
+                float *gradient = packed_gradient + (((size_t)p * 9 + tap) * in_channels + group * tile_pixels) * panel;
+                gradient_tile_of_size[channels](centers, tap_offset[tap_index[tap]] + group * tile_pixels, dout_rows,
+                                                (long)p * panel, pixels, gradient);
+            }
+        }
+    }
+#else
+    (void)input; (void)dout; (void)batch; (void)height; (void)width; (void)in_channels; (void)out_channels;
+    (void)packed_gradient; (void)first_tile; (void)tile_count;
+#endif
+}
+
+// dW[oc, tap, ic] += packed[oc / 32][tap][ic][oc % 32]
+void kaleido_conv3x3_unpack_add(const float *packed, int out_channels, int in_channels, float *weight_gradient,
+                                int first_panel, int panel_count) {
+    for (int p = first_panel; p < first_panel + panel_count; p++)
+        for (int j = 0; j < panel; j++) {
+            float *row = weight_gradient + (size_t)(p * panel + j) * 9 * in_channels;
+            for (int tap = 0; tap < 9; tap++)
+                for (int c = 0; c < in_channels; c++)
+                    row[tap * in_channels + c] += packed[(((size_t)p * 9 + tap) * in_channels + c) * panel + j];
+        }
 }

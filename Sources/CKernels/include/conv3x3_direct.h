@@ -43,6 +43,21 @@ void kaleido_conv3x3_direct(const float *input, int batch, int height, int width
                             const float *packed_weight, int out_channels, float *out, int accumulate,
                             long first_tile, long tile_count);
 
+/// Tiles of the weight gradient (tap × 14 input channels × 32 output channels), the unit
+/// `kaleido_conv3x3_weight_gradient` splits its work in.
+long kaleido_conv3x3_weight_gradient_tiles(int in_channels, int out_channels);
+
+/// Adds Σ_pixels dout[p, oc] · in[p shifted by tap, ic] onto `packed_gradient` (laid out as
+/// the forward pass's packed weights, OC·9·IC floats) for tiles [first_tile, first_tile +
+/// tile_count). Every element is summed over the pixels in one fixed order, whoever computes it.
+void kaleido_conv3x3_weight_gradient(const float *input, const float *dout, int batch, int height, int width,
+                                     int in_channels, int out_channels, float *packed_gradient,
+                                     long first_tile, long tile_count);
+
+/// dW (OC, 3, 3, IC) += the packed gradient, for panels [first_panel, first_panel + panel_count).
+void kaleido_conv3x3_unpack_add(const float *packed, int out_channels, int in_channels, float *weight_gradient,
+                                int first_panel, int panel_count);
+
 #ifdef __cplusplus
 }
 #endif

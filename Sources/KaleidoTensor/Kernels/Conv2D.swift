@@ -40,6 +40,9 @@ public struct Conv2DShape: Equatable, Sendable {
         allowsDirect && isSameSize3x3 && outChannels % Conv2DDirect.panelChannels == 0
     }
 
+    /// So does its weight gradient, summed pixel by pixel onto packed panels.
+    public var weightGradientIsDirect: Bool { forwardIsDirect }
+
     /// Its input gradient is the same convolution with the channels swapped.
     public var inputGradientIsDirect: Bool {
         allowsDirect && isSameSize3x3 && inChannels % Conv2DDirect.panelChannels == 0
@@ -47,8 +50,10 @@ public struct Conv2DShape: Equatable, Sendable {
 
     private var isSameSize3x3: Bool { kernel == 3 && stride == 1 && padding == 1 }
 
-    /// The weights packed for the direct kernel, when either pass uses it.
-    public var packedWeightFloats: Int { forwardIsDirect || inputGradientIsDirect ? outChannels * patchSize : 0 }
+    /// The weights (or the weight gradient) packed for the direct kernel, when a pass uses it.
+    public var packedWeightFloats: Int {
+        forwardIsDirect || inputGradientIsDirect || weightGradientIsDirect ? outChannels * patchSize : 0
+    }
 
     /// Rows of the im2col matrix (output pixels) and its width (K·K·IC).
     public var outputPixels: Int { batch * outHeight * outWidth }
@@ -57,11 +62,16 @@ public struct Conv2DShape: Equatable, Sendable {
     /// A 1×1 stride-1 unpadded convolution is a plain matrix product on the input itself.
     public var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 }
 
-    /// Floats of im2col columns of one chunk.
-    public var chunkFloats: Int { isPointwise ? 0 : imagesPerChunk * outHeight * outWidth * patchSize }
+    /// Floats of im2col columns of one chunk: none when every pass is direct.
+    public var chunkFloats: Int {
+        isPointwise || (forwardIsDirect && inputGradientIsDirect && weightGradientIsDirect)
+            ? 0 : imagesPerChunk * outHeight * outWidth * patchSize
+    }
 
     /// A second weight gradient, for the second half of the chunks (see `Conv2D.backward`).
-    public var weightScratchFloats: Int { isPointwise || chunks < 2 ? 0 : outChannels * patchSize }
+    public var weightScratchFloats: Int {
+        isPointwise || chunks < 2 || weightGradientIsDirect ? 0 : outChannels * patchSize
+    }
 
     /// Floats of scratch memory `forward` and `backward` need with one lane.
     public var workspaceFloats: Int { workspaceFloats(lanes: 1) }
@@ -179,6 +189,11 @@ public enum Conv2D {
     private static func addWeightGradient(_ dWeight: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
                                           input: UnsafePointer<Float>, shape s: Conv2DShape,
                                           workspace: UnsafeMutablePointer<Float>?, workspaceLanes: Int, pool: ComputePool) {
+        if s.weightGradientIsDirect, let workspace {
+            Conv2DDirect.addWeightGradient(dWeight, dOutput: dOutput, input: input, shape: s,
+                                           packed: workspace + s.packedWeightOffset(lanes: workspaceLanes), pool: pool)
+            return
+        }
         func addChunks(_ chunks: Range<Int>, into sum: UnsafeMutablePointer<Float>, columns: UnsafeMutablePointer<Float>?,
                        pool: ComputePool) {
             for chunk in chunks {

@@ -46,4 +46,25 @@ public enum Conv2DDirect {
                                    Int32(outChannels), output, accumulate ? 1 : 0, range.lowerBound, range.count)
         }
     }
+
+    /// dW += Σ_pixels doutᵀ · in shifted by each tap, summed onto zeroed packed panels (each
+    /// element by one thread, over the pixels in one order) and then added into dW.
+    static func addWeightGradient(_ dWeight: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
+                                  input: UnsafePointer<Float>, shape s: Conv2DShape,
+                                  packed: UnsafeMutablePointer<Float>, pool: ComputePool) {
+        let floats = s.packedWeightFloats
+        pool.forEachRange(floats, minimumPerThread: 1 << 16) { range in
+            (packed + range.lowerBound).update(repeating: 0, count: range.count)
+        }
+        let tiles = kaleido_conv3x3_weight_gradient_tiles(Int32(s.inChannels), Int32(s.outChannels))
+        pool.forEachRange(tiles) { range in
+            kaleido_conv3x3_weight_gradient(input, dOutput, Int32(s.batch), Int32(s.height), Int32(s.width),
+                                            Int32(s.inChannels), Int32(s.outChannels), packed,
+                                            range.lowerBound, range.count)
+        }
+        pool.forEachRange(s.outChannels / panelChannels) { range in
+            kaleido_conv3x3_unpack_add(packed, Int32(s.outChannels), Int32(s.inChannels), dWeight,
+                                       Int32(range.lowerBound), Int32(range.count))
+        }
+    }
 }
