@@ -55,7 +55,7 @@ void kaleido_conv3x3_weight_gradient(const float *input, const float *dout, int 
                                      long first_tile, long tile_count);
 
 /// dW (OC, 3, 3, IC) += the packed gradient, for panels [first_panel, first_panel + panel_count).
-void kaleido_conv3x3_unpack_add(const float *packed, int out_channels, int in_channels, float *weight_gradient,
+void kaleido_conv3x3_unpack_add(const float *packed, int in_channels, float *weight_gradient,
                                 int first_panel, int panel_count);
 
 #ifdef __cplusplus

@@ -63,7 +63,7 @@ public enum Conv2DDirect {
                                             range.lowerBound, range.count)
         }
         pool.forEachRange(s.outChannels / panelChannels) { range in
-            kaleido_conv3x3_unpack_add(packed, Int32(s.outChannels), Int32(s.inChannels), dWeight,
+            kaleido_conv3x3_unpack_add(packed, Int32(s.inChannels), dWeight,
                                        Int32(range.lowerBound), Int32(range.count))
         }
     }
