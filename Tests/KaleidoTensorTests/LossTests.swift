@@ -86,6 +86,23 @@ import Testing
         #expect(abs(Double(softLoss) - softReference) < 1e-5)
     }
 
+    /// The one-call form gives forward's loss and adds backward's gradient onto what is there.
+    @Test func lossAndGradientIsForwardThenBackward() {
+        let rows = 6, classes = 5
+        let logits = randomValues(rows * classes, seed: 31)
+        let labels: [Int32] = [0, 4, 2, 2, 1, 3]
+        let before = randomValues(rows * classes, seed: 32)
+        var loss: Float = 0
+        let dLogits = withPointers([before, logits.map { _ in 0 }]) { p in
+            loss = CrossEntropy.lossAndGradient(dLogits: p[0], probabilities: p[1], logits: logits, labels: labels,
+                                                classes: classes, pool: .serial)
+        }[0]
+        let expected = backward(logits, .classIndices(labels), rows: rows, classes: classes, smoothing: 0, scale: 1)
+        #expect(loss == forward(logits, .classIndices(labels), rows: rows, classes: classes, smoothing: 0).loss)
+        // backward adds in two steps, so onto a nonzero start the last bit may differ.
+        #expect(zip(dLogits, zip(before, expected).map { $0 + $1 }).allSatisfy { abs($0 - $1) <= 1e-6 })
+    }
+
     @Test func oneHotDistributionsAgreeWithClassIndices() {
         let (rows, classes, smoothing) = (4, 5, Float(0.3))
         let logits = randomValues(rows * classes, seed: 5, scale: 3)

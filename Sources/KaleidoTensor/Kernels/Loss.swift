@@ -70,6 +70,25 @@ public enum CrossEntropy {
     }
 }
 
+extension CrossEntropy {
+    /// `forward` then `backward` against class labels, for a head trained on this loss alone:
+    /// returns the mean loss over the labels.count rows of `logits` (R, K) and adds dL/dlogits
+    /// onto `dLogits` (zeroed by the caller); `probabilities` (R, K) is scratch.
+    public static func lossAndGradient(
+        dLogits: UnsafeMutablePointer<Float>, probabilities: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
+        labels: [Int32], classes: Int, pool: ComputePool
+    ) -> Float {
+        labels.withUnsafeBufferPointer { labels in
+            let targets = Targets.classIndices(labels.baseAddress!)
+            let loss = forward(probabilities: probabilities, logits: logits, targets: targets, rows: labels.count,
+                               classes: classes, pool: pool)
+            backward(dLogits: dLogits, probabilities: probabilities, targets: targets, rows: labels.count,
+                     classes: classes, pool: pool)
+            return loss
+        }
+    }
+}
+
 extension CrossEntropy.Targets {
     /// The class index of row r, checked.
     private func index(row r: Int, classes: Int, _ indices: UnsafePointer<Int32>) -> Int {

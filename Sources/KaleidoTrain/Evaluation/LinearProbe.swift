@@ -66,15 +66,9 @@ public struct LinearProbe {
         for epoch in 0..<epochs {
             arena.zeroGradients()
             let logits = classifier.forward(xTrain, context)
-            _ = targets.withUnsafeBufferPointer { labels in
-                CrossEntropy.forward(probabilities: probabilities.pointer, logits: logits.pointer,
-                                     targets: .classIndices(labels.baseAddress!), rows: train.count, classes: classes, pool: pool)
-            }
             let dLogits = context.tensor(logits.shape, zeroed: true)
-            targets.withUnsafeBufferPointer { labels in
-                CrossEntropy.backward(dLogits: dLogits.pointer, probabilities: probabilities.pointer,
-                                      targets: .classIndices(labels.baseAddress!), rows: train.count, classes: classes, pool: pool)
-            }
+            _ = CrossEntropy.lossAndGradient(dLogits: dLogits.pointer, probabilities: probabilities.pointer,
+                                             logits: logits.pointer, labels: targets, classes: classes, pool: pool)
             _ = classifier.backward(dLogits, context)
             optimizer.step(arena, learningRate: Float(schedule.value(at: epoch)), pool: pool)
             context.activations.reset()

@@ -54,13 +54,9 @@ public final class OnlineProbe {
         let logits = classifier.forward(x, probeContext)
         let classes = logits.shape[1]
         let probabilities = probeContext.tensor(logits.shape), dLogits = probeContext.tensor(logits.shape, zeroed: true)
-        let loss = batch.labels.withUnsafeBufferPointer { labels -> Float in
-            let value = CrossEntropy.forward(probabilities: probabilities.pointer, logits: logits.pointer,
-                                             targets: .classIndices(labels.baseAddress!), rows: n, classes: classes, pool: probeContext.pool)
-            CrossEntropy.backward(dLogits: dLogits.pointer, probabilities: probabilities.pointer,
-                                  targets: .classIndices(labels.baseAddress!), rows: n, classes: classes, pool: probeContext.pool)
-            return value
-        }
+        let loss = CrossEntropy.lossAndGradient(dLogits: dLogits.pointer, probabilities: probabilities.pointer,
+                                                logits: logits.pointer, labels: batch.labels, classes: classes,
+                                                pool: probeContext.pool)
         hits += Int((FeatureSet.accuracy(scores: logits.pointer, classes: classes, labels: batch.labels, k: 1) * Double(n)).rounded())
         seen += n
         lossSum += Double(loss)

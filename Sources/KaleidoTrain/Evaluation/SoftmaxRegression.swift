@@ -28,13 +28,8 @@ struct SoftmaxRegression {
         let n = x.shape[0]
         let scores = logits(x, theta, pool: pool)
         let probabilities = Tensor(zeros: scores.shape), dLogits = Tensor(zeros: scores.shape)
-        let crossEntropy = labels.withUnsafeBufferPointer { y -> Float in
-            let value = CrossEntropy.forward(probabilities: probabilities.pointer, logits: scores.pointer,
-                                             targets: .classIndices(y.baseAddress!), rows: n, classes: classes, pool: pool)
-            CrossEntropy.backward(dLogits: dLogits.pointer, probabilities: probabilities.pointer,
-                                  targets: .classIndices(y.baseAddress!), rows: n, classes: classes, pool: pool)
-            return value
-        }
+        let crossEntropy = CrossEntropy.lossAndGradient(dLogits: dLogits.pointer, probabilities: probabilities.pointer,
+                                                        logits: scores.pointer, labels: labels, classes: classes, pool: pool)
         var penalty = 0.0
         gradient.withUnsafeMutableBufferPointer { g in
             // ∂W = xᵀ dLogits (dLogits already carries the 1/N).

@@ -182,14 +182,8 @@ public final class ReLICv2Step {
     func supervisedLoss(_ logits: Tensor, batch: MultiViewBatch) -> (Float, Tensor) {
         let labels = Array([[Int32]](repeating: batch.labels, count: batch.largeViews).joined())
         let probabilities = online.tensor(logits.shape), dLogits = online.tensor(logits.shape, zeroed: true)
-        let rows = logits.shape[0], classes = logits.shape[1]
-        let value = labels.withUnsafeBufferPointer { targets -> Float in
-            let loss = CrossEntropy.forward(probabilities: probabilities.pointer, logits: logits.pointer,
-                                            targets: .classIndices(targets.baseAddress!), rows: rows, classes: classes, pool: pool)
-            CrossEntropy.backward(dLogits: dLogits.pointer, probabilities: probabilities.pointer,
-                                  targets: .classIndices(targets.baseAddress!), rows: rows, classes: classes, pool: pool)
-            return loss
-        }
+        let value = CrossEntropy.lossAndGradient(dLogits: dLogits.pointer, probabilities: probabilities.pointer,
+                                                 logits: logits.pointer, labels: labels, classes: logits.shape[1], pool: pool)
         return (value, dLogits)
     }
 
