@@ -10,9 +10,10 @@
 /// out[n,oh,ow,oc] (+)= Σ_{kh,kw,ic} in[n, oh+kh−1, ow+kw−1, ic] · W[oc,kh,kw,ic]
 ///
 /// The input gradient of such a convolution is the same convolution of the output gradient with
-/// the weights flipped in space and transposed in channels, so one kernel serves both passes.
-/// Each output element is one sum in a fixed order (taps, then input channels), whatever the
-/// split of pixels across threads: the bits do not depend on the thread count.
+/// the weights flipped in space and transposed in channels, so one kernel serves both passes;
+/// the weight gradient has a kernel of its own. Taps that would read only padding are skipped.
+/// Each result element is one sum in a fixed order, whatever the split of the work across
+/// threads: the bits do not depend on the thread count.
 
 #ifdef __cplusplus
 extern "C" {

@@ -11,8 +11,8 @@ public struct Conv2DShape: Equatable, Sendable {
     public let outHeight, outWidth: Int
     /// Images whose columns fit the workspace at once.
     public let imagesPerChunk: Int
-    /// The forward pass and the input gradient run the direct 3×3 kernel (see `Conv2DDirect`)
-    /// rather than im2col + sgemm, where it applies and the CPU has it.
+    /// The forward pass and both gradients run the direct 3×3 kernels (see `Conv2DDirect`)
+    /// rather than im2col + sgemm, where they apply and the CPU has them.
     public let allowsDirect: Bool
 
     /// - Parameter workspaceCap: floats of im2col columns held at once. The default (2 MB) was
@@ -96,7 +96,8 @@ public struct Conv2DShape: Equatable, Sendable {
     public var forwardFLOPs: Double { 2 * Double(outputPixels) * Double(patchSize) * Double(outChannels) }
 }
 
-/// 2-D convolution, channels-last, as im2col + sgemm.
+/// 2-D convolution, channels-last, as im2col + sgemm; 3×3 same-size convolutions with channels
+/// in multiples of 32 go to `Conv2DDirect` instead where the CPU has AVX-512.
 ///
 /// out[n,oh,ow,oc] = b[oc] + Σ_{kh,kw,ic} in[n, oh·s−p+kh, ow·s−p+kw, ic] · W[oc,kh,kw,ic]
 /// in is (N, H, W, IC), weight is (OC, K, K, IC), bias (OC) or nil, out is (N, OH, OW, OC).

@@ -10,8 +10,10 @@ import Foundation
 ///
 /// The input gradient is the same operation on dout with W flipped in space and transposed in
 /// channels: din[p, ic] += Σ_{tap, oc} dout[p shifted by tap, oc] · W[oc, 8 − tap, ic].
+/// The weight gradient dW[oc, tap, ic] += Σ_p dout[p, oc] · in[p shifted by tap, ic] has a kernel
+/// of its own (tiles of one tap × 14 input × 32 output channels).
 /// Every output element is one sum in a fixed order, so the bits do not depend on how the
-/// pixels are split across threads. Output pixels go in classes of equal border (corners, edges,
+/// work is split across threads. Output pixels go in classes of equal border (corners, edges,
 /// interior), so taps that fall wholly into the padding are skipped rather than multiplied.
 /// On ResNet-18 CIFAR shapes, one thread, 32×32×64 … 4×4×512, it runs at 252 / 270 / 294 / 298
 /// GFLOP/s (counted as im2col would, padding included) where im2col + sgemm gave 188 / 207 / 173 / 96.
