@@ -6,11 +6,11 @@ import Testing
         let batch, height, width, inChannels, outChannels, kernel, stride, padding: Int
         var testDescription: String { "n\(batch) \(height)×\(width)×\(inChannels)→\(outChannels) k\(kernel) s\(stride) p\(padding)" }
         var workspaceCap = 8 << 20
-        var allowsDirect = true
+        var direct = Conv2DDirect.best
         var shape: Conv2DShape {
             Conv2DShape(batch: batch, height: height, width: width, inChannels: inChannels, outChannels: outChannels,
                         kernel: kernel, stride: stride, padding: padding, workspaceCap: workspaceCap,
-                        allowsDirect: allowsDirect)
+                        direct: direct)
         }
     }
 
@@ -161,15 +161,17 @@ import Testing
     /// multiple of the weight gradient's 14-channel tile): same values, every output written (it
     /// starts as NaN), both gradients added onto what was there, and the same bits for one, two
     /// and three threads.
-    @Test(.enabled(if: Conv2DDirect.isAvailable), arguments: [
+    /// Each instruction set this CPU has (AVX-512 and AVX2 on the reference machine).
+    @Test(arguments: [
         Case(batch: 5, height: 7, width: 9, inChannels: 64, outChannels: 32, kernel: 3, stride: 1, padding: 1),
         Case(batch: 17, height: 2, width: 2, inChannels: 32, outChannels: 96, kernel: 3, stride: 1, padding: 1),
         Case(batch: 3, height: 1, width: 13, inChannels: 32, outChannels: 32, kernel: 3, stride: 1, padding: 1),
         Case(batch: 2, height: 16, width: 16, inChannels: 32, outChannels: 64, kernel: 3, stride: 1, padding: 1),
-    ])
-    func directKernelsMatchIm2col(_ c: Case) {
-        var im2col = c
-        im2col.allowsDirect = false
+    ], Conv2DDirect.InstructionSet.allCases.filter(\.isSupported))
+    func directKernelsMatchIm2col(_ directCase: Case, _ set: Conv2DDirect.InstructionSet) {
+        var c = directCase, im2col = directCase
+        c.direct = set
+        im2col.direct = nil
         #expect(c.shape.forwardIsDirect && c.shape.inputGradientIsDirect && c.shape.weightGradientIsDirect)
         #expect(!im2col.shape.forwardIsDirect && !im2col.shape.inputGradientIsDirect && !im2col.shape.weightGradientIsDirect)
         let v = inputs(c)

@@ -11,16 +11,17 @@ public struct Conv2DShape: Equatable, Sendable {
     public let outHeight, outWidth: Int
     /// Images whose columns fit the workspace at once.
     public let imagesPerChunk: Int
-    /// The forward pass and both gradients run the direct 3×3 kernels (see `Conv2DDirect`)
-    /// rather than im2col + sgemm, where they apply and the CPU has them.
-    public let allowsDirect: Bool
+    /// The instruction set of the direct 3×3 kernels (see `Conv2DDirect`) that the forward
+    /// pass and both gradients run with rather than im2col + sgemm, where they apply; nil for
+    /// im2col everywhere.
+    public let direct: Conv2DDirect.InstructionSet?
 
     /// - Parameter workspaceCap: floats of im2col columns held at once. The default (2 MB) was
     ///   measured with `kaleido bench kernels` on ResNet-18 CIFAR shapes, 2 threads: conv
     ///   fwd+bwd reached 48% of sgemm with 32 MB chunks, 80% with 4 MB and 84% with 2 MB.
     public init(batch: Int, height: Int, width: Int, inChannels: Int, outChannels: Int,
                 kernel: Int, stride: Int = 1, padding: Int = 0, workspaceCap: Int = 1 << 19,
-                allowsDirect: Bool = Conv2DDirect.isAvailable) {
+                direct: Conv2DDirect.InstructionSet? = Conv2DDirect.best) {
         precondition(kernel >= 1 && stride >= 1 && padding >= 0, "bad convolution geometry k\(kernel) s\(stride) p\(padding)")
         precondition(height + 2 * padding >= kernel && width + 2 * padding >= kernel,
                      "kernel \(kernel) larger than padded input \(height)×\(width)")
@@ -31,24 +32,24 @@ public struct Conv2DShape: Equatable, Sendable {
         outWidth = (width + 2 * padding - kernel) / stride + 1
         let columnsPerImage = outHeight * outWidth * kernel * kernel * inChannels
         imagesPerChunk = max(1, min(batch, workspaceCap / max(1, columnsPerImage)))
-        self.allowsDirect = allowsDirect && Conv2DDirect.isAvailable
+        precondition(direct?.isSupported ?? true, "this CPU does not run the direct convolution's \(direct!) kernels")
+        self.direct = direct
     }
 
     /// A 3×3, stride-1, padding-1 convolution whose output channels fill the direct kernel's
-    /// 32-channel panels runs its forward pass directly.
-    public var forwardIsDirect: Bool {
-        allowsDirect && isSameSize3x3 && outChannels % Conv2DDirect.panelChannels == 0
-    }
+    /// panels (32 channels; 16 with AVX2) runs its forward pass directly.
+    public var forwardIsDirect: Bool { fillsPanels(outChannels) }
 
     /// So does its weight gradient, summed pixel by pixel onto packed panels.
     public var weightGradientIsDirect: Bool { forwardIsDirect }
 
     /// Its input gradient is the same convolution with the channels swapped.
-    public var inputGradientIsDirect: Bool {
-        allowsDirect && isSameSize3x3 && inChannels % Conv2DDirect.panelChannels == 0
-    }
+    public var inputGradientIsDirect: Bool { fillsPanels(inChannels) }
 
-    private var isSameSize3x3: Bool { kernel == 3 && stride == 1 && padding == 1 }
+    private func fillsPanels(_ channels: Int) -> Bool {
+        guard let direct, kernel == 3, stride == 1, padding == 1 else { return false }
+        return channels % direct.panelChannels == 0
+    }
 
     /// The weights (or the weight gradient) packed for the direct kernel, when a pass uses it.
     public var packedWeightFloats: Int {
@@ -96,8 +97,8 @@ public struct Conv2DShape: Equatable, Sendable {
     public var forwardFLOPs: Double { 2 * Double(outputPixels) * Double(patchSize) * Double(outChannels) }
 }
 
-/// 2-D convolution, channels-last, as im2col + sgemm; 3×3 same-size convolutions with channels
-/// in multiples of 32 go to `Conv2DDirect` instead where the CPU has AVX-512.
+/// 2-D convolution, channels-last, as im2col + sgemm; 3×3 same-size convolutions whose channels
+/// fill the direct kernels' panels go to `Conv2DDirect` instead where the CPU has AVX-512 or AVX2.
 ///
 /// out[n,oh,ow,oc] = b[oc] + Σ_{kh,kw,ic} in[n, oh·s−p+kh, ow·s−p+kw, ic] · W[oc,kh,kw,ic]
 /// in is (N, H, W, IC), weight is (OC, K, K, IC), bias (OC) or nil, out is (N, OH, OW, OC).
@@ -118,12 +119,12 @@ public enum Conv2D {
     ) {
         // With a bias, out starts as the bias rows and the products add onto it (beta 1).
         if let bias { Bias.broadcast(output: output, bias: bias, rows: s.outputPixels, channels: s.outChannels, pool: pool) }
-        if s.forwardIsDirect, let workspace {
+        if s.forwardIsDirect, let set = s.direct, let workspace {
             let packed = workspace + s.packedWeightOffset(lanes: workspaceLanes)
-            Conv2DDirect.packWeights(weight, shape: s, forInputGradient: false, into: packed, pool: pool)
+            Conv2DDirect.packWeights(weight, shape: s, forInputGradient: false, into: packed, with: set, pool: pool)
             Conv2DDirect.run(output: output, accumulate: bias != nil, input: input, batch: s.batch, height: s.height,
                              width: s.width, inChannels: s.inChannels, packedWeight: packed, outChannels: s.outChannels,
-                             pool: pool)
+                             with: set, pool: pool)
             return
         }
         forEachChunk(s, lanes: workspaceLanes, pool: pool) { firstImage, images, lane, chunkPool in
@@ -151,13 +152,13 @@ public enum Conv2D {
             addWeightGradient(dWeight, dOutput: dOutput, input: input, shape: s, workspace: workspace,
                               workspaceLanes: workspaceLanes, pool: pool)
         }
-        if let dInput, s.inputGradientIsDirect, let workspace {
+        if let dInput, s.inputGradientIsDirect, let set = s.direct, let workspace {
             // din = dout ⊛ W flipped and transposed, added onto din (which the caller zeroed).
             let packed = workspace + s.packedWeightOffset(lanes: workspaceLanes)
-            Conv2DDirect.packWeights(weight, shape: s, forInputGradient: true, into: packed, pool: pool)
+            Conv2DDirect.packWeights(weight, shape: s, forInputGradient: true, into: packed, with: set, pool: pool)
             Conv2DDirect.run(output: dInput, accumulate: true, input: dOutput, batch: s.batch, height: s.height,
                              width: s.width, inChannels: s.outChannels, packedWeight: packed, outChannels: s.inChannels,
-                             pool: pool)
+                             with: set, pool: pool)
         } else if let dInput {
             // The input gradient of a chunk lands on that chunk's images only.
             forEachChunk(s, lanes: workspaceLanes, pool: pool) { firstImage, images, lane, chunkPool in
@@ -190,9 +191,10 @@ public enum Conv2D {
     private static func addWeightGradient(_ dWeight: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
                                           input: UnsafePointer<Float>, shape s: Conv2DShape,
                                           workspace: UnsafeMutablePointer<Float>?, workspaceLanes: Int, pool: ComputePool) {
-        if s.weightGradientIsDirect, let workspace {
+        if s.weightGradientIsDirect, let set = s.direct, let workspace {
             Conv2DDirect.addWeightGradient(dWeight, dOutput: dOutput, input: input, shape: s,
-                                           packed: workspace + s.packedWeightOffset(lanes: workspaceLanes), pool: pool)
+                                           packed: workspace + s.packedWeightOffset(lanes: workspaceLanes), with: set,
+                                           pool: pool)
             return
         }
         func addChunks(_ chunks: Range<Int>, into sum: UnsafeMutablePointer<Float>, columns: UnsafeMutablePointer<Float>?,
