@@ -46,7 +46,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: systemLibraries + [
-        // Hand-vectorised C kernels (AVX-512 chosen at run time); optimised in debug builds too,
+        // Hand-vectorised C kernels (AVX-512 or AVX2, chosen at run time); optimised in debug builds too,
         // so tests run them at the speed they are benchmarked at.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "KaleidoTensor", dependencies: ["CBLAS", "CKernels"], exclude: ["Kernels/README.md"], swiftSettings: fast),

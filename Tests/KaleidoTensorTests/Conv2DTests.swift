@@ -21,7 +21,7 @@ import Testing
         Case(batch: 1, height: 5, width: 5, inChannels: 2, outChannels: 3, kernel: 1, stride: 2, padding: 0),
         Case(batch: 1, height: 6, width: 7, inChannels: 2, outChannels: 2, kernel: 5, stride: 1, padding: 2),
         Case(batch: 1, height: 9, width: 9, inChannels: 1, outChannels: 2, kernel: 7, stride: 2, padding: 3),
-        // Channels in panels of 32: the direct 3×3 kernel (where the CPU has AVX-512), both passes;
+        // Channels in panels of 32: the direct 3×3 kernels (where the CPU has AVX-512 or AVX2);
         // one row, two columns and a 3-channel input (the stem: forward direct, input gradient im2col).
         Case(batch: 2, height: 5, width: 4, inChannels: 32, outChannels: 64, kernel: 3, stride: 1, padding: 1),
         Case(batch: 3, height: 1, width: 2, inChannels: 32, outChannels: 32, kernel: 3, stride: 1, padding: 1),
@@ -156,12 +156,11 @@ import Testing
         #expect(run(ComputePool(threads: 1), lanes: 1) == serial)
     }
 
-    /// The direct kernels against im2col + sgemm on shapes whose border classes have remainders
-    /// (batches not a multiple of the 14-pixel tile, 1- and 2-pixel sides, channels not a
-    /// multiple of the weight gradient's 14-channel tile): same values, every output written (it
-    /// starts as NaN), both gradients added onto what was there, and the same bits for one, two
-    /// and three threads.
-    /// Each instruction set this CPU has (AVX-512 and AVX2 on the reference machine).
+    /// The direct kernels, with each instruction set this CPU has (AVX-512 and AVX2 on the
+    /// reference machine), against im2col + sgemm on shapes whose border classes have remainders
+    /// (batches not a multiple of the tile, 1- and 2-pixel sides, channels not a multiple of the
+    /// weight gradient's channel tile): same values, every output written (it starts as NaN),
+    /// both gradients added onto what was there, and the same bits for one, two and three threads.
     @Test(arguments: [
         Case(batch: 5, height: 7, width: 9, inChannels: 64, outChannels: 32, kernel: 3, stride: 1, padding: 1),
         Case(batch: 17, height: 2, width: 2, inChannels: 32, outChannels: 96, kernel: 3, stride: 1, padding: 1),
