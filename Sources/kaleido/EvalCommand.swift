@@ -16,8 +16,9 @@ struct EvaluationOptions: ParsableArguments {
     @Option(help: "Modality of the data: image, video or rgbd.")
     var modality: Modality = .image
 
-    @Option(help: ArgumentHelp("Weights to evaluate: the online encoder or the EMA target encoder.", valueName: "online|target"))
-    var encoder = "online"
+    @Option(help: ArgumentHelp("Weights to evaluate: the online encoder or the EMA target encoder (default online; "
+                               + "`finetune`: eval.finetune_encoder of the checkpoint's config).", valueName: "online|target"))
+    var encoder: String?
 
     @Option(name: .customLong("set"), help: ArgumentHelp(
         "Override a value of the checkpoint's config, e.g. --set data.synthetic_val_size=200 (repeatable).", valueName: "key.path=value"))
@@ -36,14 +37,18 @@ struct EvaluationOptions: ParsableArguments {
     var json = false
 
     func validate() throws {
-        if !["online", "target"].contains(encoder) { throw ValidationError("--encoder must be online or target, got \(encoder)") }
+        if let encoder, !["online", "target"].contains(encoder) {
+            throw ValidationError("--encoder must be online or target, got \(encoder)")
+        }
         if threads < 0 { throw ValidationError("--threads must be ≥ 0, got \(threads)") }
     }
 
-    func suite() throws -> EvaluationSuite {
+    /// The checkpoint with --encoder, or else the encoder `defaultEncoder` picks from its config.
+    func suite(defaultEncoder: (KaleidoConfig) -> String = { _ in "online" }) throws -> EvaluationSuite {
         let threads = self.threads > 0 ? self.threads : ProcessInfo.processInfo.activeProcessorCount
-        var suite = EvaluationSuite(checkpoint: try EvaluatedCheckpoint(path: checkpoint, encoder: encoder, overrides: overrides,
-                                                                        threads: threads), threads: threads)
+        let checkpoint = try EvaluatedCheckpoint(path: checkpoint, encoder: { encoder ?? defaultEncoder($0) }, overrides: overrides,
+                                                 threads: threads)
+        var suite = EvaluationSuite(checkpoint: checkpoint, threads: threads)
         suite.cache = !noCache
         return suite
     }

@@ -11,8 +11,11 @@ extension Kaleido {
             The labelled subsets are class-balanced and a function of (--seed, fraction): each class's samples are shuffled by \
             a generator keyed by (seed, class) and the first round(fraction × n_class) (at least one) are kept, so the 1 % \
             subset lies inside the 10 % one. ConvNeXt's recipe: AdamW with warmup and cosine, layer-wise lr decay, EMA of the \
-            weights, drop path, and the data.* fine-tuning augmentations of the checkpoint's config (RandAugment, Mixup, \
-            CutMix, Random Erasing, label smoothing), which --set changes, e.g. --set data.mixup_alpha=0.
+            weights, drop path, and the data.* fine-tuning augmentations of the checkpoint's config (crop scale, RandAugment, \
+            Mixup, CutMix, Random Erasing, label smoothing), which --set changes, e.g. --set data.mixup_alpha=0.8. Steps, \
+            learning rate, layer decay and encoder default to the config's eval.finetune_* keys: the debug config's are the \
+            recipe measured on the debug run (600 steps, lr 1e-2, no layer decay, the target encoder, crops ≥ 35 %, no \
+            Mixup/CutMix/RandAugment/Erasing); the ImageNet configs set ConvNeXt's.
             """)
 
         @OptionGroup var options: EvaluationOptions
@@ -36,8 +39,9 @@ extension Kaleido {
         @Option(help: "AdamW weight decay.")
         var weightDecay = 0.05
 
-        @Option(help: "Layer-wise learning-rate decay (1 = off): layer l of L trains at lr × decay^(L − l).")
-        var layerDecay = 0.75
+        @Option(help: ArgumentHelp("Layer-wise learning-rate decay (1 = off): layer l of L trains at lr × decay^(L − l) "
+                                   + "(default eval.finetune_layer_decay of the checkpoint's config)."))
+        var layerDecay: Double?
 
         @Option(help: "EMA decay of the weights (0 = no EMA); the EMA is scored beside the weights.")
         var ema = 0.99
@@ -66,7 +70,9 @@ extension Kaleido {
             if batchSize < 2 { throw ValidationError("--batch-size must be ≥ 2 (Mixup pairs samples), got \(batchSize)") }
             if let lr, !(lr > 0) { throw ValidationError("--lr must be > 0, got \(lr)") }
             if warmup < 0 { throw ValidationError("--warmup must be ≥ 0, got \(warmup)") }
-            if !(layerDecay > 0 && layerDecay <= 1) { throw ValidationError("--layer-decay must be in (0, 1], got \(layerDecay)") }
+            if let layerDecay, !(layerDecay > 0 && layerDecay <= 1) {
+                throw ValidationError("--layer-decay must be in (0, 1], got \(layerDecay)")
+            }
             if !(ema >= 0 && ema < 1) { throw ValidationError("--ema must be in [0, 1), got \(ema)") }
             if let dropPath, !(dropPath >= 0 && dropPath < 1) { throw ValidationError("--drop-path must be in [0, 1), got \(dropPath)") }
             if seed < 0 { throw ValidationError("--seed must be ≥ 0, got \(seed)") }
@@ -74,7 +80,7 @@ extension Kaleido {
 
         func run() throws {
             logging.bootstrap()
-            let suite = try options.suite()
+            let suite = try options.suite(defaultEncoder: { $0.eval.finetuneEncoder })
             let data = try suite.data(options.data, modality: options.modality)
             var settings = SemiSupervisedFineTuning()
             let steps = steps ?? suite.checkpoint.config.eval.finetuneSteps
@@ -83,7 +89,7 @@ extension Kaleido {
             settings.learningRate = lr ?? suite.checkpoint.config.eval.finetuneLr
             settings.warmupSteps = min(warmup, steps)
             settings.weightDecay = weightDecay
-            settings.layerDecay = layerDecay
+            settings.layerDecay = layerDecay ?? suite.checkpoint.config.eval.finetuneLayerDecay
             settings.emaDecay = ema
             settings.dropPath = dropPath ?? suite.checkpoint.config.model.dropPath
             settings.seed = UInt64(seed)

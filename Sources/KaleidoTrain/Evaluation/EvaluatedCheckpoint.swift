@@ -58,8 +58,13 @@ public final class EvaluatedCheckpoint {
     /// Opens `path`, a checkpoint directory or a run directory (its newest valid checkpoint).
     /// `overrides` (`key=value`) change the saved config, e.g. the synthetic split sizes; keys
     /// that change the model make the restore fail naming the first parameter that differs.
-    public init(path: String, encoder: String = "online", overrides: [String] = [], threads: Int = 1) throws {
-        guard encoder == "online" || encoder == "target" else { throw EvaluationError.badEncoder(encoder) }
+    public convenience init(path: String, encoder: String = "online", overrides: [String] = [], threads: Int = 1) throws {
+        try self.init(path: path, encoder: { _ in encoder }, overrides: overrides, threads: threads)
+    }
+
+    /// As above, with the encoder chosen from the run's resolved config (`kaleido finetune`
+    /// starts from `eval.finetune_encoder` unless told otherwise).
+    public init(path: String, encoder choose: (KaleidoConfig) -> String, overrides: [String] = [], threads: Int = 1) throws {
         let given = URL(fileURLWithPath: path).standardizedFileURL
         let manager = FileManager.default
         var url = given
@@ -72,10 +77,12 @@ public final class EvaluatedCheckpoint {
             url = newest
         }
         self.url = url
-        self.encoder = encoder
         checkpoint = try LoadedCheckpoint(contentsOf: url, threads: threads)
         config = try ConfigLoader.load(yaml: checkpoint.config, name: url.appendingPathComponent(CheckpointNames.manifest).path,
                                        overrides: overrides).config
+        let encoder = choose(config)
+        guard encoder == "online" || encoder == "target" else { throw EvaluationError.badEncoder(encoder) }
+        self.encoder = encoder
         runDirectory = url.deletingLastPathComponent().lastPathComponent == "checkpoints"
             ? url.deletingLastPathComponent().deletingLastPathComponent() : url
         // The supervised objective's heads are part of the arena: their class count comes from
