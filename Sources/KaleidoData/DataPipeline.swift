@@ -17,7 +17,7 @@ public struct DataConfiguration: Sendable, Equatable {
     public var depthScale: Float = 1000
     /// Share of each modality in joint batches; zero or absent means unused.
     public var shares: [Modality: Double] = [.image: 1]
-    public var mixMode: MixMode = .mixed
+    public var mixMode: MixMode = .joint
     /// Samples per step over all ranks together.
     public var globalBatch: Int = 64
     public var recipe: MultiCropRecipe

@@ -1,10 +1,11 @@
 /// How a joint (Omnivore) run splits its steps between modalities.
-public enum MixMode: String, Codable, Sendable, CaseIterable {
+public enum MixMode: String, Sendable, CaseIterable {
     /// Each step is one modality; modalities take turns in proportion to their shares
     /// (Omnivore's default, which keeps each step's tensors one shape).
     case alternate
-    /// Every step holds every modality, in proportion to the shares.
-    case mixed
+    /// Every step holds one group per modality, sized in proportion to the shares (Omnivore's
+    /// joint batches).
+    case joint
 }
 
 /// Which modality samples a step holds, as a closed-form function of the step index, so any
@@ -23,7 +24,7 @@ public struct MixSchedule: Sendable, Equatable {
     public let globalBatch: Int
     /// Modalities with a positive share, in id order.
     public let modalities: [Modality]
-    /// mixed: samples of each modality per step.
+    /// joint: samples of each modality per step.
     let perStep: [Int]
     /// alternate: the repeating pattern of step modalities (indices into `modalities`) and,
     /// for each position in it, how many steps of each modality came before.
@@ -38,7 +39,7 @@ public struct MixSchedule: Sendable, Equatable {
         self.globalBatch = globalBatch
         self.modalities = modalities
         switch mode {
-        case .mixed:
+        case .joint:
             perStep = MixSchedule.apportion(weights, total: globalBatch)
             pattern = []
             before = []
@@ -72,7 +73,7 @@ public struct MixSchedule: Sendable, Equatable {
     }
 
     /// Largest-remainder apportionment of `total` in proportion to `weights`.
-    static func apportion(_ weights: [Double], total: Int) -> [Int] {
+    public static func apportion(_ weights: [Double], total: Int) -> [Int] {
         let sum = weights.reduce(0, +)
         let exact = weights.map { $0 / sum * Double(total) }
         var counts = exact.map { Int($0.rounded(.down)) }
@@ -86,7 +87,7 @@ public struct MixSchedule: Sendable, Equatable {
     public func consumed(before step: Int, _ modality: Modality) -> Int {
         guard let m = modalities.firstIndex(of: modality) else { return 0 }
         switch mode {
-        case .mixed: return step * perStep[m]
+        case .joint: return step * perStep[m]
         case .alternate:
             let period = pattern.count
             return ((step / period) * perStep[m] + before[step % period][m]) * globalBatch
@@ -96,7 +97,7 @@ public struct MixSchedule: Sendable, Equatable {
     /// The groups of global batch `step`, in modality id order; empty groups are left out.
     public func groups(_ step: Int) -> [Group] {
         switch mode {
-        case .mixed:
+        case .joint:
             return modalities.indices.compactMap { m in
                 perStep[m] > 0 ? Group(modality: modalities[m], count: perStep[m], streamStart: consumed(before: step, modalities[m])) : nil
             }

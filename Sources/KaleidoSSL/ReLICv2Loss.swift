@@ -57,9 +57,16 @@ public struct ReLICv2Loss: Sendable {
     ///   - queue: (Q, D) past target projections, or nil.
     ///   - offset: index of this rank's first sample in the global batch.
     ///   - dPredictions: receives dLoss/dpredictions (accumulated), one (N_local, D) per anchor view.
+    ///   - skippedTargets: per anchor view, the target view it is not paired with (nil: none);
+    ///     by default large view v skips target v and small views pair with every target.
+    ///   - rowsPerMean: the rows this rank's share of the mean stands for: N_global / ranks. Ranks
+    ///     may hold different numbers of rows (joint groups split unevenly); dividing by N_global /
+    ///     ranks instead of N_local makes the average over ranks the global batch's mean. Nil: N_local.
+    ///   - weight: scales the gradient (a joint step's share of this group); the value is unscaled.
     public func compute(
         predictions: [Tensor], globalPredictions: [Tensor], targets: [Tensor], queue: Tensor?,
-        offset: Int, dPredictions: [Tensor], pool: ComputePool
+        offset: Int, dPredictions: [Tensor], skippedTargets: [Int?]? = nil, rowsPerMean: Float? = nil, weight: Float = 1,
+        pool: ComputePool
     ) -> Value {
         precondition(!targets.isEmpty && predictions.count >= targets.count, "ReLICv2 needs at least one large view")
         precondition(predictions.count == globalPredictions.count && predictions.count == dPredictions.count,
@@ -68,6 +75,9 @@ public struct ReLICv2Loss: Sendable {
         let global = targets[0].shape[0], queued = queue?.shape[0] ?? 0
         let candidates = global + queued
         let pairs = Float(predictions.count * targets.count)
+        let skipped = skippedTargets ?? predictions.indices.map { $0 < targets.count ? $0 : nil }
+        precondition(skipped.count == predictions.count, "one skipped-target entry per anchor view")
+        let rows = rowsPerMean ?? Float(local)
 
         // Normalised targets (+ queue) as one (global + Q, D) candidate matrix per target view.
         let normalizedTargets = targets.map { target -> Tensor in
@@ -91,7 +101,7 @@ public struct ReLICv2Loss: Sendable {
             normalizeRows(globalPredictions[view].pointer, into: globalAnchors.pointer, rows: global, columns: dimension, pool: pool)
             let dAnchors = Tensor(zeros: [local, dimension])
 
-            for (targetView, candidatesOfView) in normalizedTargets.enumerated() where targetView != view {
+            for (targetView, candidatesOfView) in normalizedTargets.enumerated() where targetView != skipped[view] {
                 // z = â · [ĝ; queue]ᵀ / τ       (N_local, global + Q)
                 BLAS.sgemm(transposeA: false, transposeB: true, m: local, n: candidates, k: dimension, alpha: 1 / temperature,
                            a: anchors.pointer, lda: dimension, b: candidatesOfView.pointer, ldb: dimension,
@@ -101,7 +111,7 @@ public struct ReLICv2Loss: Sendable {
                            a: candidatesOfView.pointer + offset * dimension, lda: dimension,
                            b: globalAnchors.pointer, ldb: dimension, beta: 0, c: reverse.pointer, ldc: global)
                 let terms = rowTerms(logits: logits, reverse: reverse, dLogits: dLogits, offset: offset,
-                                     global: global, candidates: candidates, scale: 1 / (Float(local) * pairs), pool: pool)
+                                     global: global, candidates: candidates, scale: weight / (rows * pairs), pool: pool)
                 contrastive += terms.contrastive
                 divergence += terms.divergence
                 // dâ += dz · [ĝ; queue] / τ
@@ -112,8 +122,8 @@ public struct ReLICv2Loss: Sendable {
             L2Normalize.backward(dInput: dPredictions[view].pointer, dOutput: dAnchors.pointer, output: anchors.pointer,
                                  norms: norms.pointer, rows: local, columns: dimension, pool: pool)
         }
-        let meanContrastive = Float(contrastive / Double(Float(local) * pairs))
-        let meanDivergence = Float(divergence / Double(Float(local) * pairs))
+        let meanContrastive = Float(contrastive / Double(rows * pairs))
+        let meanDivergence = Float(divergence / Double(rows * pairs))
         return Value(total: alpha * meanContrastive + beta * meanDivergence,
                      contrastive: meanContrastive, divergence: meanDivergence)
     }

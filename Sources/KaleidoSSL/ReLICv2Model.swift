@@ -10,6 +10,9 @@ import KaleidoTensor
 /// under the reference names.
 public final class ReLICv2Model {
     public let backbone: BuiltNetwork
+    /// The backbone up to its pooled features: every forward of this model runs it (Omnivore's
+    /// dataset heads are not part of it; the supervised objective's are `classifiers`).
+    public let trunk: Layer
     public let projector: Sequential
     public let predictor: Sequential
     public let online: ParameterArena
@@ -40,7 +43,11 @@ public final class ReLICv2Model {
 
     public init(backbone name: String, options: ModelOptions, heads: Heads, seed: UInt64) throws {
         let builder = ParameterBuilder()
-        backbone = try ModelZoo.make(name, options: options, builder: builder)
+        var trunkOnly = options
+        trunkOnly.classes = 0
+        trunkOnly.datasetHeads = []
+        backbone = try ModelZoo.make(name, options: trunkOnly, builder: builder)
+        trunk = backbone.trunk
         backboneFloats = builder.specs.reduce(0) { $0 + $1.count }
         projector = ProjectionHead.make(builder.child("projector"), inFeatures: backbone.featureDimension,
                                         hidden: heads.projectorHidden, outFeatures: heads.projection)
@@ -58,7 +65,7 @@ public final class ReLICv2Model {
     /// Online predictions for a group of same-size views stacked along the batch, (V·N, P),
     /// and, when `dataset` names a classifier, its logits (V·N, classes).
     public func predict(_ views: Tensor, _ context: RunContext, dataset: String? = nil) -> (predictions: Tensor, logits: Tensor?) {
-        let features = backbone.network.forward(views, context)
+        let features = trunk.forward(views, context)
         let predictions = predictor.forward(projector.forward(features, context), context)
         guard let dataset, let classifiers else { return (predictions, nil) }
         classifiers.selected = dataset
@@ -77,17 +84,17 @@ public final class ReLICv2Model {
             Add.forward(output: sum.pointer, a: dFeatures.pointer, b: dFromClassifier.pointer, count: sum.count, pool: context.pool)
             dFeatures = sum
         }
-        return backbone.network.backward(dFeatures, context)
+        return trunk.backward(dFeatures, context)
     }
 
     /// Target projections of stacked views, (V·N, P). `context.arena` must be the target arena.
     public func project(_ views: Tensor, _ context: RunContext) -> Tensor {
         precondition(!context.recordsForBackward && context.arena === target, "the target network runs on its arena, without recording")
-        return projector.forward(backbone.network.forward(views, context), context)
+        return projector.forward(trunk.forward(views, context), context)
     }
 
     /// Backbone features (N, F) for evaluation, with whichever arena `context` holds.
     public func features(_ images: Tensor, _ context: RunContext) -> Tensor {
-        backbone.network.forward(images, context)
+        trunk.forward(images, context)
     }
 }

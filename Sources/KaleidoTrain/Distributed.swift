@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import KaleidoDist
 
 /// The communicator for this process: MPI when a launcher (mpirun, srun) started it, otherwise
@@ -44,6 +45,16 @@ public enum Distributed {
             }
             return problems
         }
+    }
+
+    /// Logs the compute threads chosen for this rank and any problem with the plan.
+    public static func logThreadPlan(threads: Int, configured: Int, logger: Logger,
+                                     environment: [String: String] = ProcessInfo.processInfo.environment) {
+        let plan = threadPlan(threads: threads, environment: environment)
+        logger.info("compute threads", metadata: ["threads": "\(threads)", "dist.threads": "\(configured)",
+                                                  "ranks_on_node": "\(plan.localRanks)", "node_cores": "\(plan.nodeCores)",
+                                                  "bound_to_cores": "\(plan.allowedCores)"])
+        for problem in plan.problems { logger.warning("\(problem)") }
     }
 
     public static func threadPlan(threads: Int, environment: [String: String] = ProcessInfo.processInfo.environment) -> ThreadPlan {

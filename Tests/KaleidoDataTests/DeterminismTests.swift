@@ -8,7 +8,7 @@ import KaleidoTensor
     let spec = smallSpec(classes: 4, train: 30, val: 8, size: 20, frames: 4)
 
     func pipeline(_ shares: [Modality: Double] = [.image: 1, .video: 1, .rgbd: 1], batch: Int = 6,
-                  mode: MixMode = .mixed) throws -> DataPipeline {
+                  mode: MixMode = .joint) throws -> DataPipeline {
         try DataPipeline(configuration(.synthetic(spec), batch: batch, shares: shares, mode: mode))
     }
 

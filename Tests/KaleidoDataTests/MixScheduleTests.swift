@@ -30,12 +30,12 @@ import Testing
         }
     }
 
-    @Test func mixedStepsSplitTheBatchByLargestRemainder() {
-        let schedule = MixSchedule(shares: [.image: 1, .video: 1, .rgbd: 1], mode: .mixed, globalBatch: 64)
+    @Test func jointStepsSplitTheBatchByLargestRemainder() {
+        let schedule = MixSchedule(shares: [.image: 1, .video: 1, .rgbd: 1], mode: .joint, globalBatch: 64)
         let groups = schedule.groups(5)
         #expect(groups.map(\.count) == [22, 21, 21])
         #expect(groups.map(\.modality) == [.image, .video, .rgbd])
-        let imageOnly = MixSchedule(shares: [.image: 1, .video: 0], mode: .mixed, globalBatch: 64)
+        let imageOnly = MixSchedule(shares: [.image: 1, .video: 0], mode: .joint, globalBatch: 64)
         #expect(imageOnly.modalities == [.image])
     }
 }

@@ -28,7 +28,7 @@ func recipe(large: Int = 16, small: Int = 8, saliency: Float = 0.1, clip: Int = 
 }
 
 func configuration(_ source: DataConfiguration.Source, batch: Int = 8, shares: [Modality: Double] = [.image: 1],
-                   mode: MixMode = .mixed, seed: UInt64 = 7) -> DataConfiguration {
+                   mode: MixMode = .joint, seed: UInt64 = 7) -> DataConfiguration {
     var c = DataConfiguration(source: source, recipe: recipe())
     c.globalBatch = batch
     c.shares = shares

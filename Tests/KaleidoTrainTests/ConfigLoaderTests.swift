@@ -37,11 +37,11 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     @Test func fileValuesAndOverridesApplyInOrder() throws {
         let resolved = try ConfigLoader.load(
             yaml: "optim:\n  lr: 0.5\n  name: lars\nmodel:\n  arch: convnext_tiny\n", name: "configs/x.yaml",
-            overrides: ["optim.lr=0.25", "data.mix.video=0.5"])
+            overrides: ["optim.lr=0.25", "data.mix.image=0.5"])
         #expect(resolved.config.optim.lr == 0.25)
         #expect(resolved.config.optim.name == .lars)
         #expect(resolved.config.model.arch == .convnextTiny)
-        #expect(resolved.config.data.mix.video == 0.5)
+        #expect(resolved.config.data.mix.image == 0.5)
         #expect(resolved.config.optim.warmupSteps == KaleidoConfig().optim.warmupSteps)
         #expect(resolved.origins["optim.lr"] == .override("optim.lr=0.25"))
         #expect(resolved.origins["optim.name"] == .file(path: "configs/x.yaml", line: 3))
@@ -85,6 +85,42 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         let text = message { _ = try ConfigLoader.load(overrides: ["model.arch=resnet19"]) }
         #expect(text.hasPrefix("--set model.arch=resnet19: model.arch: expected one of resnet18, resnet50, convnext_atto"))
         #expect(text.hasSuffix("got \"resnet19\""))
+    }
+
+    /// Rules across sections are checked when the config loads, at the key a user would change.
+    @Test func crossSectionRulesNameTheKeyPath() throws {
+        let video = message { _ = try ConfigLoader.load(overrides: ["data.mix.video=0.5"]) }
+        #expect(video.hasPrefix("--set data.mix.video=0.5: data.mix.video: needs an Omnivore backbone"), "\(video)")
+        #expect(video.contains("resnet18 takes images only"))
+        let rgbd = message { _ = try ConfigLoader.load(overrides: ["model.arch=convnext_atto", "data.mix.rgbd=1"]) }
+        #expect(rgbd.contains("data.mix.rgbd: needs an Omnivore backbone"), "\(rgbd)")
+        // Omnivore takes every modality; alternate steps need no minimum per group.
+        _ = try ConfigLoader.load(overrides: ["model.arch=omnivore_swin_cifar", "data.mix.video=1", "data.mix.rgbd=1"])
+        // Joint: 5 samples over three modalities leave one modality with 1.
+        let small = message {
+            _ = try ConfigLoader.load(overrides: ["model.arch=omnivore_swin_cifar", "data.mix.video=1", "data.mix.rgbd=1",
+                                                  "data.batch_size=5"])
+        }
+        #expect(small.contains("data.batch_size: gives the rgbd group 1 samples per step"), "\(small)")
+        _ = try ConfigLoader.load(overrides: ["model.arch=omnivore_swin_cifar", "data.mix.video=1", "data.mix.rgbd=1",
+                                              "data.mix_mode=alternate", "data.batch_size=5"])
+    }
+
+    /// A joint group split over the ranks must leave every rank 2 samples: known at launch.
+    @Test func jointGroupsAreCheckedAgainstTheWorldSize() throws {
+        let resolved = try ConfigLoader.load(overrides: ["model.arch=omnivore_swin_cifar", "data.mix.video=1", "data.mix.rgbd=1",
+                                                         "data.batch_size=12"])
+        try resolved.validate(worldSize: 2)
+        let four = message { try resolved.validate(worldSize: 4) }
+        #expect(four.contains("data.batch_size: gives the image group 4 samples per step (data.mix.image), 1 on some of 4 ranks"),
+                "\(four)")
+    }
+
+    /// `mixed`, the mix mode's name before `joint`, still loads (as joint).
+    @Test func theFormerMixModeNameStillLoads() throws {
+        #expect(try ConfigLoader.load(overrides: ["data.mix_mode=mixed"]).config.data.mixMode == .joint)
+        let text = message { _ = try ConfigLoader.load(overrides: ["data.mix_mode=blend"]) }
+        #expect(text.contains("expected one of alternate, joint"), "\(text)")
     }
 
     @Test func sectionGivenAScalarIsAnError() {

@@ -33,11 +33,15 @@ final class NoisyCopies: MultiViewSource {
         }
         return MultiViewBatch(large: large, largeViews: 2, small: nil, smallViews: 0, labels: labels)
     }
+
+    func groups(step: Int, rank: Int, worldSize: Int) throws -> [MultiViewBatch] {
+        [try batch(step: step, rank: rank, worldSize: worldSize)]
+    }
 }
 
 @Suite struct PretrainerTests {
-    func step(model: ReLICv2Model, lr: Double = 3e-3) -> ReLICv2Step {
-        ReLICv2Step(model: model, loss: ReLICv2Loss(temperature: 0.2, alpha: 1, beta: 1),
+    func step(model: ReLICv2Model, lr: Double = 3e-3) -> TrainingStep {
+        TrainingStep(model: model, loss: ReLICv2Loss(temperature: 0.2, alpha: 1, beta: 1),
                     optimizer: OptimizerSettings(kind: .adamw, weightDecay: 0).make(for: model.online),
                     learningRate: WarmupCosineSchedule(base: lr, warmupSteps: 2, totalSteps: 40),
                     momentum: MomentumSchedule(base: 0.99, totalSteps: 40), queueSize: 0,
@@ -124,7 +128,7 @@ final class NoisyCopies: MultiViewSource {
                                      heads: .init(projectorHidden: 32, projection: 16, predictorHidden: 32,
                                                   classifiers: [.init("image", classes: 8)]), seed: 3)
         #expect(model.online.entry(named: "heads.image.weight")!.offset >= model.targetFloats)
-        let runner = ReLICv2Step(model: model, loss: ReLICv2Loss(), optimizer: OptimizerSettings(kind: .adamw).make(for: model.online),
+        let runner = TrainingStep(model: model, loss: ReLICv2Loss(), optimizer: OptimizerSettings(kind: .adamw).make(for: model.online),
                                  learningRate: WarmupCosineSchedule(base: 3e-3, warmupSteps: 2, totalSteps: 40),
                                  momentum: MomentumSchedule(base: 0.99, totalSteps: 40), queueSize: 0,
                                  communicator: LocalCommunicator(), pool: .serial, seed: 0, objective: objective)

@@ -16,6 +16,10 @@ final class PreemptingSource: MultiViewSource {
         if step == preemptAt { signal.request() }
         return try inner.batch(step: step, rank: rank, worldSize: worldSize)
     }
+
+    func groups(step: Int, rank: Int, worldSize: Int) throws -> [MultiViewBatch] {
+        [try batch(step: step, rank: rank, worldSize: worldSize)]
+    }
 }
 
 @Suite(.serialized) struct ResumeTests {

@@ -12,9 +12,13 @@ public struct ModelOptions: Sendable {
     public var stemPatch: Int?
     /// ConvNeXt: layer-scale initial value (nil keeps the preset's; 0 removes layer scale).
     public var layerScaleInit: Float?
+    /// Omnivore: the per-dataset heads instead of the preset's three (ImageNet, Kinetics, SUN
+    /// RGB-D); empty builds the trunk alone (pretraining registers its own heads).
+    public var datasetHeads: [DatasetHeadsLayer.Head]?
 
     public init(classes: Int = 0, dropPath: Float = 0, zeroInitResidual: Bool = false, baseWidth: Int? = nil,
-                stemPatch: Int? = nil, layerScaleInit: Float? = nil) {
+                stemPatch: Int? = nil, layerScaleInit: Float? = nil, datasetHeads: [DatasetHeadsLayer.Head]? = nil) {
+        self.datasetHeads = datasetHeads
         self.classes = classes
         self.dropPath = dropPath
         self.zeroInitResidual = zeroInitResidual
@@ -32,6 +36,14 @@ public struct BuiltNetwork {
     public let featureDimension: Int
     /// A typical input, channels-last, for summaries and benchmarks: (1, H, W, 3) or (1, T, H, W, 3).
     public let exampleInputShape: [Int]
+
+    /// The network up to its pooled features, without any classifier: what self-supervised
+    /// objectives and frozen-feature evaluation run. (Feature extractors are built without
+    /// classifiers already; Omnivore's Swin keeps its dataset heads apart.)
+    public var trunk: Layer { (network as? SwinTransformer3DNetwork)?.backbone ?? network }
+
+    /// Whether the network takes (N, T, H, W, C) tubes (video and RGB-D natively), not images only.
+    public var spatiotemporal: Bool { exampleInputShape.count == 5 }
 }
 
 /// Errors naming the model the user asked for.

@@ -73,6 +73,16 @@ public enum SwinTransformer3D {
         /// 2-D Swin-T (Liu et al. 2021) as the T = 1 case: patch 1×4×4, window 1×7×7.
         public static let imageTiny = Config(embedDimension: 96, depths: [2, 2, 6, 2], heads: [3, 6, 12, 24], window: [1, 7, 7], patch: [1, 4, 4])
 
+        /// `tinyCIFAR` as Omnivore for 32-px data: the depth embedding, a temporal patch of 2
+        /// (a one-frame image becomes two equal frames, a 4-frame clip two temporal tokens, as
+        /// Omnivore's 2×4×4 does at 224 px) and a temporal window of 2 (one window over time).
+        public static let omnivoreCIFAR: Config = {
+            var config = Config(embedDimension: 48, depths: [2, 2, 2], heads: [3, 6, 12], window: [2, 4, 4], patch: [2, 2, 2])
+            config.depthEmbedding = true
+            config.datasetHeads = omnivoreHeads
+            return config
+        }()
+
         /// The 32-px benchmark model: Swin-T shrunk to embed 48, depths (2, 2, 2), heads (3, 6, 12),
         /// window 4 and patch 2 on one frame (16×16 → 8×8 → 4×4 tokens).
         public static let tinyCIFAR = Config(embedDimension: 48, depths: [2, 2, 2], heads: [3, 6, 12], window: [1, 4, 4], patch: [1, 2, 2])
@@ -212,6 +222,7 @@ extension ModelZoo {
         func swin(_ name: String, _ base: SwinTransformer3D.Config, _ summary: String, input: [Int]) {
             entries[name] = Entry(summary: summary, inputShape: input) { builder, options in
                 var config = base
+                if let heads = options.datasetHeads, !config.datasetHeads.isEmpty { config.datasetHeads = heads }
                 if config.datasetHeads.isEmpty { config.classes = options.classes }
                 if options.dropPath > 0 { config.dropPath = options.dropPath }
                 if let width = options.baseWidth {
@@ -230,6 +241,9 @@ extension ModelZoo {
         swin("swin3d-b", .base, "torchvision swin3d_b (Video Swin-B)", input: [1, 16, 224, 224, 3])
         swin("omnivore-swin-t", .omnivoreTiny, "Omnivore Swin-T: swin3d_t + depth patch embedding + image/video/rgbd heads", input: [1, 2, 224, 224, 3])
         swin("omnivore-swin-s", .omnivoreSmall, "Omnivore Swin-S", input: [1, 2, 224, 224, 3])
+        swin("omnivore-swin-cifar", .omnivoreCIFAR,
+             "Omnivore for 32-px data: swin-cifar in 3-D (patch 2×2×2, window 2×4×4) + depth embedding + heads",
+             input: [1, 2, 32, 32, 3])
         swin("omnivore-swin-b", .omnivoreBase, "Omnivore Swin-B (window 8×7×7; the release uses 16×7×7)", input: [1, 2, 224, 224, 3])
         return entries
     }()

@@ -14,8 +14,8 @@ public protocol Optimizer: AnyObject {
 }
 
 /// Which optimiser and its hyper-parameters; the learning rate comes from the schedule.
-public enum OptimizerKind: String, Codable, Sendable {
-    case sgd, adamw, lars
+public enum OptimizerKind: String, Sendable, CaseIterable {
+    case lars, adamw, sgd
 }
 
 public struct OptimizerSettings: Sendable {

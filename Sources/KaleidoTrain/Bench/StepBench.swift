@@ -56,7 +56,7 @@ public struct StepBench {
         let pool = ComputePool(threads: threads, splitsMatrixProducts: splitsMatrixProducts)
         let model = try ReLICv2Model(backbone: zoo, options: ModelOptions(),
                                      heads: .init(projectorHidden: 1024, projection: 128, predictorHidden: 1024), seed: 0)
-        let step = ReLICv2Step(
+        let step = TrainingStep(
             model: model, loss: ReLICv2Loss(temperature: 0.2, alpha: 1, beta: 1),
             optimizer: OptimizerSettings(kind: .adamw, weightDecay: 0.05).make(for: model.online),
             learningRate: WarmupCosineSchedule(base: 1e-3, final: 1e-3, warmupSteps: 0, totalSteps: 1),
@@ -89,7 +89,7 @@ public struct StepBench {
     /// forward on the large views.
     func stepFLOPs(_ model: ReLICv2Model) -> Double {
         func forward(_ side: Int, _ n: Int) -> Double {
-            let features = model.backbone.network.describe([n, side, side, 3])
+            let features = model.trunk.describe([n, side, side, 3])
             let projected = model.projector.describe(features.outputShape)
             return features.flops + projected.flops + model.predictor.describe(projected.outputShape).flops
         }

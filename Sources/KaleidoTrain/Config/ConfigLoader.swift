@@ -337,3 +337,15 @@ extension Node {
         return mapping.flatMap { key, value in value.leafPaths(prefix: prefix + [key.string ?? ""]) }
     }
 }
+
+extension ResolvedConfig {
+    /// The rules that depend on the number of ranks, checked when the job starts (a joint step
+    /// splits each modality's group over the ranks).
+    public func validate(worldSize: Int) throws {
+        var validator = ConfigValidator()
+        config.validateGroups(&validator, worldSize: worldSize)
+        if let first = validator.violations.first {
+            throw ConfigError.outOfRange(origin: origins[first.path] ?? .defaults, keyPath: first.path, message: first.message)
+        }
+    }
+}

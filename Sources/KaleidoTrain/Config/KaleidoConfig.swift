@@ -1,4 +1,5 @@
 import KaleidoData
+import KaleidoNN
 
 /// The whole configuration of a Kaleido run. Every value has one home here, with its default;
 /// code receives these structs, never YAML or the environment.
@@ -26,6 +27,35 @@ public struct KaleidoConfig: Codable, Equatable, Sendable {
         dist.validate(&check)
         checkpoint.validate(&check)
         eval.validate(&check)
+        validateAcrossSections(&check)
+    }
+
+    /// Rules that tie sections together, checked when the config loads, each reported at the
+    /// key a user would change.
+    func validateAcrossSections(_ check: inout ConfigValidator) {
+        if !model.arch.takesClips {
+            for (key, share) in [("video", data.mix.video), ("rgbd", data.mix.rgbd)] {
+                check.require(share == 0, "data.mix.\(key)",
+                              "needs an Omnivore backbone (model.arch: omnivore_swin_cifar, omnivore_swin_tiny, …); "
+                              + "\(model.arch.rawValue) takes images only, got \(share)")
+            }
+        }
+        validateGroups(&check, worldSize: 1)
+    }
+
+    /// A joint step gives each rank a slice of every modality's group; ReLICv2 needs at least 2
+    /// samples in each (a positive and a negative), and BatchNorm more than one row.
+    func validateGroups(_ check: inout ConfigValidator, worldSize: Int) {
+        guard data.mixMode == .joint else { return }
+        let shares = [("image", data.mix.image), ("video", data.mix.video), ("rgbd", data.mix.rgbd)].filter { $0.1 > 0 }
+        guard !shares.isEmpty else { return }
+        let counts = MixSchedule.apportion(shares.map(\.1), total: data.batchSize)
+        for ((key, _), count) in zip(shares, counts) {
+            check.require(count / worldSize >= 2, "data.batch_size",
+                          "gives the \(key) group \(count) samples per step (data.mix.\(key)), "
+                          + (worldSize > 1 ? "\(count / worldSize) on some of \(worldSize) ranks; " : "")
+                          + "every rank needs at least 2 of each modality: raise data.batch_size or the share")
+        }
     }
 }
 
@@ -61,6 +91,32 @@ public enum Architecture: String, ConfigChoice {
     case convnextIsoLarge = "convnext_iso_large"
     case omnivoreSwinTiny = "omnivore_swin_tiny", omnivoreSwinSmall = "omnivore_swin_small"
     case omnivoreSwinBase = "omnivore_swin_base"
+    /// Omnivore for 32-px data: the swin-cifar shape in 3-D with the depth embedding.
+    case omnivoreSwinCifar = "omnivore_swin_cifar"
+
+    /// Omnivore's backbones take video clips and RGB-D; the others images only.
+    public var takesClips: Bool {
+        switch self {
+        case .omnivoreSwinTiny, .omnivoreSwinSmall, .omnivoreSwinBase, .omnivoreSwinCifar: return true
+        default: return false
+        }
+    }
+
+    /// The model zoo's name of this architecture (ResNets with or without the CIFAR stem).
+    public func zooName(cifarStem: Bool) -> String {
+        switch self {
+        case .resnet18: return cifarStem ? "resnet18-cifar" : "resnet18"
+        case .resnet50: return cifarStem ? "resnet50-cifar" : "resnet50"
+        case .omnivoreSwinTiny: return "omnivore-swin-t"
+        case .omnivoreSwinSmall: return "omnivore-swin-s"
+        case .omnivoreSwinBase: return "omnivore-swin-b"
+        case .omnivoreSwinCifar: return "omnivore-swin-cifar"
+        case .convnextIsoSmall: return "convnext-isotropic-small"
+        case .convnextIsoBase: return "convnext-isotropic-base"
+        case .convnextIsoLarge: return "convnext-isotropic-large"
+        default: return rawValue.replacingOccurrences(of: "_", with: "-")
+        }
+    }
 }
 
 /// The encoder being pretrained.
@@ -107,12 +163,10 @@ public struct ModalityMix: Codable, Equatable, Sendable {
     public var rgbd = 0.0
 }
 
-/// How joint batches interleave modalities (`data.mix_mode`).
-public enum DataMixMode: String, ConfigChoice {
-    /// Each step holds one modality; modalities take turns in proportion to `data.mix`.
-    case alternate
-    /// Every step holds every modality in proportion to `data.mix`.
-    case mixed
+/// How joint batches interleave modalities (`data.mix_mode`): KaleidoData's `MixMode`.
+/// `mixed`, the name before `joint`, still loads.
+extension MixMode: ConfigChoice {
+    public static var aliases: [String: MixMode] { ["mixed": .joint] }
 }
 
 /// Data, views and batch.
@@ -160,7 +214,7 @@ public struct DataConfig: Codable, Equatable, Sendable {
     public var syntheticObjects = 4
     public var syntheticSeed = 0
     public var mix = ModalityMix()
-    public var mixMode = DataMixMode.mixed
+    public var mixMode = MixMode.joint
     /// Supervised fine-tuning augmentations: the random resized crop's smallest area share,
     /// RandAugment layers and magnitude, Mixup and CutMix α, Random Erasing probability, label
     /// smoothing. The defaults are what fine-tunes the debug run best (docs/evaluation.md:
@@ -261,7 +315,7 @@ extension KaleidoConfig {
         var configuration = DataConfiguration(source: source, recipe: recipe)
         configuration.depthScale = Float(data.depthScale)
         configuration.shares = [.image: data.mix.image, .video: data.mix.video, .rgbd: data.mix.rgbd]
-        configuration.mixMode = data.mixMode == .alternate ? .alternate : .mixed
+        configuration.mixMode = data.mixMode
         configuration.globalBatch = data.batchSize
         configuration.seed = UInt64(run.seed)
         configuration.workers = data.workers
@@ -310,6 +364,10 @@ public struct SSLConfig: Codable, Equatable, Sendable {
     public var queueSize = 0
     /// Probability p_m of saliency background removal on a large view.
     public var saliencyProbability = 0.1
+    /// Kaleido's cross-modal positives: each RGB-D sample adds its first large view without
+    /// depth, each clip one frame of its first large clip, as an online view predicted against
+    /// the sample's other large views (images have none, so image-only runs are unchanged).
+    public var crossModalViews = true
 
     func validate(_ check: inout ConfigValidator) {
         check.require(temperature > 0, "ssl.temperature", "must be > 0, got \(temperature)")
@@ -326,13 +384,12 @@ public struct SSLConfig: Codable, Equatable, Sendable {
     }
 }
 
-public enum OptimizerChoice: String, ConfigChoice {
-    case lars, adamw, sgd
-}
+/// `optim.name`: KaleidoNN's optimiser kinds, by their config names.
+extension OptimizerKind: ConfigChoice {}
 
 /// Optimiser and learning-rate schedule (linear warmup, then cosine to `min_lr`).
 public struct OptimConfig: Codable, Equatable, Sendable {
-    public var name = OptimizerChoice.adamw
+    public var name = OptimizerKind.adamw
     /// Peak learning rate (after warmup).
     public var lr = 2e-3
     public var minLr = 0.0

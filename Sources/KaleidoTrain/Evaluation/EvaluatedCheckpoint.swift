@@ -94,7 +94,7 @@ public final class EvaluatedCheckpoint {
     }
 
     /// The name ModelZoo builds the backbone under.
-    public var backboneName: String { Pretrainer.backboneName(config.model) }
+    public var backboneName: String { config.model.arch.zooName(cifarStem: config.model.cifarStem) }
 
     /// What identifies these weights in cache keys: the shards' checksums change with any weight.
     public var fingerprint: String {

@@ -113,7 +113,7 @@ public struct SemiSupervisedFineTuning {
             context.backward { _ = built.network.backward(dLogits, context) }
             optimizer.step(arena, learningRate: Float(schedule.value(at: step)), pool: pool)
             if let ema {
-                TargetNetwork.update(target: ema, online: arena, momentum: Float(emaDecay), count: arena.count, pool: pool)
+                ExponentialMovingAverage.update(average: ema, toward: arena, momentum: Float(emaDecay), count: arena.count, pool: pool)
             }
             context.resetActivations()
             if (step + 1) % 50 == 0 { logger.info("fine-tuning", metadata: ["step": "\(step + 1)", "loss": "\(loss)"]) }

@@ -1,5 +1,6 @@
 import Foundation
 import KaleidoCheckpoint
+import KaleidoData
 import KaleidoDist
 import KaleidoNN
 import KaleidoSSL
@@ -16,15 +17,18 @@ public final class Pretrainer {
     let pool: ComputePool
     let logger = Logger(label: "kaleido.pretrain")
 
+    /// Saves the data loader's position with each checkpoint (set by `PretrainingRun`): a
+    /// resume then checks that the data, mix and batch still describe the same sample stream.
+    public var loaderState: ((Int) -> LoaderState)?
+
     public struct Summary: Codable, Sendable {
         public var steps: Int
         public var finalLoss: Double
         public var imagesPerSecond: Double
-        public var probe: LinearProbe.Result?
-        public var knnTop1: Double?
-        /// The same evaluation of the network before training: what "it learned" is measured against.
-        public var initialProbe: LinearProbe.Result?
-        public var initialKnnTop1: Double?
+        /// Probes, kNN and retrieval after training, and of the same network before training:
+        /// what "it learned" is measured against (nil when not evaluated).
+        public var evaluation: PretrainingEvaluation.Scores?
+        public var initialEvaluation: PretrainingEvaluation.Scores?
         /// Steps this invocation ran (fewer than `steps` after a resume or a preemption).
         public var stepsRun = 0
         /// Stopped early by SIGTERM/SIGUSR1 after saving a checkpoint.
@@ -33,6 +37,16 @@ public final class Pretrainer {
         /// Mean loss over each fifth of the steps this invocation ran: a single step's loss is too
         /// noisy (random crops, one batch) to say whether training is still improving.
         public var lossByFifth: [Double] = []
+
+        public init(steps: Int, finalLoss: Double, imagesPerSecond: Double) {
+            self.steps = steps
+            self.finalLoss = finalLoss
+            self.imagesPerSecond = imagesPerSecond
+        }
+
+        /// The first modality's (the image one's in an image run) linear probe, and kNN top-1.
+        public var probe: LinearProbe.Result? { evaluation?.modalities.first?.probe }
+        public var knnTop1: Double? { evaluation?.modalities.first?.knnTop1 }
 
         /// Whether every fifth's mean loss is below the previous one.
         public var lossFellMonotonically: Bool {
@@ -66,33 +80,39 @@ public final class Pretrainer {
         runDirectory = URL(fileURLWithPath: config.run.outputDir).appendingPathComponent(config.run.name)
     }
 
-    public static func backboneName(_ model: ModelConfig) -> String {
-        switch model.arch {
-        case .resnet18: return model.cifarStem ? "resnet18-cifar" : "resnet18"
-        case .resnet50: return model.cifarStem ? "resnet50-cifar" : "resnet50"
-        case .omnivoreSwinTiny: return "omnivore-swin-t"
-        case .omnivoreSwinSmall: return "omnivore-swin-s"
-        case .omnivoreSwinBase: return "omnivore-swin-b"
-        case .convnextIsoSmall: return "convnext-isotropic-small"
-        case .convnextIsoBase: return "convnext-isotropic-base"
-        case .convnextIsoLarge: return "convnext-isotropic-large"
-        default: return model.arch.rawValue.replacingOccurrences(of: "_", with: "-")
-        }
+    /// The datasets (modalities) of the run, in the order image, video, rgbd.
+    var datasets: [String] {
+        let mix = config.data.mix
+        return [("image", mix.image), ("video", mix.video), ("rgbd", mix.rgbd)].filter { $0.1 > 0 }.map(\.0)
     }
 
     /// - Parameter classes: classes of the data, for the supervised heads (one per modality in
-    ///   `data.mix`) when the objective uses them.
+    ///   `data.mix`, `heads.<modality>`) when the objective uses them.
     public func makeModel(classes: Int = 0) throws -> ReLICv2Model {
         let options = ModelOptions(classes: 0, dropPath: Float(config.model.dropPath), zeroInitResidual: config.model.zeroInitResidual,
                                    baseWidth: config.model.baseWidth > 0 ? config.model.baseWidth : nil,
                                    stemPatch: config.model.stemPatch, layerScaleInit: Float(config.model.layerScaleInit))
-        let mix = config.data.mix
-        let classifiers = config.ssl.objective == .relicv2 ? [] :
-            [("image", mix.image), ("video", mix.video), ("rgbd", mix.rgbd)].filter { $0.1 > 0 }.map { DatasetHeadsLayer.Head($0.0, classes: classes) }
+        let classifiers = config.ssl.objective == .relicv2 ? [] : datasets.map { DatasetHeadsLayer.Head($0, classes: classes) }
         let heads = ReLICv2Model.Heads(projectorHidden: config.ssl.projectorHidden, projection: config.ssl.projectorDim,
                                        predictorHidden: config.ssl.predictorHidden, classifiers: classifiers)
-        return try ReLICv2Model(backbone: Self.backboneName(config.model), options: options, heads: heads,
-                                seed: UInt64(config.run.seed))
+        return try ReLICv2Model(backbone: config.model.arch.zooName(cifarStem: config.model.cifarStem), options: options,
+                                heads: heads, seed: UInt64(config.run.seed))
+    }
+
+    func makeStep(_ model: ReLICv2Model) -> TrainingStep {
+        let o = config.optim
+        let settings = OptimizerSettings(kind: o.name, weightDecay: Float(o.weightDecay),
+                                         momentum: Float(o.momentum), beta1: Float(o.beta1), beta2: Float(o.beta2),
+                                         epsilon: Float(o.eps), trustCoefficient: Float(o.trustCoefficient))
+        return TrainingStep(
+            model: model,
+            loss: ReLICv2Loss(temperature: Float(config.ssl.temperature), alpha: Float(config.ssl.alpha), beta: Float(config.ssl.beta)),
+            optimizer: settings.make(for: model.online),
+            learningRate: WarmupCosineSchedule(base: o.lr, final: o.minLr, warmupSteps: o.warmupSteps, totalSteps: config.run.steps),
+            momentum: MomentumSchedule(base: config.ssl.emaBase, final: config.ssl.emaFinal, totalSteps: config.run.steps),
+            queueSize: config.ssl.queueSize, communicator: communicator, pool: pool, seed: UInt64(config.run.seed),
+            bucketCap: config.dist.bucketMb > 0 ? .bytes(Int(config.dist.bucketMb * 1_048_576)) : .unbounded,
+            objective: config.ssl.objective, synchronizeBatchNorm: config.dist.syncBn, datasets: datasets)
     }
 
     /// Trains for `run.steps` steps on `source`, then evaluates on `evaluation` if given.
@@ -101,119 +121,134 @@ public final class Pretrainer {
     ///   - preemption: stops the run after the current step, with a checkpoint, when signalled.
     ///   - stopAfter: steps this invocation runs at most before saving and stopping as if
     ///     preempted (time-sliced allocations); nil runs to `run.steps`.
-    public func run(source: MultiViewSource, evaluation: LabelledImageSource?, classes: Int,
+    public func run(source: MultiViewSource, evaluation: PretrainingEvaluation?, classes: Int,
                     resume: LoadedCheckpoint? = nil, preemption: PreemptionSignal? = nil, stopAfter: Int? = nil) throws -> Summary {
         let model = try makeModel(classes: classes)
-        let o = config.optim
-        let settings = OptimizerSettings(kind: OptimizerKind(rawValue: o.name.rawValue)!, weightDecay: Float(o.weightDecay),
-                                         momentum: Float(o.momentum), beta1: Float(o.beta1), beta2: Float(o.beta2),
-                                         epsilon: Float(o.eps), trustCoefficient: Float(o.trustCoefficient))
-        let step = ReLICv2Step(
-            model: model,
-            loss: ReLICv2Loss(temperature: Float(config.ssl.temperature), alpha: Float(config.ssl.alpha), beta: Float(config.ssl.beta)),
-            optimizer: settings.make(for: model.online),
-            learningRate: WarmupCosineSchedule(base: o.lr, final: o.minLr, warmupSteps: o.warmupSteps, totalSteps: config.run.steps),
-            momentum: MomentumSchedule(base: config.ssl.emaBase, final: config.ssl.emaFinal, totalSteps: config.run.steps),
-            queueSize: config.ssl.queueSize, communicator: communicator, pool: pool, seed: UInt64(config.run.seed),
-            bucketCap: config.dist.bucketMb > 0 ? .bytes(Int(config.dist.bucketMb * 1_048_576)) : .unbounded,
-            objective: config.ssl.objective, synchronizeBatchNorm: config.dist.syncBn)
-
-        let coordinator = communicator.isCoordinator
-        let store = checkpointStore
-        let configYAML = try ConfigLoader.yaml(of: config)
+        let step = makeStep(model)
         var firstStep = 0
         if let resume {
             firstStep = try restore(resume, model: model, step: step)
             logger.info("resumed", metadata: ["checkpoint": "\(resume.url.path)", "step": "\(firstStep)"])
         }
-        func save(after completed: Int) throws -> URL {
-            try store.save(checkpointContent(model: model, step: step, completed: completed, config: configYAML),
-                           communicator: communicator)
-        }
+        let coordinator = communicator.isCoordinator
         let metrics = coordinator ? try MetricsLog(directory: runDirectory) : nil
         if coordinator {
-            try ConfigLoader.yaml(of: config).write(to: runDirectory.appendingPathComponent("config.yaml"),
-                                                            atomically: true, encoding: .utf8)
+            try ConfigLoader.yaml(of: config).write(to: runDirectory.appendingPathComponent("config.yaml"), atomically: true, encoding: .utf8)
             logger.info("pretraining", metadata: ["backbone": "\(model.backbone.name)", "parameters": "\(model.online.trainableCount)",
                                                   "steps": "\(config.run.steps)", "run": "\(runDirectory.path)"])
         }
-        let evaluator = FrozenFeatureEvaluation(model: model, pool: pool)
-        let probe = LinearProbe(epochs: config.eval.probeEpochs)
-        let knn = KNearestNeighbours(k: config.eval.knnK, temperature: Float(config.eval.knnTemperature))
-        let onlineProbe = config.eval.onlineProbe && coordinator
-            ? OnlineProbe(model: model, classes: classes, learningRate: config.eval.onlineProbeLr, pool: pool) : nil
-        var initial: (probe: LinearProbe.Result, knnTop1: Double)?
-        if config.eval.linearProbe, let evaluation, coordinator, resume == nil {
-            initial = try evaluator.run(source: evaluation, probe: probe, knn: knn)
-            logger.info("probe before training", metadata: ["top1": "\(initial!.probe.top1)", "knn_top1": "\(initial!.knnTop1)"])
+        let evaluator = coordinator ? evaluation : nil
+        var summary = Summary(steps: config.run.steps, finalLoss: .nan, imagesPerSecond: 0)
+        if let evaluator, config.eval.linearProbe, resume == nil {
+            summary.initialEvaluation = try evaluator.run(model: model, pool: pool)
+            logger.info("probe before training", metadata: ["scores": "\(summary.initialEvaluation!.modalities)"])
         }
-        let progress = coordinator ? ProgressDisplay(totalSteps: config.run.steps, every: config.run.logEvery) : nil
+        try train(model: model, step: step, from: firstStep, source: source, metrics: metrics, classes: classes,
+                  preemption: preemption, stopAfter: stopAfter, summary: &summary)
+        if let evaluator, config.eval.linearProbe, !summary.preempted {
+            let scores = try evaluator.run(model: model, pool: pool)
+            summary.evaluation = scores
+            try metrics?.record(step: config.run.steps, kind: "probe", values: Self.probeMetrics(scores, before: summary.initialEvaluation))
+        }
+        try metrics?.flush()
+        return summary
+    }
+
+    /// The training loop from step `first`: steps, metrics, progress, replica checks, time
+    /// slices, preemption and checkpoints.
+    func train(model: ReLICv2Model, step: TrainingStep, from first: Int, source: MultiViewSource, metrics: MetricsLog?,
+               classes: Int, preemption: PreemptionSignal?, stopAfter: Int?, summary: inout Summary) throws {
+        let configYAML = try ConfigLoader.yaml(of: config)
+        let store = checkpointStore
+        func save(after completed: Int) throws -> URL {
+            try store.save(checkpointContent(model: model, step: step, completed: completed, config: configYAML), communicator: communicator)
+        }
+        let onlineProbe = config.eval.onlineProbe && communicator.isCoordinator
+            ? OnlineProbe(model: model, classes: classes, learningRate: config.eval.onlineProbeLr, pool: pool) : nil
+        let progress = communicator.isCoordinator ? ProgressDisplay(totalSteps: config.run.steps, every: config.run.logEvery) : nil
         let started = Date()
-        var last: ReLICv2Step.Result?
-        var lastCheckpoint: URL?
-        var preempted = false
-        var completed = firstStep
         var losses: [Double] = []
+        var completed = first
         // The coordinator may have spent minutes on the probe above while the others waited: meet
         // first, then arm stalled-rank detection for the loop, where every rank does the same work.
         try communicator.barrier()
         communicator.setTimeout(config.dist.timeoutSeconds > 0 ? config.dist.timeoutSeconds : nil)
         defer { communicator.setTimeout(nil) }
-        for index in firstStep..<config.run.steps {
+        for index in first..<config.run.steps {
             communicator.enterStep(index + 1)
             stallIfInjected(step: index + 1)
-            let batch = try source.batch(step: index, rank: communicator.rank, worldSize: communicator.worldSize)
-            let result = try step.run(step: index, batch: batch)
-            onlineProbe?.update(batch)
-            last = result
+            let groups = try source.groups(step: index, rank: communicator.rank, worldSize: communicator.worldSize)
+            let result = try step.run(step: index, groups: groups)
+            for group in groups { onlineProbe?.update(group) }
             losses.append(Double(result.loss.total))
+            summary.finalLoss = Double(result.loss.total)
             completed = index + 1
             progress?.update(step: index, loss: Double(result.loss.total), learningRate: result.learningRate,
-                             samples: batch.samples * communicator.worldSize)
+                             samples: groups.reduce(0) { $0 + $1.samples } * communicator.worldSize)
             if let metrics, (index + 1) % config.run.logEvery == 0 || index + 1 == config.run.steps {
-                let seconds = Date().timeIntervalSince(started)
-                try metrics.record(step: index + 1, kind: "train", values: [
-                    "loss": Double(result.loss.total), "contrastive": Double(result.loss.contrastive),
-                    "divergence": Double(result.loss.divergence), "lr": result.learningRate, "ema_momentum": result.momentum,
-                    "grad_norm": result.gradientNorm, "supervised": Double(result.supervised),
-                    "allreduce_wait_ms": result.allReduceWaitSeconds * 1000,
-                    "buckets_overlapped": Double(result.overlappedBuckets), "buckets": Double(result.buckets),
-                    "images_per_second": Double((index + 1 - firstStep) * config.data.batchSize) / max(seconds, 1e-9),
-                ])
+                let rate = Double((index + 1 - first) * config.data.batchSize) / max(Date().timeIntervalSince(started), 1e-9)
+                try metrics.record(step: index + 1, kind: "train", values: Self.trainMetrics(result, imagesPerSecond: rate))
                 if let onlineProbe { try metrics.record(step: index + 1, kind: "train", values: onlineProbe.drain()) }
             }
             if communicator.worldSize > 1 && (index + 1) % config.dist.emaCheckEvery == 0 {
                 try checkTargetReplicas(model: model, step: index + 1)
             }
             let every = config.checkpoint.everySteps
-            let sliceOver = stopAfter.map { index + 1 - firstStep >= $0 && index + 1 < config.run.steps } ?? false
+            let sliceOver = stopAfter.map { index + 1 - first >= $0 && index + 1 < config.run.steps } ?? false
             if try sliceOver || preemption?.agreed(communicator) == true {
-                lastCheckpoint = try save(after: index + 1)
+                summary.lastCheckpoint = try save(after: index + 1).path
                 logger.notice("preempted: saved a checkpoint and stopping", metadata: ["step": "\(index + 1)"])
-                preempted = true
+                summary.preempted = true
                 break
             }
             if index + 1 == config.run.steps || (every > 0 && (index + 1) % every == 0) {
-                lastCheckpoint = try save(after: index + 1)
+                summary.lastCheckpoint = try save(after: index + 1).path
             }
         }
-        let stepsRun = completed - firstStep
-        let imagesPerSecond = Double(stepsRun * config.data.batchSize) / max(Date().timeIntervalSince(started), 1e-9)
-        var summary = Summary(steps: config.run.steps, finalLoss: Double(last?.loss.total ?? .nan), imagesPerSecond: imagesPerSecond,
-                              initialProbe: initial?.probe, initialKnnTop1: initial?.knnTop1, stepsRun: stepsRun,
-                              preempted: preempted, lastCheckpoint: lastCheckpoint?.path,
-                              lossByFifth: Summary.blockMeans(losses, parts: 5))
-        if config.eval.linearProbe, let evaluation, coordinator, !preempted {
-            let result = try evaluator.run(source: evaluation, probe: probe, knn: knn)
-            summary.probe = result.probe
-            summary.knnTop1 = result.knnTop1
-            try metrics?.record(step: config.run.steps, kind: "probe", values: [
-                "top1": result.probe.top1, "top5": result.probe.top5, "knn_top1": result.knnTop1,
-                "initial_top1": initial?.probe.top1 ?? .nan, "initial_knn_top1": initial?.knnTop1 ?? .nan,
-            ])
+        summary.stepsRun = completed - first
+        summary.imagesPerSecond = Double(summary.stepsRun * config.data.batchSize) / max(Date().timeIntervalSince(started), 1e-9)
+        summary.lossByFifth = Summary.blockMeans(losses, parts: 5)
+    }
+
+    /// One `train` row of metrics.jsonl: the step's loss, its parts, and each modality's own
+    /// loss (`loss_video`, …) when the step held several.
+    static func trainMetrics(_ result: TrainingStep.Result, imagesPerSecond: Double) -> [String: Double] {
+        var values: [String: Double] = [
+            "loss": Double(result.loss.total), "contrastive": Double(result.loss.contrastive),
+            "divergence": Double(result.loss.divergence), "lr": result.learningRate, "ema_momentum": result.momentum,
+            "grad_norm": result.gradientNorm, "supervised": Double(result.supervised),
+            "allreduce_wait_ms": result.allReduceWaitSeconds * 1000,
+            "buckets_overlapped": Double(result.overlappedBuckets), "buckets": Double(result.buckets),
+            "images_per_second": imagesPerSecond,
+        ]
+        if result.groups.count > 1 {
+            for group in result.groups { values["loss_\(group.dataset)"] = Double(group.loss.total) }
         }
-        try metrics?.flush()
-        return summary
+        return values
+    }
+
+    /// The `probe` row: the first modality under today's keys (top1, knn_top1, …), every
+    /// modality under suffixed keys, retrieval recall@1 and its chance level.
+    static func probeMetrics(_ scores: PretrainingEvaluation.Scores, before: PretrainingEvaluation.Scores?) -> [String: Double] {
+        var values: [String: Double] = [:]
+        for (index, score) in scores.modalities.enumerated() {
+            let initial = before?.modality(score.modality)
+            let suffix = index == 0 ? "" : "_\(score.modality)"
+            values["top1\(suffix)"] = score.probe.top1
+            values["top5\(suffix)"] = score.probe.top5
+            values["knn_top1\(suffix)"] = score.knnTop1
+            values["initial_top1\(suffix)"] = initial?.probe.top1 ?? .nan
+            values["initial_knn_top1\(suffix)"] = initial?.knnTop1 ?? .nan
+            if scores.modalities.count > 1 && index == 0 {
+                values["top1_\(score.modality)"] = score.probe.top1
+                values["initial_top1_\(score.modality)"] = initial?.probe.top1 ?? .nan
+            }
+        }
+        for pair in scores.retrieval {
+            values["recall1_\(pair.query)_\(pair.gallery)"] = pair.recallAt1
+            values["chance1_\(pair.query)_\(pair.gallery)"] = pair.chanceAt1
+        }
+        return values
     }
 }
 
@@ -246,71 +281,33 @@ extension Pretrainer {
     }
 
     /// Everything a bit-exact resume needs, after `completed` steps.
-    func checkpointContent(model: ReLICv2Model, step: ReLICv2Step, completed: Int, config yaml: String) throws -> CheckpointContent {
+    func checkpointContent(model: ReLICv2Model, step: TrainingStep, completed: Int, config yaml: String) throws -> CheckpointContent {
         let layout = LayoutEntry.of(model.online)
         var arrays = [SavedArray(name: "online", arena: model.online), SavedArray(name: "target", arena: model.target)]
         for (name, storage) in step.optimizer.state {
             arrays.append(SavedArray(name: "optimizer.\(name)", borrowing: UnsafeBufferPointer(start: storage.pointer, count: storage.count),
                                      layout: layout))
         }
-        if let queue = step.queue { arrays.append(SavedArray(name: "queue", values: queue.values)) }
+        for (name, queue) in step.queues { arrays.append(SavedArray(name: name, values: queue.values)) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
+        var blobs = ["rng": try encoder.encode(step.randomState)]
+        if let loaderState { blobs["loader"] = try encoder.encode(loaderState(completed)) }
         return CheckpointContent(step: completed, config: yaml, arrays: arrays,
                                  optimizer: OptimizerRecord(kind: config.optim.name.rawValue, stepCount: step.optimizer.stepCount),
-                                 schedulerStep: completed, queueSize: step.queue?.capacity,
-                                 blobs: ["rng": try encoder.encode(step.randomState)])
+                                 schedulerStep: completed, queueSize: step.queues.first?.queue.capacity, blobs: blobs)
     }
 
     /// Restores a checkpoint into the model and step; returns the number of completed steps.
-    func restore(_ checkpoint: LoadedCheckpoint, model: ReLICv2Model, step: ReLICv2Step) throws -> Int {
+    func restore(_ checkpoint: LoadedCheckpoint, model: ReLICv2Model, step: TrainingStep) throws -> Int {
         try checkpoint.restore("online", into: model.online)
         try checkpoint.restore("target", into: model.target)
         for (name, storage) in step.optimizer.state {
             try checkpoint.restore("optimizer.\(name)", into: UnsafeMutableBufferPointer(start: storage.pointer, count: storage.count))
         }
         step.optimizer.stepCount = checkpoint.optimizer?.stepCount ?? checkpoint.step
-        if let queue = step.queue, checkpoint.arrayNames.contains("queue") { queue.values = try checkpoint.array("queue") }
+        for (name, queue) in step.queues where checkpoint.arrayNames.contains(name) { queue.values = try checkpoint.array(name) }
         if let rng = checkpoint.blobs["rng"] { step.randomState = try JSONDecoder().decode(SplitMix64.self, from: rng) }
         return checkpoint.step
-    }
-}
-
-/// Frozen-feature evaluation of the online backbone (eval mode: BN running statistics).
-public struct FrozenFeatureEvaluation {
-    let model: ReLICv2Model
-    let pool: ComputePool
-    public var batchSize = 128
-
-    public init(model: ReLICv2Model, pool: ComputePool) {
-        self.model = model
-        self.pool = pool
-    }
-
-    public func features(_ source: LabelledImageSource, split: EvaluationSplit) throws -> FeatureSet {
-        let context = RunContext(arena: model.online, pool: pool, training: false, recordsForBackward: false)
-        let total = source.count(split: split)
-        let dimension = model.backbone.featureDimension
-        let features = Tensor(zeros: [total, dimension])
-        var labels: [Int32] = []
-        var start = 0
-        while start < total {
-            let range = start..<min(total, start + batchSize)
-            let (images, batchLabels) = try source.images(split: split, range: range)
-            let out = model.features(images, context)
-            (features.pointer + start * dimension).update(from: out.pointer, count: range.count * dimension)
-            labels += batchLabels
-            context.activations.reset()
-            start = range.upperBound
-        }
-        return FeatureSet(features: features, labels: labels)
-    }
-
-    public func run(source: LabelledImageSource, probe: LinearProbe, knn: KNearestNeighbours) throws
-        -> (probe: LinearProbe.Result, knnTop1: Double) {
-        let train = try features(source, split: .train), validation = try features(source, split: .validation)
-        let result = probe.evaluate(train: train, test: validation, classes: source.classes, pool: pool)
-        let top1 = knn.top1(train: train, test: validation, classes: source.classes, pool: pool)
-        return (result, top1)
     }
 }

@@ -1,0 +1,86 @@
+import Foundation
+import KaleidoCheckpoint
+import KaleidoData
+import KaleidoDist
+import Logging
+
+/// Everything `kaleido pretrain` does once the config is resolved and the communicator is up:
+/// checks the rules that depend on the number of ranks, opens the data, finds the checkpoint to
+/// resume from, starts the prefetching loader at its step, trains, evaluates, and returns the
+/// summary. The CLI parses, calls this and prints; tests call it directly.
+public struct PretrainingRun {
+    public let resolved: ResolvedConfig
+    /// `auto` (the newest valid checkpoint of the run, or start fresh) or a checkpoint directory.
+    public var resume: String?
+    /// Steps to run at most before saving and stopping as if preempted.
+    public var stopAfter: Int?
+    public var preemption: PreemptionSignal?
+
+    public init(resolved: ResolvedConfig, resume: String? = nil, stopAfter: Int? = nil, preemption: PreemptionSignal? = nil) {
+        self.resolved = resolved
+        self.resume = resume
+        self.stopAfter = stopAfter
+        self.preemption = preemption
+    }
+
+    public var config: KaleidoConfig { resolved.config }
+
+    public func run(communicator: Communicator, threads: Int) throws -> (summary: Pretrainer.Summary, runDirectory: URL) {
+        try resolved.validate(worldSize: communicator.worldSize)
+        let pretrainer = Pretrainer(config: config, communicator: communicator, threads: threads)
+        let pipeline = try DataPipeline(config.dataConfiguration, split: .train)
+        pretrainer.loaderState = { pipeline.state(at: $0) }
+        // Every rank loads the checkpoint (each needs the full arrays); `auto` without one starts fresh.
+        var checkpoint: LoadedCheckpoint?
+        if let resume {
+            let url = resume == "auto" ? pretrainer.checkpointStore.newestValid() : URL(fileURLWithPath: resume)
+            checkpoint = try url.map { try pretrainer.checkpointStore.load($0) }
+        }
+        var start = LoaderState.start
+        if let checkpoint {
+            start = pipeline.state(at: checkpoint.step)
+            // The saved position must be where this configuration's stream is at that step:
+            // a changed batch, mix, mix mode or dataset would silently train on other samples.
+            if let saved = checkpoint.blobs["loader"] {
+                let state = try JSONDecoder().decode(LoaderState.self, from: saved)
+                _ = try pipeline.resume(from: state)
+            }
+        }
+        let loader = try DataLoader(pipeline: pipeline, rank: communicator.rank, worldSize: communicator.worldSize, state: start)
+        defer { loader.stop() }
+        let evaluation = config.eval.linearProbe && communicator.isCoordinator ? try PretrainingEvaluation(config: config) : nil
+        let source = LoaderSource(loader: loader, crossModalViews: config.ssl.crossModalViews)
+        let summary = try pretrainer.run(source: source, evaluation: evaluation, classes: pipeline.classes.count,
+                                         resume: checkpoint, preemption: preemption, stopAfter: stopAfter)
+        return (summary, pretrainer.runDirectory)
+    }
+}
+
+extension Pretrainer.Summary {
+    /// What `kaleido pretrain` prints when the run ends: the loss, its trend, per modality the
+    /// probe and kNN next to the network before training, and cross-modal retrieval next to chance.
+    /// An image-only run keeps the unlabelled lines it has always printed.
+    public func report(knnK: Int) -> [String] {
+        var lines = [String(format: "pretrained %d steps: final loss %.4f, %.1f images/s", steps, finalLoss, imagesPerSecond)]
+        if lossByFifth.count > 1 {
+            lines.append("mean loss by fifth of the run: " + lossByFifth.map { String(format: "%.3f", $0) }.joined(separator: " → ")
+                         + (lossFellMonotonically ? "  (falls monotonically)" : "  (not monotonic)"))
+        }
+        guard let evaluation else { return lines }
+        let labelled = evaluation.modalities.count > 1
+        for score in evaluation.modalities {
+            let before = initialEvaluation?.modality(score.modality)
+            let tag = labelled ? " [\(score.modality)]" : ""
+            lines.append("linear probe\(tag): " + String(format: "top-1 %.1f%%  top-5 %.1f%%   (before training: top-1 %.1f%%)",
+                                score.probe.top1 * 100, score.probe.top5 * 100, (before?.probe.top1 ?? .nan) * 100))
+            lines.append("kNN (k=\(knnK))\(tag):   " + String(format: "top-1 %.1f%%                (before training: top-1 %.1f%%)",
+                                score.knnTop1 * 100, (before?.knnTop1 ?? .nan) * 100))
+        }
+        for pair in evaluation.retrieval {
+            let before = initialEvaluation?.retrieval.first { $0.query == pair.query && $0.gallery == pair.gallery }
+            lines.append("retrieval \(pair.query) → \(pair.gallery): " + String(format: "recall@1 %.1f%%  (chance %.1f%%, before training %.1f%%)",
+                                pair.recallAt1 * 100, pair.chanceAt1 * 100, (before?.recallAt1 ?? .nan) * 100))
+        }
+        return lines
+    }
+}
