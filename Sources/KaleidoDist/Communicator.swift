@@ -3,6 +3,8 @@
 ///
 /// Two implementations share one code path in the trainer: `LocalCommunicator` for a single
 /// process (debug mode, no MPI runtime needed) and `MPICommunicator` under `mpirun` or Slurm.
+/// A third, `InProcessCommunicator`, runs ranks as threads so tests can exercise multi-rank
+/// code without an MPI launcher.
 public protocol Communicator: AnyObject {
     /// This process's index in `0..<worldSize`.
     var rank: Int { get }
