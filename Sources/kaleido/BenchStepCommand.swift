@@ -13,7 +13,7 @@ extension Kaleido.Bench {
             gradients are all-reduced: images/s is then global, and the all-reduce wait share is reported.
             """)
 
-        @Option(help: "Comma-separated: resnet18-cifar, convnext-atto, swin-tiny-32.")
+        @Option(help: "Comma-separated: resnet18-cifar, convnext-atto, swin-tiny-32, omnivore-cifar, omnivore-cifar-joint.")
         var models: String = StepBench.models.map(\.name).joined(separator: ",")
 
         @Option(help: "Samples per step.") var batch: Int = 64

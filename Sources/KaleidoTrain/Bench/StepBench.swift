@@ -8,10 +8,17 @@ import KaleidoTensor
 /// online encoder + projector + predictor (hidden 1024, out 128), EMA target, 2 large and
 /// 2 small views of a fixed random batch, AdamW (lr 1e-3, weight decay 0.05).
 public struct StepBench {
-    /// Benchmark names, as the reference spells them, and Kaleido's zoo names.
+    /// Benchmark names, as the reference spells them, and Kaleido's zoo names. The Omnivore
+    /// ones are Kaleido's own (no reference): `omnivore-cifar` on images, `omnivore-cifar-joint`
+    /// a joint step of three equal groups — images, 4-frame clips, RGB-D — with each clip and
+    /// scene's cross-modal view, as `configs/omnivore-debug.yaml` trains.
     public static let models: [(name: String, zoo: String)] = [
         ("resnet18-cifar", "resnet18-cifar"), ("convnext-atto", "convnext-atto-32"), ("swin-tiny-32", "swin-cifar"),
+        ("omnivore-cifar", "omnivore-swin-cifar"), ("omnivore-cifar-joint", "omnivore-swin-cifar"),
     ]
+
+    /// Frames of the joint benchmark's clips.
+    static let clipFrames = 4
 
     public var batch = 64
     public var large = 32
@@ -56,23 +63,23 @@ public struct StepBench {
         let pool = ComputePool(threads: threads, splitsMatrixProducts: splitsMatrixProducts)
         let model = try ReLICv2Model(backbone: zoo, options: ModelOptions(),
                                      heads: .init(projectorHidden: 1024, projection: 128, predictorHidden: 1024), seed: 0)
+        let joint = name.hasSuffix("-joint")
         let step = TrainingStep(
             model: model, loss: ReLICv2Loss(temperature: 0.2, alpha: 1, beta: 1),
             optimizer: OptimizerSettings(kind: .adamw, weightDecay: 0.05).make(for: model.online),
             learningRate: WarmupCosineSchedule(base: 1e-3, final: 1e-3, warmupSteps: 0, totalSteps: 1),
             momentum: MomentumSchedule(base: 0.996, totalSteps: 1 << 30),
-            queueSize: 0, communicator: communicator, pool: pool, seed: 0)
+            queueSize: 0, communicator: communicator, pool: pool, seed: 0,
+            datasets: joint ? ["image", "video", "rgbd"] : ["image"])
         var rng = SplitMix64(seed: 0)
-        let views = MultiViewBatch(large: Tensor(randomNormal: [2 * batch, large, large, 3], rng: &rng), largeViews: 2,
-                                   small: Tensor(randomNormal: [2 * batch, small, small, 3], rng: &rng), smallViews: 2,
-                                   labels: [Int32](repeating: 0, count: batch))
+        let views = joint ? jointGroups(&rng) : [group(batch, frames: nil, channels: 3, &rng)]
         var loss: Float = .nan
-        for index in 0..<warmup { loss = try step.run(step: index, batch: views).loss.total }
+        for index in 0..<warmup { loss = try step.run(step: index, groups: views).loss.total }
         try communicator.barrier()
         let start = DispatchTime.now().uptimeNanoseconds
         var waiting = 0.0
         for index in 0..<steps {
-            let result = try step.run(step: warmup + index, batch: views)
+            let result = try step.run(step: warmup + index, groups: views)
             loss = result.loss.total
             waiting += result.allReduceWaitSeconds
         }
@@ -81,20 +88,45 @@ public struct StepBench {
         return Result(model: name, batch: batch, large: large, small: small, threads: threads, stepS: seconds,
                       imagesPerS: Double(batch * ranks) / seconds, onlineParams: model.online.trainableCount,
                       loss: loss.isFinite ? Double(loss) : nil, peakRssMib: Self.peakResidentMiB(),
-                      gflopsPerS: stepFLOPs(model) * Double(ranks) / seconds / 1e9, ranks: ranks,
+                      gflopsPerS: stepFLOPs(model, groups: views) * Double(ranks) / seconds / 1e9, ranks: ranks,
                       allreduceWaitShare: waiting / Double(steps) / seconds)
     }
 
+    /// Random views of `n` samples: images (frames nil), clips, or RGB-D (4 channels).
+    func group(_ n: Int, frames: Int?, channels: Int, _ rng: inout SplitMix64) -> MultiViewBatch {
+        func views(_ side: Int) -> Tensor {
+            Tensor(randomNormal: [2 * n] + (frames.map { [$0] } ?? []) + [side, side, channels], rng: &rng)
+        }
+        return MultiViewBatch(large: views(large), largeViews: 2, small: views(small), smallViews: 2,
+                              labels: [Int32](repeating: 0, count: n))
+    }
+
+    /// A joint step's three groups (batch split in thirds, weights 1/3), with cross-modal views.
+    func jointGroups(_ rng: inout SplitMix64) -> [MultiViewBatch] {
+        let sizes = [batch - 2 * (batch / 3), batch / 3, batch / 3]
+        var image = group(sizes[0], frames: nil, channels: 3, &rng)
+        var video = group(sizes[1], frames: Self.clipFrames, channels: 3, &rng)
+        var rgbd = group(sizes[2], frames: nil, channels: 4, &rng)
+        (image.dataset, video.dataset, rgbd.dataset) = ("image", "video", "rgbd")
+        video.crossModal = Tensor(randomNormal: [sizes[1], 1, large, large, 3], rng: &rng)
+        rgbd.crossModal = Tensor(randomNormal: [sizes[2], large, large, 3], rng: &rng)
+        image.weight = 1.0 / 3; video.weight = 1.0 / 3; rgbd.weight = 1.0 / 3
+        return [image, video, rgbd]
+    }
+
     /// Forward and backward (2× forward) of the online network on every view, plus the target's
-    /// forward on the large views.
-    func stepFLOPs(_ model: ReLICv2Model) -> Double {
-        func forward(_ side: Int, _ n: Int) -> Double {
-            let features = model.trunk.describe([n, side, side, 3])
+    /// forward on the large views, summed over the step's groups.
+    func stepFLOPs(_ model: ReLICv2Model, groups: [MultiViewBatch]) -> Double {
+        func forward(_ shape: [Int]) -> Double {
+            let features = model.trunk.describe(shape)
             let projected = model.projector.describe(features.outputShape)
             return features.flops + projected.flops + model.predictor.describe(projected.outputShape).flops
         }
-        let online = forward(large, 2 * batch) + forward(small, 2 * batch)
-        return 3 * online + forward(large, 2 * batch)
+        return groups.reduce(0) { total, group in
+            let online = forward(group.large.shape) + (group.small.map { forward($0.shape) } ?? 0)
+                + (group.crossModal.map { forward($0.shape) } ?? 0)
+            return total + 3 * online + forward(group.large.shape)
+        }
     }
 
     /// The process's peak resident set, as the reference reads it (getrusage ru_maxrss).
