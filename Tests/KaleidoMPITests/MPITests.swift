@@ -141,6 +141,54 @@ func mpirun(ranks: Int, _ arguments: [String], environment extra: [String: Strin
         }
     }
 
+    /// Omnivore joint steps (image, video and RGB-D groups of 5, 5 and 4: ranks hold 2 or 3 of
+    /// each) on 2 ranks with SyncBN give the 1-rank losses of the same global batch, every
+    /// modality's too, within 1e-4 relative (float32 kernels round differently on fewer rows;
+    /// see StepWorldSizeTests); stopped after 2 steps and resumed with --resume auto, the 2-rank
+    /// run repeats its uninterrupted loss curve bit for bit.
+    @Test func jointStepsOnTwoRanksMatchOneAndResumeExactly() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-joint-mpi-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        func settings(_ name: String) -> [String] {
+            ["pretrain", "--set", "run.output_dir=\(root.path)", "--set", "run.name=\(name)", "--set", "run.steps=4",
+             "--set", "run.log_every=1", "--set", "model.arch=omnivore_swin_cifar", "--set", "model.base_width=8",
+             "--set", "data.mix.video=1", "--set", "data.mix.rgbd=1", "--set", "data.batch_size=14", "--set", "data.clip_frames=2",
+             "--set", "data.large_size=16", "--set", "data.small_size=8", "--set", "data.synthetic_train_size=64",
+             "--set", "data.synthetic_val_size=16", "--set", "eval.linear_probe=false", "--set", "checkpoint.every_steps=0",
+             "--set", "dist.sync_bn=true", "--set", "dist.threads=1", "--set", "ssl.projector_hidden=32",
+             "--set", "ssl.projector_dim=16", "--set", "ssl.predictor_hidden=32", "--set", "ssl.queue_size=12"]
+        }
+        func curves(_ name: String) throws -> [String: [Int: Double]] {
+            let text = try String(contentsOf: root.appendingPathComponent("\(name)/metrics.jsonl"), encoding: .utf8)
+            var result: [String: [Int: Double]] = [:]
+            for line in text.split(separator: "\n") {
+                let row = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                guard row["kind"] as? String == "train" else { continue }
+                for key in ["loss", "loss_image", "loss_video", "loss_rgbd"] {
+                    if let value = row[key] as? Double { result[key, default: [:]][row["step"] as! Int] = value }
+                }
+            }
+            return result
+        }
+        let one = try mpirun(ranks: 1, settings("one"))
+        #expect(one.status == 0, "\(one.stderr)")
+        let two = try mpirun(ranks: 2, settings("two"))
+        #expect(two.status == 0, "\(two.stderr)")
+        #expect(try mpirun(ranks: 2, settings("sliced") + ["--stop-after", "2"]).status == 0)
+        let resumed = try mpirun(ranks: 2, settings("sliced") + ["--resume", "auto"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+
+        let reference = try curves("one"), distributed = try curves("two"), sliced = try curves("sliced")
+        #expect(reference.count == 4 && reference.values.allSatisfy { $0.count == 4 }, "\(reference)")
+        for (key, curve) in reference {
+            for (step, loss) in curve {
+                let other = try #require(distributed[key]?[step], "2 ranks logged no \(key) at step \(step)")
+                #expect(abs(other - loss) <= 1e-4 * abs(loss), "\(key) step \(step): 1 rank \(loss), 2 ranks \(other)")
+                #expect(sliced[key]?[step]?.bitPattern == other.bitPattern, "\(key) step \(step) resumed: \(String(describing: sliced[key]?[step])) vs \(other)")
+            }
+        }
+    }
+
     /// A rank whose target network drifts (injected fault) is found by the coordinator's
     /// periodic check, named in the log, and given rank 0's copy; the run completes.
     @Test func aDriftedTargetNetworkIsRepairedAndReported() throws {
