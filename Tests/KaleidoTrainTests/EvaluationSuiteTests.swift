@@ -108,11 +108,7 @@ final class EvaluationFixture: @unchecked Sendable {
     }
 
     static func pretrain(_ config: KaleidoConfig) throws -> URL {
-        let pretrainer = Pretrainer(config: config, communicator: LocalCommunicator(), threads: 2)
-        let pipeline = try DataPipeline(config.dataConfiguration, split: .train)
-        let loader = try DataLoader(pipeline: pipeline, rank: 0, worldSize: 1, state: .start)
-        defer { loader.stop() }
-        let summary = try pretrainer.run(source: LoaderSource(loader: loader), evaluation: nil, classes: pipeline.classes.count)
+        let (summary, _) = try PretrainingRun(config: config).run(communicator: LocalCommunicator(), threads: 2)
         return URL(fileURLWithPath: summary.lastCheckpoint!)
     }
 

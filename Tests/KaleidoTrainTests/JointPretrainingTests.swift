@@ -57,6 +57,10 @@ import KaleidoDist
         #expect(names.filter { $0.hasPrefix("heads.") }.sorted()
                 == ["heads.image.bias", "heads.image.weight", "heads.rgbd.bias", "heads.rgbd.weight", "heads.video.bias", "heads.video.weight"])
         #expect(names.contains("depth_patch_embed.proj.weight"))
+        // Exported with Omnivore's names: the trunk and the heads, not the SSL projector/predictor.
+        let exported = try checkpoint.exportEncoder(to: root.appendingPathComponent("encoder.safetensors"))
+        #expect(exported.contains("heads.video.weight") && exported.contains("features.0.0.attn.qkv.weight"))
+        #expect(!exported.contains { $0.hasPrefix("projector.") || $0.hasPrefix("predictor.") })
     }
 
     /// A joint run stopped after 2 of 4 steps and resumed with `--resume auto` reproduces the

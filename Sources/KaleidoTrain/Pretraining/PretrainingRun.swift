@@ -23,6 +23,11 @@ public struct PretrainingRun {
         self.preemption = preemption
     }
 
+    /// A config built in code (tests): its values have no file or override to point errors at.
+    public init(config: KaleidoConfig, resume: String? = nil, stopAfter: Int? = nil) {
+        self.init(resolved: ResolvedConfig(config: config, origins: [:]), resume: resume, stopAfter: stopAfter)
+    }
+
     public var config: KaleidoConfig { resolved.config }
 
     public func run(communicator: Communicator, threads: Int) throws -> (summary: Pretrainer.Summary, runDirectory: URL) {
