@@ -50,6 +50,9 @@ import KaleidoDist
             let weighted = parts.compactMap { $0 }.reduce(0, +) / 3
             #expect(abs(weighted - (row["loss"] as! Double)) <= 1e-5 * weighted, "\(row)")
         }
+        // The run report charts each modality's loss.
+        let chart = try #require(try RunReport(runDirectory: directory).charts.first { $0.title == "Loss per modality" })
+        #expect(chart.series.map(\.label) == ["image", "video", "rgbd"] && chart.series.allSatisfy { $0.points.count == 4 })
         let checkpoint = try LoadedCheckpoint(contentsOf: URL(fileURLWithPath: summary.lastCheckpoint!), threads: 1)
         #expect(Set(checkpoint.arrayNames).isSuperset(of: ["queue", "queue.video", "queue.rgbd"]), "\(checkpoint.arrayNames)")
         let names = (checkpoint.layout(of: "online") ?? []).map(\.name)

@@ -198,7 +198,7 @@ public struct RunReport {
         records = try EvaluationRecord.readAll(in: EvaluationRecord.directory(run: runDirectory))
     }
 
-    /// The charts that have data: loss, learning rate, EMA momentum, throughput, online probe.
+    /// The charts that have data: loss, loss per modality, learning rate, EMA momentum, throughput, online probe.
     public var charts: [ReportChart] {
         func chart(_ title: String, _ file: String, _ keys: [(String, String)], percent: Bool = false) -> ReportChart? {
             let series = keys.map { (label: $0.1, points: metrics.points("train", $0.0)) }.filter { !$0.points.isEmpty }
@@ -208,6 +208,8 @@ public struct RunReport {
             chart("Loss", "loss", [("loss", "total"), ("contrastive", "contrastive"), ("divergence", "KL divergence"),
                                    ("supervised", "supervised")].filter { key, _ in
                 key != "supervised" || metrics.points("train", "supervised").contains { $0.value != 0 } }),
+            // Joint runs: each modality's own loss (absent from single-modality runs).
+            chart("Loss per modality", "loss_by_modality", ["image", "video", "rgbd"].map { ("loss_\($0)", $0) }),
             chart("Learning rate", "lr", [("lr", "lr")]),
             chart("EMA momentum", "ema_momentum", [("ema_momentum", "γ")]),
             chart("Throughput (images/s)", "images_per_second", [("images_per_second", "images/s")]),

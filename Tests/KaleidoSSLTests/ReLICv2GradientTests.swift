@@ -1,8 +1,7 @@
 import Testing
 import KaleidoNN
-import KaleidoSSL
 import KaleidoTensor
-@testable import KaleidoTrain
+@testable import KaleidoSSL
 
 /// Finite differences through the whole online network and the ReLICv2 loss: backbone →
 /// projector → predictor → loss. The kernels have their own checks; this one catches a wrong
@@ -16,10 +15,19 @@ import KaleidoTensor
         let model = try ReLICv2Model(backbone: "resnet18-cifar", options: ModelOptions(baseWidth: 4),
                                      heads: .init(projectorHidden: 16, projection: 8, predictorHidden: 16), seed: 5)
         let loss = ReLICv2Loss(temperature: 0.2, alpha: 1, beta: 0)
-        let batch = try NoisyCopies(samples: 6, side: 8, pool: 6).batch(step: 0, rank: 0, worldSize: 1)
-        let n = batch.samples
+        // Two views of 6 random images: each image plus a little noise.
+        let n = 6, side = 8
+        var rng = SplitMix64(seed: 77)
+        let images = (0..<n).map { _ in Tensor(randomNormal: [side, side, 3], rng: &rng) }
+        let large = Tensor(zeros: [2 * n, side, side, 3])
+        for v in 0..<2 {
+            for (i, image) in images.enumerated() {
+                let destination = large.pointer + (v * n + i) * image.count
+                for k in 0..<image.count { destination[k] = image.pointer[k] + 0.1 * rng.normal() }
+            }
+        }
         let target = RunContext(arena: model.target, pool: .serial, training: true, recordsForBackward: false)
-        let projected = model.project(batch.large, target)
+        let projected = model.project(large, target)
         let targets = (0..<2).map { v in Tensor(shape: [n, 8], values: Array(projected.array[(v * n * 8)..<((v + 1) * n * 8)])) }
         let online = RunContext(arena: model.online, pool: .serial, training: true)
 
@@ -33,18 +41,18 @@ import KaleidoTensor
         func numericLoss() -> Double {
             online.recordsForBackward = false
             defer { online.recordsForBackward = true; online.resetActivations() }
-            return value(model.predict(batch.large, online).predictions, gradient: nil)
+            return value(model.predict(large, online).predictions, gradient: nil)
         }
 
         model.online.zeroGradients()
-        let predictions = model.predict(batch.large, online).predictions
+        let predictions = model.predict(large, online).predictions
         let dPredictions = Tensor(zeros: predictions.shape)
         _ = value(predictions, gradient: dPredictions)
         online.backward { _ = model.backward(dPredictions, online) }
         let analytic = Array(UnsafeBufferPointer(start: model.online.gradients.pointer, count: model.online.count))
         online.resetActivations()
 
-        var rng = SplitMix64(seed: 11)
+        rng = SplitMix64(seed: 11)
         let epsilon: Float = 3e-3
         var report: [String] = []
         for part in ["conv1", "layer4", "projector", "predictor"] {
