@@ -53,7 +53,9 @@ let package = Package(
         .target(name: "KaleidoNN", dependencies: ["KaleidoTensor"], swiftSettings: fast),
         .target(name: "KaleidoSSL", dependencies: ["KaleidoNN", "KaleidoTensor"], swiftSettings: fast),
         .target(name: "KaleidoDist", dependencies: ["CMPI", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "KaleidoCheckpoint", dependencies: ["CZstd", "CCheckpoint", "KaleidoNN", "KaleidoDist", .product(name: "Logging", package: "swift-log")]),
+        // Foundation only: the tensor, NN and SSL tests read their parity fixtures with it.
+        .target(name: "KaleidoSafeTensors"),
+        .target(name: "KaleidoCheckpoint", dependencies: ["CZstd", "CCheckpoint", "KaleidoSafeTensors", "KaleidoNN", "KaleidoDist", .product(name: "Logging", package: "swift-log")]),
         .target(name: "KaleidoData", dependencies: ["CPNG", "CTurboJPEG", "KaleidoTensor", .product(name: "Logging", package: "swift-log")], swiftSettings: fast),
         .target(name: "KaleidoTrain", dependencies: [
             "KaleidoTensor", "KaleidoNN", "KaleidoSSL", "KaleidoDist", "KaleidoCheckpoint", "KaleidoData",
@@ -65,12 +67,14 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // Parity fixtures are safetensors files, read with the checkpoint target's reader.
-        .testTarget(name: "KaleidoTensorTests", dependencies: ["KaleidoTensor", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
-        .testTarget(name: "KaleidoNNTests", dependencies: ["KaleidoNN", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
-        .testTarget(name: "KaleidoSSLTests", dependencies: ["KaleidoSSL", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
+        // Parity fixtures are safetensors files. The model parity tests also import PyTorch state
+        // dicts into an arena, which is the checkpoint target's arena import.
+        .testTarget(name: "KaleidoSafeTensorsTests", dependencies: ["KaleidoSafeTensors"], exclude: ["Fixtures"]),
+        .testTarget(name: "KaleidoTensorTests", dependencies: ["KaleidoTensor", "KaleidoSafeTensors"], exclude: ["Fixtures"]),
+        .testTarget(name: "KaleidoNNTests", dependencies: ["KaleidoNN", "KaleidoSafeTensors", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
+        .testTarget(name: "KaleidoSSLTests", dependencies: ["KaleidoSSL", "KaleidoSafeTensors"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoDistTests", dependencies: ["KaleidoDist"]),
-        .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint", "KaleidoNN", "KaleidoDist"], exclude: ["Fixtures"]),
+        .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint", "KaleidoSafeTensors", "KaleidoNN", "KaleidoDist"]),
         .testTarget(name: "KaleidoDataTests", dependencies: ["KaleidoData", "KaleidoTensor", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "KaleidoTrainTests", dependencies: ["KaleidoTrain", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "KaleidoCLITests", dependencies: ["kaleido"]),

@@ -1,5 +1,6 @@
 import Foundation
 import KaleidoNN
+import KaleidoSafeTensors
 
 // MARK: - Layout permutations
 

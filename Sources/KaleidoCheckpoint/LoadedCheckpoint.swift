@@ -1,5 +1,6 @@
 import Foundation
 import KaleidoNN
+import KaleidoSafeTensors
 
 /// A checkpoint read back whole: every array reassembled from all shards (so any world size can
 /// resume from it: data-parallel ranks each need the full arrays), after verifying every

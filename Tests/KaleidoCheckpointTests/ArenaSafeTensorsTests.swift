@@ -2,6 +2,7 @@ import Foundation
 import KaleidoNN
 import Testing
 @testable import KaleidoCheckpoint
+import KaleidoSafeTensors
 
 @Suite struct ArenaSafeTensorsTests {
     /// One parameter of every layout and role: conv (OC 3, 2×2, IC 2), depthwise (3×3, C 4),

@@ -4,6 +4,7 @@ import KaleidoNN
 import Testing
 import CZstd
 @testable import KaleidoCheckpoint
+import KaleidoSafeTensors
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,5 +1,6 @@
 import Foundation
 import KaleidoCheckpoint
+import KaleidoSafeTensors
 import KaleidoTensor
 import Testing
 @testable import KaleidoNN

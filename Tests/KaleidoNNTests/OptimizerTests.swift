@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import KaleidoCheckpoint
+import KaleidoSafeTensors
 import KaleidoTensor
 @testable import KaleidoNN
 

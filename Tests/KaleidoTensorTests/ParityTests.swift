@@ -1,5 +1,5 @@
 import Foundation
-import KaleidoCheckpoint
+import KaleidoSafeTensors
 import Testing
 @testable import KaleidoTensor
 

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import KaleidoCheckpoint
+@testable import KaleidoSafeTensors
 
 @Suite struct SafeTensorsTests {
     /// A file written by Python's `safetensors` (tools/fixtures/make_kernel_fixtures.py).
