@@ -40,9 +40,12 @@ public final class CheckpointStore: @unchecked Sendable {
     var crash: CrashPoint?
     /// Test hook: an error returned for a rank replaces that rank's shard write.
     var shardWriteFault: (@Sendable (_ rank: Int) -> Error?)?
+    /// Fault injection for process-level crash tests (`kaleido pretrain` under a test).
+    public let pause: SavePause?
 
     public init(directory: URL, keep: Int = 3, zstdLevel: Int = CheckpointStore.defaultZstdLevel, byteShuffle: Bool = true,
-                threads: Int = ProcessInfo.processInfo.activeProcessorCount, chunkBytes: Int = CheckpointStore.defaultChunkBytes) {
+                threads: Int = ProcessInfo.processInfo.activeProcessorCount, chunkBytes: Int = CheckpointStore.defaultChunkBytes,
+                pause: SavePause? = nil) {
         precondition(keep >= 1, "keep at least one checkpoint, got \(keep)")
         precondition(chunkBytes > 0 && chunkBytes % 4 == 0, "chunk bytes must be a positive multiple of 4")
         self.directory = directory
@@ -51,6 +54,7 @@ public final class CheckpointStore: @unchecked Sendable {
         self.byteShuffle = byteShuffle
         self.threads = max(1, threads)
         self.chunkBytes = chunkBytes
+        self.pause = pause
     }
 
     // MARK: - Saving
@@ -92,7 +96,7 @@ public final class CheckpointStore: @unchecked Sendable {
             let encoded = try codec.encode(segments, what: path) { frame in
                 let first = file.offset == 0
                 try file.append(frame)
-                if first { FaultPause.shardWrite.pauseIfRequested(step: content.step) }
+                if first { self.pause?.pauseIfReached(.shardWrite, step: content.step) }
             }
             try file.finish()
             return .init(file: name, bytes: encoded.bytes, uncompressedBytes: segments.total * 4, crc32c: CRC32C.hex(encoded.crc))
@@ -166,7 +170,7 @@ public final class CheckpointStore: @unchecked Sendable {
         try DurableFile.writeFile(temporary.appendingPathComponent(CheckpointNames.manifest).path, data: try manifest.encoded())
         try DurableFile.syncDirectory(temporary.path)
         if crash == .afterManifest { throw SimulatedCrash() }
-        FaultPause.beforeRename.pauseIfRequested(step: content.step)
+        pause?.pauseIfReached(.beforeRename, step: content.step)
 
         // The same step committed before (a re-save after resuming at it): set the old one aside,
         // since rename cannot replace a non-empty directory. Between the two renames the older

@@ -1,5 +1,5 @@
 import ArgumentParser
-import KaleidoCheckpoint
+import KaleidoDist
 import KaleidoTrain
 import Logging
 
@@ -29,7 +29,8 @@ extension Kaleido {
 
         func run() throws {
             logging.bootstrap()
-            let run = PretrainingRun(resolved: try config.resolve(), resume: resume, stopAfter: stopAfter, preemption: PreemptionSignal())
+            let run = PretrainingRun(resolved: try config.resolve(), resume: resume, stopAfter: stopAfter, preemption: PreemptionSignal(),
+                                    faults: .fromEnvironment())
             let communicator = try Distributed.communicator()
             defer { communicator.finalize() }
             let threads = Distributed.threads(configured: run.config.dist.threads)

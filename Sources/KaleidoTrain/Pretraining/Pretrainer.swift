@@ -14,6 +14,7 @@ public final class Pretrainer {
     public let config: KaleidoConfig
     public let communicator: Communicator
     public let runDirectory: URL
+    let faults: FaultInjection
     let pool: ComputePool
     let logger = Logger(label: "kaleido.pretrain")
 
@@ -66,12 +67,13 @@ public final class Pretrainer {
     /// Where this run's checkpoints live: `<run directory>/checkpoints`.
     public var checkpointStore: CheckpointStore {
         CheckpointStore(directory: runDirectory.appendingPathComponent("checkpoints"), keep: config.checkpoint.keep,
-                        zstdLevel: config.checkpoint.zstdLevel)
+                        zstdLevel: config.checkpoint.zstdLevel, pause: faults.savePause)
     }
 
-    public init(config: KaleidoConfig, communicator: Communicator, threads: Int) {
+    public init(config: KaleidoConfig, communicator: Communicator, threads: Int, faults: FaultInjection = .none) {
         self.config = config
         self.communicator = communicator
+        self.faults = faults
         // Matrix products are cut into pieces the pool's threads take in turn, each a
         // single-threaded OpenBLAS call: OpenBLAS's own workers spin in sched_yield between calls
         // and compete with the pool (a third of the step on 2 cores; see BENCHMARKS.md).
@@ -253,10 +255,9 @@ public final class Pretrainer {
 }
 
 extension Pretrainer {
-    /// Fault injection for the stalled-rank test: `KALEIDO_FAULT_STALL=rank:step` makes that rank
-    /// stop before that step while staying alive, as a hung file system or a deadlock would.
+    /// See `FaultInjection.stall`.
     func stallIfInjected(step: Int) {
-        guard ProcessInfo.processInfo.environment["KALEIDO_FAULT_STALL"] == "\(communicator.rank):\(step)" else { return }
+        guard faults.stall == .init(rank: communicator.rank, step: step) else { return }
         logger.warning("fault injection: stalling", metadata: ["step": "\(step)"])
         Thread.sleep(forTimeInterval: 3600)
     }
@@ -264,9 +265,7 @@ extension Pretrainer {
     /// The coordinator's periodic check that every rank's target network is the same; a rank
     /// that differs gets rank 0's, and the log says which.
     func checkTargetReplicas(model: ReLICv2Model, step: Int) throws {
-        if let fault = ProcessInfo.processInfo.environment["KALEIDO_FAULT_PERTURB_TARGET"],
-           fault == "\(communicator.rank):\(step)" {
-            // Fault injection for the consistency test: this rank's target drifts.
+        if faults.perturbTarget == .init(rank: communicator.rank, step: step) {
             model.target.values.pointer[0] += 1
         }
         // Trainable weights must agree; BatchNorm statistics legitimately differ with per-rank BN.

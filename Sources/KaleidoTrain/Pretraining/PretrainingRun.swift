@@ -15,12 +15,15 @@ public struct PretrainingRun {
     /// Steps to run at most before saving and stopping as if preempted.
     public var stopAfter: Int?
     public var preemption: PreemptionSignal?
+    public var faults: FaultInjection
 
-    public init(resolved: ResolvedConfig, resume: String? = nil, stopAfter: Int? = nil, preemption: PreemptionSignal? = nil) {
+    public init(resolved: ResolvedConfig, resume: String? = nil, stopAfter: Int? = nil, preemption: PreemptionSignal? = nil,
+                faults: FaultInjection = .none) {
         self.resolved = resolved
         self.resume = resume
         self.stopAfter = stopAfter
         self.preemption = preemption
+        self.faults = faults
     }
 
     /// A config built in code (tests): its values have no file or override to point errors at.
@@ -32,7 +35,7 @@ public struct PretrainingRun {
 
     public func run(communicator: Communicator, threads: Int) throws -> (summary: Pretrainer.Summary, runDirectory: URL) {
         try resolved.validate(worldSize: communicator.worldSize)
-        let pretrainer = Pretrainer(config: config, communicator: communicator, threads: threads)
+        let pretrainer = Pretrainer(config: config, communicator: communicator, threads: threads, faults: faults)
         let pipeline = try DataPipeline(config.dataConfiguration, split: .train)
         pretrainer.loaderState = { pipeline.state(at: $0) }
         // Every rank loads the checkpoint (each needs the full arrays); `auto` without one starts fresh.
