@@ -369,7 +369,7 @@ extension CheckpointContent {
     }
 
     /// Calls `body` with this rank's slice of every array as one stream.
-    func withShardSegments<R>(rank: Int, worldSize: Int, _ body: (ShardSegments) throws -> R) rethrows -> R {
+    @_spi(Bench) public func withShardSegments<R>(rank: Int, worldSize: Int, _ body: (ShardSegments) throws -> R) rethrows -> R {
         func nest(_ index: Int, _ segments: ShardSegments) throws -> R {
             guard index < arrays.count else { return try body(segments) }
             let array = arrays[index]

@@ -9,7 +9,7 @@ import Darwin
 /// The few POSIX calls a crash-safe commit needs, with errors that name the path: write a file
 /// and fsync it, fsync a directory (so a rename or a new entry in it survives power loss), and
 /// rename.
-enum DurableFile {
+@_spi(Bench) public enum DurableFile {
     static func failure(_ path: String, _ operation: String) -> CheckpointError {
         .io(path: path, operation: operation, message: String(cString: strerror(errno)))
     }
@@ -71,7 +71,7 @@ enum DurableFile {
         }
     }
 
-    static func writeFile(_ path: String, data: Data) throws {
+    @_spi(Bench) public static func writeFile(_ path: String, data: Data) throws {
         try data.withUnsafeBytes { try writeFile(path, pieces: [$0]) }
     }
 
@@ -102,7 +102,7 @@ enum DurableFile {
         }
     }
 
-    static func remove(_ path: String) throws {
+    @_spi(Bench) public static func remove(_ path: String) throws {
         do {
             try FileManager.default.removeItem(atPath: path)
         } catch {

@@ -2,7 +2,7 @@ import CZstd
 import Foundation
 
 /// The float stream of one shard: the rank's slices of every array, back to back.
-struct ShardSegments {
+@_spi(Bench) public struct ShardSegments {
     struct Segment {
         let name: String
         let base: UnsafeMutablePointer<Float>
@@ -10,9 +10,11 @@ struct ShardSegments {
         let start: Int   // offset in the stream
     }
     private(set) var segments: [Segment] = []
-    private(set) var total = 0
+    @_spi(Bench) public private(set) var total = 0
 
-    mutating func append(_ name: String, _ base: UnsafeMutablePointer<Float>, count: Int) {
+    @_spi(Bench) public init() {}
+
+    @_spi(Bench) public mutating func append(_ name: String, _ base: UnsafeMutablePointer<Float>, count: Int) {
         segments.append(Segment(name: name, base: base, count: count, start: total))
         total += count
     }
@@ -40,7 +42,7 @@ struct ShardSegments {
 /// Compresses a shard's float stream in independent chunks of `chunkBytes` raw bytes,
 /// byte-shuffled, each one or two zstd frames, on several threads, and back. Independent chunks
 /// are what make both directions parallel; a chunk per 4 MiB costs nothing measurable in ratio.
-struct ShardCodec {
+@_spi(Bench) public struct ShardCodec {
     var level: Int
     var byteShuffle: Bool
     var chunkBytes: Int
@@ -51,7 +53,7 @@ struct ShardCodec {
     /// mantissa planes, then the sign/exponent plane (see `mantissaLevel`).
     var framesPerChunk: Int
 
-    init(level: Int, byteShuffle: Bool, chunkBytes: Int, threads: Int, framesPerChunk: Int? = nil) {
+    @_spi(Bench) public init(level: Int, byteShuffle: Bool, chunkBytes: Int, threads: Int, framesPerChunk: Int? = nil) {
         self.level = level
         self.byteShuffle = byteShuffle
         self.chunkBytes = chunkBytes
@@ -90,10 +92,10 @@ struct ShardCodec {
 
     /// One compressed shard: its size and the CRC-32C of its bytes, and its frames in order
     /// when they were kept in memory (no sink).
-    final class Encoded: @unchecked Sendable {
-        fileprivate(set) var frames: [UnsafeMutableRawBufferPointer] = []
-        fileprivate(set) var crc: UInt32 = 0
-        fileprivate(set) var bytes = 0
+    @_spi(Bench) public final class Encoded: @unchecked Sendable {
+        @_spi(Bench) public fileprivate(set) var frames: [UnsafeMutableRawBufferPointer] = []
+        @_spi(Bench) public fileprivate(set) var crc: UInt32 = 0
+        @_spi(Bench) public fileprivate(set) var bytes = 0
         var pieces: [UnsafeRawBufferPointer] { frames.map { UnsafeRawBufferPointer($0) } }
         deinit { for frame in frames where frame.baseAddress != nil { frame.deallocate() } }
     }
@@ -161,7 +163,7 @@ struct ShardCodec {
     /// writes the file while later chunks are still being compressed, and only a few frames are
     /// in memory at once; without, the frames are kept in the result. `what` names the shard in
     /// errors.
-    func encode(_ stream: ShardSegments, what: String, sink: ((UnsafeRawBufferPointer) throws -> Void)? = nil) throws -> Encoded {
+    @_spi(Bench) public func encode(_ stream: ShardSegments, what: String, sink: ((UnsafeRawBufferPointer) throws -> Void)? = nil) throws -> Encoded {
         let chunks = chunkRanges(total: stream.total)
         let encoded = Encoded()
         let workers = max(1, min(threads, chunks.count))
@@ -232,7 +234,7 @@ struct ShardCodec {
     }
 
     /// Decodes the shard file `bytes` into the segments of `stream`; `path` names it in errors.
-    func decode(_ bytes: UnsafeRawBufferPointer, into stream: ShardSegments, path: String) throws {
+    @_spi(Bench) public func decode(_ bytes: UnsafeRawBufferPointer, into stream: ShardSegments, path: String) throws {
         let chunks = chunkRanges(total: stream.total)
         // Frame boundaries, walked from the frame headers (cheap: no decompression).
         var frames: [Range<Int>] = []
@@ -288,7 +290,7 @@ struct ShardCodec {
     }
 
     /// CRC-32C of a whole file's bytes, computed in 8 MiB pieces on `threads` threads.
-    static func checksum(_ bytes: UnsafeRawBufferPointer, threads: Int) -> UInt32 {
+    @_spi(Bench) public static func checksum(_ bytes: UnsafeRawBufferPointer, threads: Int) -> UInt32 {
         let piece = 8 << 20
         let ranges = stride(from: 0, to: bytes.count, by: piece).map { $0..<min(bytes.count, $0 + piece) }
         let crcs = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: max(1, ranges.count))

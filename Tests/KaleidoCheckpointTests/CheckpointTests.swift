@@ -3,7 +3,7 @@ import KaleidoDist
 import KaleidoNN
 import Testing
 import CZstd
-@testable import KaleidoCheckpoint
+@_spi(Bench) @testable import KaleidoCheckpoint
 import KaleidoSafeTensors
 #if canImport(Glibc)
 import Glibc

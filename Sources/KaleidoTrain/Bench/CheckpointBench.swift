@@ -1,4 +1,5 @@
 import Foundation
+@_spi(Bench) import KaleidoCheckpoint
 import KaleidoDist
 
 /// Measurements behind the checkpoint defaults (`kaleido bench checkpoint`).
