@@ -52,7 +52,7 @@ let package = Package(
         .target(name: "KaleidoTensor", dependencies: ["CBLAS", "CKernels"], exclude: ["Kernels/README.md"], swiftSettings: fast),
         .target(name: "KaleidoNN", dependencies: ["KaleidoTensor"], swiftSettings: fast),
         .target(name: "KaleidoSSL", dependencies: ["KaleidoNN", "KaleidoTensor"], swiftSettings: fast),
-        .target(name: "KaleidoDist", dependencies: ["CMPI", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "KaleidoDist", dependencies: ["CMPI", "KaleidoTensor", .product(name: "Logging", package: "swift-log")]),
         // Foundation only: the tensor, NN and SSL tests read their parity fixtures with it.
         .target(name: "KaleidoSafeTensors"),
         .target(name: "KaleidoCheckpoint", dependencies: ["CZstd", "CCheckpoint", "KaleidoSafeTensors", "KaleidoNN", "KaleidoDist", .product(name: "Logging", package: "swift-log")]),

@@ -102,10 +102,9 @@ public struct SampleKey: Hashable, Sendable, Codable {
         self.seed = seed; self.epoch = epoch; self.dataset = dataset; self.position = position
     }
 
-    /// The generator of view `view`'s choices; `stream` separates independent decisions
-    /// (0 spatial and photometric, 1 temporal, 2 fine-tuning).
-    func rng(view: Int, stream: UInt64 = 0) -> SplitMix64 {
-        SplitMix64(keys: seed, UInt64(epoch), UInt64(dataset), UInt64(position), UInt64(view), stream)
+    /// The generator of view `view`'s choices; `stream` separates independent decisions.
+    func rng(view: Int, stream: RandomStream = .viewSpatial) -> SplitMix64 {
+        SplitMix64(keys: seed, UInt64(epoch), UInt64(dataset), UInt64(position), UInt64(view), stream.rawValue)
     }
 }
 
@@ -166,7 +165,7 @@ enum Draw {
         let factors: [Float] = [factor(recipe.brightness), factor(recipe.contrast), factor(recipe.saturation),
                                 (rng.uniform() * 2 - 1) * recipe.hue]
         var order = [0, 1, 2, 3]
-        for i in stride(from: 3, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        rng.shuffle(&order)
         let grayscale = rng.uniform() < recipe.grayscaleProbability
         let doBlur = rng.uniform() < recipe.blurProbability
         let sigma224 = recipe.blurSigma.lowerBound + rng.uniform() * (recipe.blurSigma.upperBound - recipe.blurSigma.lowerBound)
@@ -215,7 +214,7 @@ public struct ViewMaker: Sendable {
         var clips: [[Int]] = []
         for v in views.indices {
             if dataset.modality == .video {
-                var rng = key.rng(view: v, stream: 1)
+                var rng = key.rng(view: v, stream: .viewTemporal)
                 clips.append(Draw.clip(frames: frameCount, clip: recipe.clipFrames, stride: recipe.clipStride, rng: &rng))
             } else {
                 clips.append([0])

@@ -163,8 +163,8 @@ public final class DataPipeline: @unchecked Sendable {
         let n = datasets[modality]!.count
         var order = (0..<n).map { Int32($0) }
         if configuration.shuffle {
-            var rng = SplitMix64(keys: configuration.seed, 0x5045_524D, UInt64(modality.rawValue), UInt64(epoch))
-            for i in stride(from: n - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            var rng = SplitMix64(keys: configuration.seed, RandomStream.epochOrder.rawValue, UInt64(modality.rawValue), UInt64(epoch))
+            rng.shuffle(&order)
         }
         lock.withLock {
             if permutations[key] == nil {

@@ -305,7 +305,7 @@ extension DataPipeline {
                 let (epoch, index) = sample(group.modality, at: position)
                 return (index, SampleKey(seed: configuration.seed, epoch: epoch, dataset: group.modality.rawValue, position: position))
             }
-            var rng = SplitMix64(keys: configuration.seed, 0x4D49_58, UInt64(step), UInt64(rank), UInt64(group.modality.rawValue))
+            var rng = SplitMix64(keys: configuration.seed, RandomStream.fineTuneMix.rawValue, UInt64(step), UInt64(rank), UInt64(group.modality.rawValue))
             made = mixed(made, classes: dataset.classes.count, recipe: recipe, rng: &rng)
             groups.append(made)
         }
@@ -320,7 +320,7 @@ extension DataPipeline {
         let made = try labelled(dataset, count: indices.count, train: true, context: context) { j in
             (indices[j], SampleKey(seed: configuration.seed, epoch: step, dataset: modality.rawValue, position: j))
         }
-        var rng = SplitMix64(keys: configuration.seed, 0x5355_4253, UInt64(step), UInt64(modality.rawValue))
+        var rng = SplitMix64(keys: configuration.seed, RandomStream.subsetBatchMix.rawValue, UInt64(step), UInt64(modality.rawValue))
         return mixed(made, classes: dataset.classes.count, recipe: configuration.finetune, rng: &rng)
     }
 
@@ -383,7 +383,7 @@ extension DataPipeline {
         var clip: [Int]
         if dataset.modality == .video {
             if train {
-                var rng = key.rng(view: 0, stream: 1)
+                var rng = key.rng(view: 0, stream: .viewTemporal)
                 clip = Draw.clip(frames: frameCount, clip: clipLength, stride: configuration.recipe.clipStride, rng: &rng)
             } else {
                 // The centred clip.
@@ -396,7 +396,7 @@ extension DataPipeline {
         }
         let needed = Array(Set(clip)).sorted()
         let sample = try dataset.load(index, frames: needed, context: context)
-        var rng = key.rng(view: 0, stream: 2)
+        var rng = key.rng(view: 0, stream: .viewFineTune)
         var params = ViewParams(crop: CropBox(x: 0, y: 0, width: 0, height: 0), flip: false, jitter: nil, grayscale: false,
                                 blurSigma: 0, solarize: false, removeBackground: false, backgroundLevel: 0)
         var operations: [(RandAugment.Operation, Float, Bool)] = []

@@ -1,3 +1,5 @@
+import KaleidoTensor
+
 /// Keeps a buffer that every rank should hold identically (the EMA target network) identical.
 ///
 /// Each rank hashes its copy (FNV-1a over the bit patterns); the hashes are shared with one
@@ -14,20 +16,13 @@ public enum ReplicaConsistency {
         let world = communicator.worldSize
         guard world > 1 else { return [] }
         var hashes = [UInt64](repeating: 0, count: world)
-        hashes[communicator.rank] = compared.reduce(0xCBF2_9CE4_8422_2325) { hash, range in
-            fingerprint(UnsafeBufferPointer(rebasing: buffer[range]), continuing: hash)
+        hashes[communicator.rank] = compared.reduce(FNV1a.offsetBasis) { hash, range in
+            FNV1a.hash(UnsafeBufferPointer(rebasing: buffer[range]), continuing: hash)
         }
         try hashes.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
         let differing = (1..<world).filter { hashes[$0] != hashes[0] }
         guard !differing.isEmpty else { return [] }
         try communicator.broadcast(UnsafeMutableRawBufferPointer(buffer), root: 0)
         return differing
-    }
-
-    /// FNV-1a over the floats' bit patterns.
-    public static func fingerprint(_ values: UnsafeBufferPointer<Float>, continuing start: UInt64 = 0xCBF2_9CE4_8422_2325) -> UInt64 {
-        var hash = start
-        for value in values { hash = (hash ^ UInt64(value.bitPattern)) &* 0x100_0000_01B3 }
-        return hash
     }
 }

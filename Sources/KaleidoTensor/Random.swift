@@ -38,3 +38,12 @@ public struct SplitMix64: RandomNumberGenerator, Sendable, Equatable, Codable {
         return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
     }
 }
+
+extension SplitMix64 {
+    /// Fisher–Yates from the back: element i swaps with element `next() % (i + 1)`. Not the
+    /// standard library's `shuffle(using:)`, which draws differently: these orders decide which
+    /// samples a run sees, so the draws must stay exactly these.
+    public mutating func shuffle<Element>(_ array: inout [Element]) {
+        for i in stride(from: array.count - 1, to: 0, by: -1) { array.swapAt(i, Int(next() % UInt64(i + 1))) }
+    }
+}

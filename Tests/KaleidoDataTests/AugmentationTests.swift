@@ -133,7 +133,7 @@ import KaleidoTensor
             }
         }
         for position in 0..<200 {
-            var rng = SampleKey(seed: 1, epoch: 0, dataset: 1, position: position).rng(view: 0, stream: 1)
+            var rng = SampleKey(seed: 1, epoch: 0, dataset: 1, position: position).rng(view: 0, stream: .viewTemporal)
             let clip = Draw.clip(frames: frames, clip: 3, stride: 2, rng: &rng)
             #expect(clip[1] == clip[0] + 2 && clip[2] == clip[0] + 4 && clip[2] < frames)
             starts.insert(clip[0])

@@ -171,15 +171,6 @@ public final class FeatureExtractor {
     }
 }
 
-/// 64-bit FNV-1a: names cache files after their key (collisions are caught by the stored key).
-enum FNV1a {
-    static func hash(_ text: String) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-        return hash
-    }
-}
-
 /// The on-disk feature cache: `KLDFEAT1`, key length and key (UTF-8), N and D (Int64 little
 /// endian), N Int32 labels, N·D Float32 features. A file whose key differs or that is cut short
 /// is ignored and rewritten.

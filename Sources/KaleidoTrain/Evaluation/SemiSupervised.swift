@@ -20,8 +20,8 @@ public enum LabelSubset {
         var chosen: [Int] = []
         for (label, members) in byClass.sorted(by: { $0.key < $1.key }) {
             var order = members
-            var rng = SplitMix64(keys: seed, 0x5355_4253_4554, UInt64(UInt32(bitPattern: label)))
-            for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            var rng = SplitMix64(keys: seed, RandomStream.labelSubset.rawValue, UInt64(UInt32(bitPattern: label)))
+            rng.shuffle(&order)
             let take = max(1, Int((fraction * Double(members.count)).rounded()))
             chosen += order.prefix(take)
         }
@@ -89,9 +89,9 @@ public struct SemiSupervisedFineTuning {
             var batch: [Int] = []
             while batch.count < min(batchSize, max(2, subset.count)) {
                 if position == order.count {
-                    var rng = SplitMix64(keys: seed, 0x4550_4F43, UInt64(epoch))
+                    var rng = SplitMix64(keys: seed, RandomStream.subsetEpochOrder.rawValue, UInt64(epoch))
                     order = subset
-                    for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+                    rng.shuffle(&order)
                     position = 0
                     epoch += 1
                 }

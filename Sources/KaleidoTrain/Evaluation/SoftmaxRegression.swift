@@ -110,7 +110,7 @@ struct SoftmaxRegression {
         for epoch in 0..<epochs {
             var rng = SplitMix64(keys: seed, UInt64(epoch))
             var order = Array(0..<n)
-            for i in stride(from: n - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            rng.shuffle(&order)
             for start in stride(from: 0, to: n, by: batch) {
                 let rows = order[start..<min(n, start + batch)]
                 let xb = Tensor(zeros: [rows.count, inputs])

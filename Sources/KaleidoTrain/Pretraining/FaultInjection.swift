@@ -8,10 +8,7 @@ public struct FaultInjection: Sendable, Equatable {
         public var rank: Int
         public var step: Int
 
-        public init(rank: Int, step: Int) {
-            self.rank = rank
-            self.step = step
-        }
+        public init(rank: Int, step: Int) { (self.rank, self.step) = (rank, step) }
     }
 
     /// Stops a checkpoint save at a point, for a kill -9 there.
