@@ -1,5 +1,6 @@
 import Foundation
 import KaleidoCheckpoint
+import KaleidoTensor
 import KaleidoTrain
 
 /// The environment variables `kaleido` reads; the libraries only receive their typed values.
@@ -29,5 +30,12 @@ extension FaultInjection {
     private static func split(_ value: String, at separator: Character) -> (String, String)? {
         guard let index = value.lastIndex(of: separator) else { return nil }
         return (String(value[..<index]), String(value[value.index(after: index)...]))
+    }
+}
+
+extension Conv2DDirect.Path {
+    /// `KALEIDO_CONV=im2col` or `avx2`; anything else, or nothing, is the widest kernels.
+    static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Conv2DDirect.Path {
+        environment["KALEIDO_CONV"].flatMap(Conv2DDirect.Path.init(rawValue:)) ?? .widest
     }
 }

@@ -6,9 +6,11 @@ import Logging
 
 @main
 struct Kaleido: ParsableCommand {
-    /// Picks OpenBLAS's best kernels before anything runs (see `BLASCoreSelection`).
+    /// Picks OpenBLAS's best kernels before anything runs (see `BLASCoreSelection`), and the
+    /// convolution kernels before any layer is built.
     static func main() {
         BLASCoreSelection.reexecuteIfBeneficial()
+        Conv2DDirect.path = .fromEnvironment()
         main(nil)
     }
 

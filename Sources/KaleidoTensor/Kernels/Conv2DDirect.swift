@@ -1,5 +1,4 @@
 import CKernels
-import Foundation
 
 /// Direct 3×3, stride-1, padding-1 convolution (C, AVX-512 or AVX2): an implicit GEMM that reads
 /// the activations where they lie instead of copying them into an im2col matrix that OpenBLAS
@@ -30,17 +29,29 @@ public enum Conv2DDirect {
         public var panelChannels: Int { Int(kaleido_conv3x3_panel_channels(rawValue)) }
     }
 
-    /// The widest set this CPU has, or nil: convolutions then keep im2col. To measure one path
-    /// against another (BENCHMARKS.md), `KALEIDO_CONV=im2col` in the environment keeps im2col and
-    /// `KALEIDO_CONV=avx2` picks AVX2 where the CPU has it.
-    public static let best: InstructionSet? = {
+    /// Which kernels 3×3 convolutions run on: one path against another is how BENCHMARKS.md
+    /// measures them (`KALEIDO_CONV=im2col` or `avx2` for `kaleido`).
+    public enum Path: String, Sendable {
+        /// The widest instruction set this CPU has, else im2col.
+        case widest
+        /// AVX2 where the CPU has it, else the widest.
+        case avx2
+        /// im2col + sgemm everywhere.
+        case im2col
+    }
+
+    /// Set once at startup, before any convolution is built (the CLI does it from `KALEIDO_CONV`).
+    nonisolated(unsafe) public static var path = Path.widest
+
+    /// The instruction set of `path` on this CPU, or nil: convolutions then keep im2col.
+    public static var best: InstructionSet? {
         let widest = InstructionSet(rawValue: kaleido_conv3x3_best_instruction_set())
-        switch ProcessInfo.processInfo.environment["KALEIDO_CONV"] {
-        case "im2col": return nil
-        case "avx2": return InstructionSet.avx2.isSupported ? .avx2 : widest
-        default: return widest
+        switch path {
+        case .im2col: return nil
+        case .avx2: return InstructionSet.avx2.isSupported ? .avx2 : widest
+        case .widest: return widest
         }
-    }()
+    }
 
     /// Packs W (OC, 3, 3, IC) into `shape.packedWeightFloats` floats: panels of output channels
     /// for the forward pass, or of input channels, flipped, for the input gradient.

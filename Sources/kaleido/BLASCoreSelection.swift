@@ -1,4 +1,5 @@
 import Foundation
+import KaleidoTensor
 
 /// Which of OpenBLAS's kernels to run on this CPU.
 ///
@@ -9,9 +10,9 @@ import Foundation
 /// reads `OPENBLAS_CORETYPE` while loading, so the choice has to be in the environment before
 /// the process starts: `kaleido` re-executes itself once with it set. A user's own
 /// `OPENBLAS_CORETYPE` always wins.
-public enum BLASCoreSelection {
+enum BLASCoreSelection {
     /// The core type to force, or nil to leave OpenBLAS's own choice.
-    public static func preferredCoreType(cpuFlags: Set<String>, configuration: String, environment: [String: String]) -> String? {
+    static func preferredCoreType(cpuFlags: Set<String>, configuration: String, environment: [String: String]) -> String? {
         guard environment["OPENBLAS_CORETYPE"] == nil else { return nil }
         let avx512: Set<String> = ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"]
         guard avx512.isSubset(of: cpuFlags), configuration.contains("Haswell") || configuration.contains("Zen") else { return nil }
@@ -19,7 +20,7 @@ public enum BLASCoreSelection {
     }
 
     /// The CPU feature flags from /proc/cpuinfo (empty elsewhere).
-    public static func cpuFlags() -> Set<String> {
+    static func cpuFlags() -> Set<String> {
         guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
               let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
         return Set(line.split(separator: ":").last?.split(separator: " ").map(String.init) ?? [])
@@ -27,7 +28,7 @@ public enum BLASCoreSelection {
 
     /// Re-executes this process with the preferred core type when OpenBLAS chose worse kernels.
     /// Returns only when no re-execution is needed (or it failed, which keeps the current kernels).
-    public static func reexecuteIfBeneficial(arguments: [String] = CommandLine.arguments) {
+    static func reexecuteIfBeneficial(arguments: [String] = CommandLine.arguments) {
         let environment = ProcessInfo.processInfo.environment
         guard let coreType = preferredCoreType(cpuFlags: cpuFlags(), configuration: BLAS.configuration, environment: environment)
         else { return }

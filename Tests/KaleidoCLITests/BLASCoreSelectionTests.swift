@@ -1,5 +1,5 @@
 import Testing
-@testable import KaleidoTensor
+@testable import kaleido
 
 @Suite struct BLASCoreSelectionTests {
     let avx512: Set<String> = ["fma", "avx2", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"]
