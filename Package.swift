@@ -63,7 +63,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(name: "kaleido", dependencies: [
-            "KaleidoTrain", "KaleidoNN", "KaleidoTensor",
+            "KaleidoTrain", "KaleidoCheckpoint", "KaleidoData", "KaleidoDist", "KaleidoNN", "KaleidoTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -71,12 +71,15 @@ let package = Package(
         // dicts into an arena, which is the checkpoint target's arena import.
         .testTarget(name: "KaleidoSafeTensorsTests", dependencies: ["KaleidoSafeTensors"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoTensorTests", dependencies: ["KaleidoTensor", "KaleidoSafeTensors"], exclude: ["Fixtures"]),
-        .testTarget(name: "KaleidoNNTests", dependencies: ["KaleidoNN", "KaleidoSafeTensors", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
-        .testTarget(name: "KaleidoSSLTests", dependencies: ["KaleidoSSL", "KaleidoSafeTensors"], exclude: ["Fixtures"]),
+        .testTarget(name: "KaleidoNNTests", dependencies: ["KaleidoNN", "KaleidoTensor", "KaleidoSafeTensors", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
+        .testTarget(name: "KaleidoSSLTests", dependencies: ["KaleidoSSL", "KaleidoNN", "KaleidoTensor", "KaleidoSafeTensors"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoDistTests", dependencies: ["KaleidoDist"]),
-        .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint", "KaleidoSafeTensors", "KaleidoNN", "KaleidoDist"]),
+        .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint", "KaleidoSafeTensors", "KaleidoNN", "KaleidoDist", "CZstd"]),
         .testTarget(name: "KaleidoDataTests", dependencies: ["KaleidoData", "KaleidoTensor", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "KaleidoTrainTests", dependencies: ["KaleidoTrain", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "KaleidoTrainTests", dependencies: [
+            "KaleidoTrain", "KaleidoCheckpoint", "KaleidoData", "KaleidoDist", "KaleidoNN", "KaleidoSSL", "KaleidoTensor",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "KaleidoCLITests", dependencies: ["kaleido"]),
         // Runs `kaleido` under mpirun on this machine (2 and 4 ranks).
         .testTarget(name: "KaleidoMPITests", dependencies: ["kaleido"]),
