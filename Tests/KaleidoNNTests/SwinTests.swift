@@ -263,6 +263,29 @@ import KaleidoTensor
         #expect(inference(network, arena, rgbd).array == inference(network, arena, rgb).array)
     }
 
+    @Test func aZeroStartedDepthEmbeddingSeesRGBDAsItsImageUntilDepthIsLearnt() {
+        var config = tinyConfig()
+        config.depthEmbedding = true
+        config.zeroInitDepth = true
+        let (network, arena) = build(config)
+        #expect(arena.tensor(named: "depth_patch_embed.norm.weight")!.array.allSatisfy { $0 == 0 })
+        var rng = SplitMix64(seed: 11)
+        let rgbd = Tensor(randomNormal: [2, 2, 8, 8, 4], rng: &rng)
+        let rgb = Tensor(zeros: [2, 2, 8, 8, 3])
+        for p in 0..<(rgb.count / 3) { for c in 0..<3 { rgb.pointer[3 * p + c] = rgbd.pointer[4 * p + c] } }
+        #expect(inference(network, arena, rgbd).array == inference(network, arena, rgb).array)
+
+        // The scale receives a gradient from the first step, so depth does not stay switched off.
+        let context = RunContext(arena: arena, pool: .serial, training: true)
+        arena.zeroGradients()
+        let features = network.forward(rgbd, context)
+        let dFeatures = Tensor(randomNormal: features.shape, rng: &rng)
+        _ = network.backward(dFeatures, context)
+        let scale = arena.entry(named: "depth_patch_embed.norm.weight")!
+        let gradient = UnsafeBufferPointer(start: arena.gradients.pointer + scale.offset, count: scale.count)
+        #expect(gradient.contains { $0 != 0 })
+    }
+
     @Test func eachBatchTrainsItsDatasetsHead() {
         var config = tinyConfig()
         config.datasetHeads = [DatasetHeadsLayer.Head("image", classes: 3), DatasetHeadsLayer.Head("video", classes: 7)]

@@ -7,10 +7,12 @@ public final class LayerNormLayer: Layer {
     let weight, bias: ParameterRef
     private var saved = SavedStack<(input: Tensor, mean: Tensor, rstd: Tensor)>()
 
-    public init(_ builder: ParameterBuilder, channels: Int, epsilon: Float = 1e-6) {
+    /// - Parameter zeroInitScale: start `weight` at 0, so the layer first outputs its bias (0): a
+    ///   branch summed into another starts switched off and is learnt as a residual.
+    public init(_ builder: ParameterBuilder, channels: Int, epsilon: Float = 1e-6, zeroInitScale: Bool = false) {
         self.channels = channels
         self.epsilon = epsilon
-        weight = builder.parameter("weight", shape: [channels], role: .noDecay, initializer: .ones)
+        weight = builder.parameter("weight", shape: [channels], role: .noDecay, initializer: zeroInitScale ? .zeros : .ones)
         bias = builder.parameter("bias", shape: [channels], role: .noDecay, initializer: .zeros)
     }
 

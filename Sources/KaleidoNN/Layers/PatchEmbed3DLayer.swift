@@ -143,18 +143,20 @@ public final class MultiModalPatchEmbedLayer: Layer {
     private var inputShapes = SavedStack<[Int]>()
 
     /// - Parameters: builder is the model's root: names are `patch_embed.{proj,norm}.*` and,
-    ///   with `depthEmbedding`, `depth_patch_embed.{proj,norm}.*`.
+    ///   with `depthEmbedding`, `depth_patch_embed.{proj,norm}.*`. `zeroInitDepth` starts the depth
+    ///   embedding's LayerNorm scale at 0: an RGB-D scene first gives exactly its RGB image's
+    ///   tokens, and depth is learnt as a residual on them.
     public init(_ builder: ParameterBuilder, inChannels: Int, embedDimension: Int, patch: [Int], depthEmbedding: Bool,
-                normEpsilon: Float = 1e-5) {
+                zeroInitDepth: Bool = false, normEpsilon: Float = 1e-5) {
         colorChannels = inChannels
         pad = TubePadLayer(multiple: patch)
-        func embedding(_ name: String, channels: Int) -> Sequential {
+        func embedding(_ name: String, channels: Int, zeroInit: Bool) -> Sequential {
             let b = builder.child(name)
             return Sequential(name, [PatchEmbed3DLayer(b.child("proj"), inChannels: channels, outChannels: embedDimension, patch: patch),
-                                     LayerNormLayer(b.child("norm"), channels: embedDimension, epsilon: normEpsilon)])
+                                     LayerNormLayer(b.child("norm"), channels: embedDimension, epsilon: normEpsilon, zeroInitScale: zeroInit)])
         }
-        color = embedding("patch_embed", channels: inChannels)
-        depth = depthEmbedding ? embedding("depth_patch_embed", channels: 1) : nil
+        color = embedding("patch_embed", channels: inChannels, zeroInit: false)
+        depth = depthEmbedding ? embedding("depth_patch_embed", channels: 1, zeroInit: zeroInitDepth) : nil
     }
 
     func hasDepth(_ shape: [Int]) -> Bool {

@@ -4,7 +4,7 @@ public struct ModelOptions: Sendable {
     public var classes = 0
     /// Stochastic depth rate at the last block (ConvNeXt, Swin).
     public var dropPath: Float = 0
-    /// Start residual branches at zero (ResNet's last BN γ).
+    /// Start residual branches at zero: ResNet's last BN γ; Omnivore's depth embedding.
     public var zeroInitResidual = false
     /// Width of the first stage instead of the reference one (tests, quick experiments).
     public var baseWidth: Int?

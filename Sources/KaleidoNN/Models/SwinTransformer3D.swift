@@ -28,6 +28,11 @@ public enum SwinTransformer3D {
         public var inChannels = 3
         /// Omnivore's separate 1-channel depth embedding (`depth_patch_embed`) for RGB-D input.
         public var depthEmbedding = false
+        /// Start the depth embedding's output at zero (`ModelOptions.zeroInitResidual`), so the
+        /// untrained network sees an RGB-D scene as its RGB image: features of one scene agree
+        /// across sensors from the first step, and a trunk initialised from image weights keeps
+        /// its behaviour on RGB-D until depth is learnt.
+        public var zeroInitDepth = false
         /// Stochastic depth at the last block, rising linearly from 0 at the first.
         public var dropPath: Float = 0
         /// One classifier `head` (torchvision); 0 for none.
@@ -96,7 +101,8 @@ public enum SwinTransformer3D {
         precondition(config.classes == 0 || config.datasetHeads.isEmpty, "Swin: give either `classes` or `datasetHeads`, not both")
         let epsilon: Float = 1e-5  // torchvision and timm Swin use nn.LayerNorm's default
         var layers: [Layer] = [MultiModalPatchEmbedLayer(builder, inChannels: config.inChannels, embedDimension: config.embedDimension,
-                                                         patch: config.patch, depthEmbedding: config.depthEmbedding, normEpsilon: epsilon)]
+                                                         patch: config.patch, depthEmbedding: config.depthEmbedding,
+                                                         zeroInitDepth: config.zeroInitDepth, normEpsilon: epsilon)]
         let features = builder.child("features")
         let totalBlocks = config.depths.reduce(0, +)
         var blockIndex = 0
@@ -225,6 +231,7 @@ extension ModelZoo {
                 if let heads = options.datasetHeads, !config.datasetHeads.isEmpty { config.datasetHeads = heads }
                 if config.datasetHeads.isEmpty { config.classes = options.classes }
                 if options.dropPath > 0 { config.dropPath = options.dropPath }
+                config.zeroInitDepth = options.zeroInitResidual
                 if let width = options.baseWidth {
                     // A narrower model for debugging: keep the heads that still divide each stage's width.
                     func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }

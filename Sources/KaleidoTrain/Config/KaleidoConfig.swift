@@ -131,7 +131,8 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     public var stemPatch = 4
     /// Stochastic depth rate at the last block (linearly increasing from 0).
     public var dropPath = 0.0
-    /// ResNets: initialise the last BN gamma of each residual block to zero.
+    /// Residual branches start at zero: the last BN gamma of each ResNet block, and Omnivore's
+    /// depth embedding (an RGB-D scene first gives its RGB image's tokens; depth is learnt on top).
     public var zeroInitResidual = true
     /// ConvNeXt: layer scale initial value (0 disables layer scale).
     public var layerScaleInit = 1e-6
