@@ -44,6 +44,13 @@ public final class PretrainingEvaluation {
         public var retrieval: [RetrievalScores]
 
         public func modality(_ name: String) -> ModalityScores? { modalities.first { $0.modality == name } }
+
+        /// One line for the log: "image probe 17.4% kNN 15.0%, video …, image→video 13.2%".
+        public var brief: String {
+            func percent(_ x: Double) -> String { String(format: "%.1f%%", 100 * x) }
+            return (modalities.map { "\($0.modality) probe \(percent($0.probe.top1)) kNN \(percent($0.knnTop1))" }
+                    + retrieval.map { "\($0.query)→\($0.gallery) \(percent($0.recallAt1))" }).joined(separator: ", ")
+        }
     }
 
     /// Scores of the online network of `model` (eval mode).

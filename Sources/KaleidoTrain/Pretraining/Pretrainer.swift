@@ -143,7 +143,7 @@ public final class Pretrainer {
         var summary = Summary(steps: config.run.steps, finalLoss: .nan, imagesPerSecond: 0)
         if let evaluator, config.eval.linearProbe, resume == nil {
             summary.initialEvaluation = try evaluator.run(model: model, pool: pool)
-            logger.info("probe before training", metadata: ["scores": "\(summary.initialEvaluation!.modalities)"])
+            logger.info("probe before training", metadata: ["scores": "\(summary.initialEvaluation!.brief)"])
         }
         try train(model: model, step: step, from: firstStep, source: source, metrics: metrics, classes: classes,
                   preemption: preemption, stopAfter: stopAfter, summary: &summary)
