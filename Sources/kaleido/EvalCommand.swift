@@ -36,18 +36,21 @@ struct EvaluationOptions: ParsableArguments {
     @Flag(help: "Print the result record as JSON instead of a table.")
     var json = false
 
+    /// --encoder as the config's choice; validate() has refused anything else.
+    var chosenEncoder: TrainedEncoder? { encoder.flatMap(TrainedEncoder.init(rawValue:)) }
+
     func validate() throws {
-        if let encoder, !["online", "target"].contains(encoder) {
+        if let encoder, TrainedEncoder(rawValue: encoder) == nil {
             throw ValidationError("--encoder must be online or target, got \(encoder)")
         }
         if threads < 0 { throw ValidationError("--threads must be ≥ 0, got \(threads)") }
     }
 
     /// The checkpoint with --encoder, or else the encoder `defaultEncoder` picks from its config.
-    func suite(defaultEncoder: (KaleidoConfig) -> String = { _ in "online" }) throws -> EvaluationSuite {
+    func suite(defaultEncoder: (KaleidoConfig) -> TrainedEncoder = { _ in .online }) throws -> EvaluationSuite {
         let threads = self.threads > 0 ? self.threads : ProcessInfo.processInfo.activeProcessorCount
-        let checkpoint = try EvaluatedCheckpoint(path: checkpoint, encoder: { encoder ?? defaultEncoder($0) }, overrides: overrides,
-                                                 threads: threads)
+        let checkpoint = try EvaluatedCheckpoint(path: checkpoint, encoder: { chosenEncoder ?? defaultEncoder($0) },
+                                                 overrides: overrides, threads: threads)
         var suite = EvaluationSuite(checkpoint: checkpoint, threads: threads)
         suite.cache = !noCache
         return suite

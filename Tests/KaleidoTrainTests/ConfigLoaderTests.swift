@@ -76,7 +76,7 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         let crops = message { _ = try ConfigLoader.load(overrides: ["data.large_crops=1"]) }
         #expect(crops == "--set data.large_crops=1: data.large_crops: must be ≥ 2 (ReLICv2 pairs large views), got 1")
         let encoder = message { _ = try ConfigLoader.load(overrides: ["eval.finetune_encoder=teacher"]) }
-        #expect(encoder == "--set eval.finetune_encoder=teacher: eval.finetune_encoder: must be online or target, got teacher")
+        #expect(encoder == "--set eval.finetune_encoder=teacher: eval.finetune_encoder: expected one of online, target, got \"teacher\"")
         let decay = message { _ = try ConfigLoader.load(overrides: ["eval.finetune_layer_decay=0"]) }
         #expect(decay == "--set eval.finetune_layer_decay=0: eval.finetune_layer_decay: must be in (0, 1], got 0.0")
     }
@@ -177,7 +177,7 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         // The ImageNet configs fine-tune with ConvNeXt's recipe, not the debug run's.
         if name.hasPrefix("relicv2-") || name.hasPrefix("omnivore-") {
             #expect(resolved.config.data.mixupAlpha == 0.8 && resolved.config.data.finetuneScaleMin == 0.08)
-            #expect(resolved.config.eval.finetuneEncoder == "online" && resolved.config.eval.finetuneLayerDecay == 0.75)
+            #expect(resolved.config.eval.finetuneEncoder == .online && resolved.config.eval.finetuneLayerDecay == 0.75)
         }
         if name == "ablation-beta0" { #expect(resolved.config.ssl.beta == 0) }
     }

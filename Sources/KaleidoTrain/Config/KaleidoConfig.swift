@@ -335,6 +335,12 @@ extension KaleidoConfig {
 }
 
 /// What the online network is trained to do.
+/// Which of a pretraining run's two networks an evaluation or fine-tuning starts from: the
+/// online encoder, or the EMA target encoder.
+public enum TrainedEncoder: String, ConfigChoice {
+    case online, target
+}
+
 public enum Objective: String, ConfigChoice {
     case relicv2
     /// Omnivore's per-dataset supervised heads only.
@@ -479,15 +485,13 @@ public struct EvalConfig: Codable, Equatable, Sendable {
     public var finetuneSteps = 600
     public var finetuneLr = 1e-2
     public var finetuneLayerDecay = 1.0
-    public var finetuneEncoder = "target"
+    public var finetuneEncoder = TrainedEncoder.target
 
     func validate(_ check: inout ConfigValidator) {
         check.require(finetuneSteps >= 1, "eval.finetune_steps", "must be ≥ 1, got \(finetuneSteps)")
         check.require(finetuneLr > 0, "eval.finetune_lr", "must be > 0, got \(finetuneLr)")
         check.require(finetuneLayerDecay > 0 && finetuneLayerDecay <= 1, "eval.finetune_layer_decay",
                       "must be in (0, 1], got \(finetuneLayerDecay)")
-        check.require(["online", "target"].contains(finetuneEncoder), "eval.finetune_encoder",
-                      "must be online or target, got \(finetuneEncoder)")
         check.require(probeEpochs >= 1, "eval.probe_epochs", "must be ≥ 1, got \(probeEpochs)")
         check.require(onlineProbeLr > 0, "eval.online_probe_lr", "must be > 0, got \(onlineProbeLr)")
         check.require(knnK >= 1, "eval.knn_k", "must be ≥ 1, got \(knnK)")

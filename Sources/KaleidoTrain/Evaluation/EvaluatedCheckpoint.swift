@@ -11,7 +11,6 @@ public enum EvaluationError: Error, CustomStringConvertible, Equatable {
     case noValidCheckpoint(path: String)
     case missingData(path: String)
     case badData(spec: String, message: String)
-    case badEncoder(String)
     case unsupported(String)
     case missingMetrics(path: String)
     case malformedMetrics(path: String, line: Int, message: String)
@@ -27,8 +26,6 @@ public enum EvaluationError: Error, CustomStringConvertible, Equatable {
             return "\(path): dataset folder does not exist (give `synthetic` or an existing folder)"
         case .badData(let spec, let message):
             return "\(spec): \(message)"
-        case .badEncoder(let name):
-            return "--encoder: expected online or target, got \"\(name)\""
         case .unsupported(let message):
             return message
         case .missingMetrics(let path):
@@ -49,8 +46,7 @@ public final class EvaluatedCheckpoint {
     public let checkpoint: LoadedCheckpoint
     public let config: KaleidoConfig
     public let model: ReLICv2Model
-    /// `online` or `target`.
-    public let encoder: String
+    public let encoder: TrainedEncoder
     /// `<run>` for a checkpoint at `<run>/checkpoints/step-N`, else the checkpoint directory:
     /// results (`eval/`) and the feature cache (`eval-cache/`) go here.
     public let runDirectory: URL
@@ -58,13 +54,13 @@ public final class EvaluatedCheckpoint {
     /// Opens `path`, a checkpoint directory or a run directory (its newest valid checkpoint).
     /// `overrides` (`key=value`) change the saved config, e.g. the synthetic split sizes; keys
     /// that change the model make the restore fail naming the first parameter that differs.
-    public convenience init(path: String, encoder: String = "online", overrides: [String] = [], threads: Int = 1) throws {
+    public convenience init(path: String, encoder: TrainedEncoder = .online, overrides: [String] = [], threads: Int = 1) throws {
         try self.init(path: path, encoder: { _ in encoder }, overrides: overrides, threads: threads)
     }
 
     /// As above, with the encoder chosen from the run's resolved config (`kaleido finetune`
     /// starts from `eval.finetune_encoder` unless told otherwise).
-    public init(path: String, encoder choose: (KaleidoConfig) -> String, overrides: [String] = [], threads: Int = 1) throws {
+    public init(path: String, encoder choose: (KaleidoConfig) -> TrainedEncoder, overrides: [String] = [], threads: Int = 1) throws {
         let given = URL(fileURLWithPath: path).standardizedFileURL
         let manager = FileManager.default
         var url = given
@@ -80,17 +76,15 @@ public final class EvaluatedCheckpoint {
         checkpoint = try LoadedCheckpoint(contentsOf: url, threads: threads)
         config = try ConfigLoader.load(yaml: checkpoint.config, name: url.appendingPathComponent(CheckpointNames.manifest).path,
                                        overrides: overrides).config
-        let encoder = choose(config)
-        guard encoder == "online" || encoder == "target" else { throw EvaluationError.badEncoder(encoder) }
-        self.encoder = encoder
+        encoder = choose(config)
         runDirectory = url.deletingLastPathComponent().lastPathComponent == "checkpoints"
             ? url.deletingLastPathComponent().deletingLastPathComponent() : url
         // The supervised objective's heads are part of the arena: their class count comes from
         // the saved layout so the restore sees the same model.
-        let headClasses = checkpoint.layout(of: encoder)?.first { $0.name.hasPrefix("heads.") && $0.shape.count == 2 }?.shape[0] ?? 0
+        let headClasses = checkpoint.layout(of: encoder.rawValue)?.first { $0.name.hasPrefix("heads.") && $0.shape.count == 2 }?.shape[0] ?? 0
         let builder = Pretrainer(config: config, communicator: LocalCommunicator(), threads: threads)
         model = try builder.makeModel(classes: headClasses)
-        try checkpoint.restore(encoder, into: model.online)
+        try checkpoint.restore(encoder.rawValue, into: model.online)
     }
 
     /// The name ModelZoo builds the backbone under.
@@ -98,15 +92,15 @@ public final class EvaluatedCheckpoint {
 
     /// What identifies these weights in cache keys: the shards' checksums change with any weight.
     public var fingerprint: String {
-        "\(url.path)@\(checkpoint.step):\(encoder):" + checkpoint.manifest.shards.map(\.crc32c).joined(separator: ",")
+        "\(url.path)@\(checkpoint.step):\(encoder.rawValue):" + checkpoint.manifest.shards.map(\.crc32c).joined(separator: ",")
     }
 
     /// The encoder's parameters by name, as saved (SSL heads excluded), for initialising a
     /// fine-tuning network.
     public func encoderWeights() throws -> [String: (shape: [Int], values: UnsafeBufferPointer<Float>)] {
-        let values = try checkpoint.values(encoder)
+        let values = try checkpoint.values(encoder.rawValue)
         var result: [String: (shape: [Int], values: UnsafeBufferPointer<Float>)] = [:]
-        for entry in checkpoint.layout(of: encoder) ?? [] where !LoadedCheckpoint.headPrefixes.contains(where: entry.name.hasPrefix)
+        for entry in checkpoint.layout(of: encoder.rawValue) ?? [] where !LoadedCheckpoint.headPrefixes.contains(where: entry.name.hasPrefix)
             && !entry.name.hasPrefix("heads.") {
             result[entry.name] = (entry.shape, UnsafeBufferPointer(rebasing: values[entry.offset..<(entry.offset + entry.count)]))
         }

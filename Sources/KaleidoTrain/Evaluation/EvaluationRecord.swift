@@ -25,7 +25,7 @@ public struct EvaluationRecord: Codable, Sendable, Equatable {
         self.name = name
         self.checkpoint = checkpoint.url.path
         self.step = checkpoint.checkpoint.step
-        self.encoder = checkpoint.encoder
+        self.encoder = checkpoint.encoder.rawValue
         self.data = data
         self.settings = settings
         self.metrics = metrics

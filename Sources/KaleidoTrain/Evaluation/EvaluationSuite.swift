@@ -95,7 +95,7 @@ public struct EvaluationSuite {
             data: data.spec,
             settings: ["fraction": "\(fraction)", "steps": "\(settings.steps)", "batch_size": "\(settings.batchSize)",
                        "lr": "\(settings.learningRate)", "layer_decay": "\(settings.layerDecay)", "ema": "\(settings.emaDecay)",
-                       "drop_path": "\(settings.dropPath)", "seed": "\(settings.seed)", "init": fromScratch ? "random" : checkpoint.encoder,
+                       "drop_path": "\(settings.dropPath)", "seed": "\(settings.seed)", "init": fromScratch ? "random" : checkpoint.encoder.rawValue,
                        "mixup": "\(data.train.configuration.finetune.mixupAlpha)", "cutmix": "\(data.train.configuration.finetune.cutmixAlpha)",
                        "randaugment": "\(data.train.configuration.finetune.randAugmentLayers)x\(data.train.configuration.finetune.randAugmentMagnitude)",
                        "label_smoothing": "\(data.train.configuration.finetune.labelSmoothing)",
