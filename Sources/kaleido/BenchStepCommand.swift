@@ -22,6 +22,7 @@ extension Kaleido.Bench {
         @Option(help: "Threads for OpenBLAS and Kaleido's loops.") var threads: Int = 2
         @Option(help: "Untimed steps first.") var warmup: Int = 2
         @Option(help: "Timed steps.") var steps: Int = 5
+        @Option(help: "Frames of the joint step's clips (omnivore-cifar-joint).") var frames: Int = StepBench().clipFrames
         @Flag(help: "JSON lines only (the reference's keys), no table.") var json = false
 
         var names: [String] { models.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
@@ -31,8 +32,8 @@ extension Kaleido.Bench {
             for name in names where !known.contains(name) {
                 throw ValidationError("unknown model \"\(name)\"; choose from \(known.joined(separator: ", "))")
             }
-            guard batch >= 2, large >= 8, small >= 8, threads >= 1, warmup >= 0, steps >= 1 else {
-                throw ValidationError("--batch ≥ 2, --large/--small ≥ 8, --threads ≥ 1, --steps ≥ 1")
+            guard batch >= 2, large >= 8, small >= 8, threads >= 1, warmup >= 0, steps >= 1, frames >= 1 else {
+                throw ValidationError("--batch ≥ 2, --large/--small ≥ 8, --threads ≥ 1, --steps ≥ 1, --frames ≥ 1")
             }
         }
 
@@ -44,7 +45,7 @@ extension Kaleido.Bench {
                     process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
                     process.arguments = ["bench", "step", "--models", name, "--batch", "\(batch)", "--large", "\(large)",
                                          "--small", "\(small)", "--threads", "\(threads)", "--warmup", "\(warmup)",
-                                         "--steps", "\(steps)"] + (json ? ["--json"] : [])
+                                         "--steps", "\(steps)", "--frames", "\(frames)"] + (json ? ["--json"] : [])
                     try process.run()
                     process.waitUntilExit()
                     guard process.terminationStatus == 0 else { throw ExitCode(process.terminationStatus) }
@@ -53,6 +54,7 @@ extension Kaleido.Bench {
             }
             var bench = StepBench()
             (bench.batch, bench.large, bench.small, bench.threads, bench.warmup, bench.steps) = (batch, large, small, threads, warmup, steps)
+            bench.clipFrames = frames
             let communicator = try Distributed.communicator()
             defer { communicator.finalize() }
             let result = try bench.run(model: names[0], communicator: communicator)

@@ -10,15 +10,15 @@ import KaleidoTensor
 public struct StepBench {
     /// Benchmark names, as the reference spells them, and Kaleido's zoo names. The Omnivore
     /// ones are Kaleido's own (no reference): `omnivore-cifar` on images, `omnivore-cifar-joint`
-    /// a joint step of three equal groups — images, 4-frame clips, RGB-D — with each clip and
-    /// scene's cross-modal view, as `configs/omnivore-debug.yaml` trains.
+    /// a joint step of three equal groups — images, clips, RGB-D — with each clip and scene's
+    /// cross-modal view, as `configs/omnivore-debug.yaml` trains.
     public static let models: [(name: String, zoo: String)] = [
         ("resnet18-cifar", "resnet18-cifar"), ("convnext-atto", "convnext-atto-32"), ("swin-tiny-32", "swin-cifar"),
         ("omnivore-cifar", "omnivore-swin-cifar"), ("omnivore-cifar-joint", "omnivore-swin-cifar"),
     ]
 
-    /// Frames of the joint benchmark's clips.
-    static let clipFrames = 4
+    /// Frames of the joint benchmark's clips: 2, as configs/omnivore-debug.yaml (one temporal token).
+    public var clipFrames = 2
 
     public var batch = 64
     public var large = 32
@@ -105,7 +105,7 @@ public struct StepBench {
     func jointGroups(_ rng: inout SplitMix64) -> [MultiViewBatch] {
         let sizes = [batch - 2 * (batch / 3), batch / 3, batch / 3]
         var image = group(sizes[0], frames: nil, channels: 3, &rng)
-        var video = group(sizes[1], frames: Self.clipFrames, channels: 3, &rng)
+        var video = group(sizes[1], frames: clipFrames, channels: 3, &rng)
         var rgbd = group(sizes[2], frames: nil, channels: 4, &rng)
         (image.dataset, video.dataset, rgbd.dataset) = ("image", "video", "rgbd")
         video.crossModal = Tensor(randomNormal: [sizes[1], 1, large, large, 3], rng: &rng)
