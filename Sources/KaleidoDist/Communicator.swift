@@ -21,11 +21,8 @@ public protocol Communicator: AnyObject {
     /// Starts an element-wise sum over ranks whose result is bit-identical for any split of the
     /// data into calls: each element is summed in rank order, g₀ + g₁ + … + g_{W−1}. `scratch`
     /// holds at least `scratchFloats(for: buffer.count)` floats and must stay untouched until
-    /// the reduction completes.
-    func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>) throws
-        -> PendingReduction
-    /// The same, in an ordered stream of its own (see `ReductionStream`); the two-argument form
-    /// is the `.immediate` stream.
+    /// the reduction completes. `stream` orders it among other sums in flight (see
+    /// `ReductionStream`); the two-argument form is the `.immediate` stream.
     func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>,
                                stream: ReductionStream) throws -> PendingReduction
     /// Leaves the world (MPI_Finalize); every rank calls it once, last.
@@ -54,10 +51,10 @@ public enum ReductionStream: Sendable {
 }
 
 extension Communicator {
-    /// Only MPI cares which stream a sum is in.
-    public func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>,
-                                      stream: ReductionStream) throws -> PendingReduction {
-        try startDeterministicSum(buffer, scratch: scratch)
+    /// A sum waited for as soon as it is started (SyncBN statistics, losses).
+    public func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>) throws
+        -> PendingReduction {
+        try startDeterministicSum(buffer, scratch: scratch, stream: .immediate)
     }
 
     /// Rank 0 also plays the coordinator: it logs, decides checkpoints and writes manifests.

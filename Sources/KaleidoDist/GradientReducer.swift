@@ -25,7 +25,7 @@ public enum BucketCap: Sendable, Equatable, CustomStringConvertible {
 /// lowest arena offset whose gradients are final (`gradientsFinal(from:)`); every bucket lying
 /// entirely above it starts its non-blocking reduction at once, and reductions already in flight
 /// are advanced (MPI progresses only inside MPI calls). `finish()` starts what is left, waits,
-/// and divides by the world size. Reductions are deterministic (see `startDeterministicSum`),
+/// and multiplies by 1/world size. Reductions are deterministic (see `startDeterministicSum`),
 /// so the result does not depend on the bucket cap.
 public final class GradientReducer {
     public let buckets: [Range<Int>]

@@ -72,11 +72,6 @@ public final class InProcessCommunicator: Communicator {
         _ = try exchange(.nothing, operation: "barrier")
     }
 
-    public func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>) throws
-        -> PendingReduction {
-        try startDeterministicSum(buffer, scratch: scratch, stream: .immediate)
-    }
-
     public func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>,
                                       stream: ReductionStream) throws -> PendingReduction {
         guard worldSize > 1 else { return CompletedReduction() }

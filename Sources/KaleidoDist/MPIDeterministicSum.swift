@@ -79,11 +79,6 @@ final class MPIDeterministicSum: PendingReduction {
 }
 
 extension MPICommunicator {
-    public func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>) throws
-        -> PendingReduction {
-        try startDeterministicSum(buffer, scratch: scratch, stream: .immediate)
-    }
-
     public func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>,
                                       stream: ReductionStream) throws -> PendingReduction {
         guard worldSize > 1 else { return CompletedReduction() }

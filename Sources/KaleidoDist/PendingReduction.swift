@@ -14,8 +14,9 @@ final class CompletedReduction: PendingReduction {
 }
 
 extension LocalCommunicator {
-    public func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>) throws
-        -> PendingReduction {
+    /// A single process has nothing to sum, in any stream.
+    public func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>,
+                                      stream: ReductionStream) throws -> PendingReduction {
         CompletedReduction()
     }
 }

@@ -102,8 +102,8 @@ final class ThreadCommunicator: Communicator {
         var nothing: [UInt64] = []
         nothing.withUnsafeMutableBufferPointer { world.allReduce($0) }
     }
-    func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>) throws
-        -> PendingReduction { fatalError("not used by checkpoints") }
+    func startDeterministicSum(_ buffer: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>,
+                               stream: ReductionStream) throws -> PendingReduction { fatalError("not used by checkpoints") }
     func finalize() {}
 }
 
