@@ -86,7 +86,8 @@ public final class MPICommunicator: Communicator {
         var buffer = [CChar](repeating: 0, count: Int(kaleido_mpi_max_library_version_string()) + 1)
         var length: Int32 = 0
         MPI_Get_library_version(&buffer, &length)
-        let text = String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // Open MPI counts the terminating NUL in `length`: the text ends at the first NUL.
+        let text = String(decoding: buffer.prefix(Int(length)).prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let firstLine = text.split(whereSeparator: \.isNewline).first.map(String.init) ?? text
         return firstLine.trimmingCharacters(in: .whitespaces)
     }

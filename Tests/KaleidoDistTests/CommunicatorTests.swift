@@ -12,6 +12,8 @@ import Testing
 
     @Test func mpiLibraryReportsOpenMPIAndAStandardVersion() {
         #expect(MPICommunicator.libraryVersion.contains("Open MPI"))
+        // `kaleido version` prints it: no NUL or control character may follow the text.
+        #expect(MPICommunicator.libraryVersion.unicodeScalars.allSatisfy { $0.value >= 0x20 })
         #expect(MPICommunicator.standardVersion.major >= 3)
     }
 
