@@ -18,28 +18,16 @@ public enum InspectGrid {
         var rows: [[[Float]]] = []  // rows of cells, each cell × cell × 3 in [0, 1]
         for modality in pipeline.schedule.modalities {
             let dataset = pipeline.datasets[modality]!
-            for position in 0..<min(samples, dataset.count) {
-                let (epoch, index) = pipeline.sample(modality, at: position)
-                let key = SampleKey(seed: pipeline.configuration.seed, epoch: epoch, dataset: modality.rawValue, position: position)
-                let sample = try dataset.load(index, frames: [0], context: context)
-                var row: [[Float]] = [source(sample.frames[0], cell: cell, context: context)]
-                let views = try pipeline.maker.views(of: dataset, index: index, key: key, context: context)
-                let frames = pipeline.maker.frames(for: modality)
-                for (v, view) in recipe.views.enumerated() {
-                    row.append(enlarge(denormalize(Array(views.rgb[v].prefix(view.size * view.size * 3)), recipe), from: view.size, to: cell))
+            var drawn = 0
+            // As in training, an unreadable file is skipped (and logged with its path by
+            // `pipeline.health`), and the next sample of the epoch takes its row.
+            for position in 0..<dataset.count where drawn < samples {
+                do {
+                    rows.append(try row(pipeline, dataset, position: position, forcedMaker: forcedMaker, context: context))
+                    drawn += 1
+                } catch {
+                    pipeline.health.record(path: dataset.path(of: pipeline.sample(modality, at: position).index), error: error)
                 }
-                let removed = try forcedMaker.views(of: dataset, index: index, key: key, context: context)
-                row.append(denormalize(Array(removed.rgb[0].prefix(cell * cell * 3)), recipe))
-                if modality == .rgbd {
-                    for v in 0..<recipe.large.count { row.append(depthCell(views.depth[v])) }
-                }
-                if modality == .video {
-                    for t in 1..<frames {
-                        let n = cell * cell * 3
-                        row.append(denormalize(Array(views.rgb[0][(t * n)..<((t + 1) * n)]), recipe))
-                    }
-                }
-                rows.append(row)
             }
         }
         let columns = rows.map(\.count).max() ?? 1
@@ -58,6 +46,33 @@ public enum InspectGrid {
             }
         }
         return Image8(width: width, height: height, channels: 3, pixels: pixels)
+    }
+
+    /// The cells of the sample at stream `position`: source, every view, the forced background
+    /// removal, then depth (RGB-D) or the first view's other frames (video).
+    static func row(_ pipeline: DataPipeline, _ dataset: any Dataset, position: Int, forcedMaker: ViewMaker,
+                    context: DecodeContext) throws -> [[Float]] {
+        let recipe = pipeline.configuration.recipe, cell = recipe.large[0].size, modality = dataset.modality
+        let (epoch, index) = pipeline.sample(modality, at: position)
+        let key = SampleKey(seed: pipeline.configuration.seed, epoch: epoch, dataset: modality.rawValue, position: position)
+        let sample = try dataset.load(index, frames: [0], context: context)
+        var row: [[Float]] = [source(sample.frames[0], cell: cell, context: context)]
+        let views = try pipeline.maker.views(of: dataset, index: index, key: key, context: context)
+        for (v, view) in recipe.views.enumerated() {
+            row.append(enlarge(denormalize(Array(views.rgb[v].prefix(view.size * view.size * 3)), recipe), from: view.size, to: cell))
+        }
+        let removed = try forcedMaker.views(of: dataset, index: index, key: key, context: context)
+        row.append(denormalize(Array(removed.rgb[0].prefix(cell * cell * 3)), recipe))
+        if modality == .rgbd {
+            for v in 0..<recipe.large.count { row.append(depthCell(views.depth[v])) }
+        }
+        if modality == .video {
+            for t in 1..<pipeline.maker.frames(for: modality) {
+                let n = cell * cell * 3
+                row.append(denormalize(Array(views.rgb[0][(t * n)..<((t + 1) * n)]), recipe))
+            }
+        }
+        return row
     }
 
     static func source(_ image: Image8, cell: Int, context: DecodeContext) -> [Float] {

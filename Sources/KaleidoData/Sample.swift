@@ -82,12 +82,16 @@ public final class DecodeContext {
         return jpegHandle
     }
 
-    /// Decodes PNG or JPEG bytes (chosen by their signature, not the file name).
+    /// Decodes PNG or JPEG bytes (chosen by their signature, not the file name); bytes that are
+    /// neither are named as such, whatever the file is called.
     public func decodeImage(_ data: [UInt8], path: String) throws -> Image8 {
-        if data.count >= 2, data[0] == 0xFF, data[1] == 0xD8 {
+        if data.starts(with: [0xFF, 0xD8]) {
             return try ImageCodec.decodeJPEG(data, path: path, handle: jpegDecompressor())
         }
-        return try ImageCodec.decodePNG(data, path: path)
+        if data.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return try ImageCodec.decodePNG(data, path: path) }
+        let start = data.prefix(4).map { String($0, radix: 16) }.joined(separator: " ")
+        throw ImageDecodeError(path: path, reason: data.isEmpty ? "empty file, not an image"
+                               : "neither a PNG nor a JPEG file (it starts with bytes \(start))")
     }
 
     /// Reads and decodes an image file.

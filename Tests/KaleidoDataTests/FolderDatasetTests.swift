@@ -189,6 +189,31 @@ import Testing
         }
     }
 
+    @Test func theInspectGridSkipsACorruptJPEGAndNamesItAsWhatItIs() throws {
+        let root = temporaryDirectory("inspect-corrupt")
+        var export = SyntheticExport(spec: smallSpec(classes: 2, train: 8, val: 2, size: 16))
+        export.modalities = [.image]
+        try export.write(to: root)
+        let dataset = try ImageFolderDataset(root: root + "/image/train")
+        let capture = LogCapture()
+        let pipeline = try DataPipeline(configuration(.folders(image: root + "/image", video: nil, rgbd: nil), batch: 2),
+                                        logger: capture.logger)
+        // The first sample of epoch 0 becomes a .jpg holding neither JPEG nor PNG bytes.
+        let first = dataset.path(of: pipeline.sample(.image, at: 0).index)
+        let broken = (first as NSString).deletingPathExtension + ".jpg"
+        try FileManager.default.removeItem(atPath: first)
+        try Data("not an image at all".utf8).write(to: URL(fileURLWithPath: broken))
+        let reopened = try DataPipeline(configuration(.folders(image: root + "/image", video: nil, rgbd: nil), batch: 2),
+                                        logger: capture.logger)
+
+        let grid = try InspectGrid.render(reopened, samples: 3, scale: 1)
+        let rowHeight = reopened.configuration.recipe.large[0].size + 2
+        #expect(grid.height == 2 + 3 * rowHeight, "three rows drawn: the broken sample's row went to the next one")
+        #expect(reopened.health.badFiles == [broken])
+        let logged = capture.messages.first { $0.contains(broken) } ?? ""
+        #expect(logged.contains("neither a PNG nor a JPEG file") && !logged.contains("readable PNG"), "\(logged)")
+    }
+
     @Test func aDatasetOfOnlyBrokenFilesStopsWithAClearError() throws {
         let root = temporaryDirectory("all-broken")
         try FileManager.default.createDirectory(atPath: root + "/a", withIntermediateDirectories: true)
