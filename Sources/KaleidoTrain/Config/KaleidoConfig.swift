@@ -334,13 +334,13 @@ extension KaleidoConfig {
     }
 }
 
-/// What the online network is trained to do.
 /// Which of a pretraining run's two networks an evaluation or fine-tuning starts from: the
 /// online encoder, or the EMA target encoder.
 public enum TrainedEncoder: String, ConfigChoice {
     case online, target
 }
 
+/// What the online network is trained to do.
 public enum Objective: String, ConfigChoice {
     case relicv2
     /// Omnivore's per-dataset supervised heads only.
