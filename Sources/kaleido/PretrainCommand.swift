@@ -20,17 +20,23 @@ extension Kaleido {
                                    valueName: "auto|path"))
         var resume: String?
 
+        @Option(name: .customLong("resume-allow"),
+                help: ArgumentHelp("Accept a changed value of KEY (e.g. data.batch_size) in the resumed run although it alters the data, model or objective (repeatable).",
+                                   valueName: "key"))
+        var resumeAllowed: [String] = []
+
         @Option(help: "Run at most this many steps, then save a checkpoint and exit 0 (continue with --resume auto).")
         var stopAfter: Int?
 
         func validate() throws {
             if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be at least 1, got \(stopAfter)") }
+            if !resumeAllowed.isEmpty && resume == nil { throw ValidationError("--resume-allow needs --resume") }
         }
 
         func run() throws {
             logging.bootstrap()
-            let run = PretrainingRun(resolved: try config.resolve(), resume: resume, stopAfter: stopAfter, preemption: PreemptionSignal(),
-                                    faults: .fromEnvironment())
+            let run = PretrainingRun(resolved: try config.resolve(), resume: resume, resumeAllowed: Set(resumeAllowed), stopAfter: stopAfter,
+                                     preemption: PreemptionSignal(), faults: .fromEnvironment())
             let communicator = try Distributed.communicator()
             defer { communicator.finalize() }
             let threads = Distributed.threads(configured: run.config.dist.threads)

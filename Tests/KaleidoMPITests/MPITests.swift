@@ -397,9 +397,11 @@ let networkNamespacesPermitted: Bool = {
     }
 }
 
-/// `--resume auto` with a config whose model differs from the checkpoint's (another width)
-/// fails before training, naming the checkpoint and the first parameter that does not fit.
-@Test func resumingWithAnotherModelFailsNamingTheParameter() throws {
+/// `--resume auto` with a config whose model differs from the checkpoint's (another width) is
+/// refused before training, naming the key (old → new) and the flag that accepts it; accepted
+/// with `--resume-allow model.base_width`, it fails on the checkpoint's arrays instead, naming
+/// the checkpoint and the first parameter that does not fit.
+@Test func resumingWithAnotherModelFailsNamingTheKeyThenTheParameter() throws {
     let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-mismatch-\(UUID().uuidString)")
     defer { try? FileManager.default.removeItem(at: root) }
     try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
@@ -410,12 +412,19 @@ let networkNamespacesPermitted: Bool = {
     let first = try startKaleido(settings + ["--set", "run.steps=2", "--set", "model.base_width=4"], in: root)
     first.waitUntilExit()
     #expect(first.terminationStatus == 0)
-    let wider = try startKaleido(settings + ["--set", "run.steps=4", "--set", "model.base_width=8", "--resume", "auto"], in: root)
-    wider.waitUntilExit()
-    let log = try String(contentsOf: root.appendingPathComponent("kaleido.stderr"), encoding: .utf8)
-    #expect(wider.terminationStatus != 0)
-    #expect(log.contains("m/checkpoints/step-00000002") && log.contains("'conv1.weight' is [4, 3, 3, 3]")
-            && log.contains("[8, 3, 3, 3]"), "\(log)")
+    func resume(_ extra: [String]) throws -> (status: Int32, log: String) {
+        let wider = try startKaleido(settings + ["--set", "run.steps=4", "--set", "model.base_width=8", "--resume", "auto"] + extra, in: root)
+        wider.waitUntilExit()
+        return (wider.terminationStatus, try String(contentsOf: root.appendingPathComponent("kaleido.stderr"), encoding: .utf8))
+    }
+    let refused = try resume([])
+    #expect(refused.status != 0)
+    #expect(refused.log.contains("m/checkpoints/step-00000002") && refused.log.contains("model.base_width: 4 → 8")
+            && refused.log.contains("--resume-allow model.base_width") && !refused.log.contains("run.steps: 2 → 4"), "\(refused.log)")
+    let allowed = try resume(["--resume-allow", "model.base_width"])
+    #expect(allowed.status != 0)
+    #expect(allowed.log.contains("m/checkpoints/step-00000002") && allowed.log.contains("'conv1.weight' is [4, 3, 3, 3]")
+            && allowed.log.contains("[8, 3, 3, 3]"), "\(allowed.log)")
 }
 
 /// Starts the built `kaleido` as one process (no MPI launcher), stdout and stderr going to

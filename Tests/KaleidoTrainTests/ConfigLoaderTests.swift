@@ -182,3 +182,39 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         if name == "ablation-beta0" { #expect(resolved.config.ssl.beta == 0) }
     }
 }
+
+/// `--resume` against the checkpoint's resolved config: which changes are refused, accepted by
+/// `--resume-allow`, or accepted with a warning.
+@Suite struct ResumeConfigCheckTests {
+    @Test func changesThatAlterTheRunAreRefusedOthersAccepted() throws {
+        let saved = try ConfigLoader.yaml(of: KaleidoConfig())
+        var current = KaleidoConfig()
+        current.run.steps = 4000
+        current.optim.lr = 0.5
+        current.data.workers = 3
+        current.data.batchSize = 32
+        current.model.dropPath = 0.1
+        current.ssl.temperature = 0.1
+        current.run.seed = 7
+        let check = try ResumeConfigCheck(saved: saved, current: current, allowing: ["model.drop_path"])
+        #expect(check.refused.map(\.description).sorted()
+                == ["data.batch_size: 64 → 32", "run.seed: 0 → 7", "ssl.temperature: 0.2 → 0.1"])
+        #expect(check.allowed.map(\.description) == ["model.drop_path: 0.0 → 0.1"])
+        #expect(check.accepted.map(\.description).sorted() == ["data.workers: 1 → 3", "optim.lr: 0.002 → 0.5", "run.steps: 2000 → 4000"])
+        let unchanged = try ResumeConfigCheck(saved: saved, current: KaleidoConfig())
+        #expect(unchanged.refused.isEmpty && unchanged.allowed.isEmpty && unchanged.accepted.isEmpty)
+    }
+
+    @Test func anAllowedKeyMustExist() {
+        #expect(throws: ConfigError.unknownKey(origin: .override("--resume-allow data.batchsize"), keyPath: "data.batchsize", suggestion: nil)) {
+            _ = try ResumeConfigCheck(saved: "run: {steps: 1}", current: KaleidoConfig(), allowing: ["data.batchsize"])
+        }
+    }
+
+    @Test func keysAbsentFromAnOlderCheckpointAreNotCompared() throws {
+        var current = KaleidoConfig()
+        current.ssl.crossModalViews = false
+        let check = try ResumeConfigCheck(saved: "run:\n  steps: 2000\nssl:\n  temperature: 0.2\n", current: current)
+        #expect(check.refused.isEmpty && check.accepted.isEmpty)
+    }
+}

@@ -86,15 +86,25 @@ import KaleidoDist
         }
     }
 
-    /// Resuming with another modality mix is refused: the saved loader position names what changed.
-    @Test func resumingWithAnotherMixIsRefused() throws {
+    /// Resuming with another modality mix is refused with the key, old → new, and the flag that
+    /// accepts it; with `--resume-allow data.mix.video` the run continues (from the step, on the
+    /// new stream). A longer `run.steps` is accepted either way.
+    @Test func resumingWithAnotherMixIsRefusedUnlessAllowed() throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-joint-mix-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
         let first = try Self.config(root, name: "run", steps: 2)
         _ = try PretrainingRun(resolved: first).run(communicator: LocalCommunicator(), threads: 2)
         let changed = try Self.config(root, name: "run", steps: 4, overrides: ["data.mix.video=2"])
-        #expect(throws: (any Error).self) {
+        do {
             _ = try PretrainingRun(resolved: changed, resume: "auto").run(communicator: LocalCommunicator(), threads: 2)
+            Issue.record("a resume with another data.mix.video was accepted")
+        } catch let error as ConfigError {
+            guard case .resumeChanged(_, let changes) = error else { Issue.record("\(error)"); return }
+            #expect(changes.map(\.description) == ["data.mix.video: 1.0 → 2.0"])
+            #expect(error.description.contains("--resume-allow data.mix.video"), "\(error)")
         }
+        let allowed = try PretrainingRun(resolved: changed, resume: "auto", resumeAllowed: ["data.mix.video"])
+            .run(communicator: LocalCommunicator(), threads: 2)
+        #expect(allowed.summary.stepsRun == 2)
     }
 }

@@ -31,6 +31,8 @@ public enum ConfigError: Error, Equatable, CustomStringConvertible {
     case outOfRange(origin: ConfigOrigin, keyPath: String, message: String)
     case badOverride(text: String, reason: String)
     case baseCycle(path: String)
+    /// `--resume` of a checkpoint saved with other values of keys that alter the run.
+    case resumeChanged(checkpoint: String, changes: [ResumeConfigCheck.Change])
 
     public var description: String {
         switch self {
@@ -52,6 +54,13 @@ public enum ConfigError: Error, Equatable, CustomStringConvertible {
             return "--set \(text): \(reason)"
         case .baseCycle(let path):
             return "\(path): `base:` files include each other in a cycle"
+        case .resumeChanged(let checkpoint, let changes):
+            return "--resume \(checkpoint): the checkpoint was saved with another value of "
+                + (changes.count == 1 ? "a key that changes" : "\(changes.count) keys that change")
+                + " the data stream, the model or the objective:\n"
+                + changes.map { "  \($0)" }.joined(separator: "\n")
+                + "\nResume with the checkpoint's values, or accept the change with "
+                + changes.map { "--resume-allow \($0.keyPath)" }.joined(separator: " ")
         }
     }
 }

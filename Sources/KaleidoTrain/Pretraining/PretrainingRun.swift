@@ -16,19 +16,23 @@ public struct PretrainingRun {
     public var stopAfter: Int?
     public var preemption: PreemptionSignal?
     public var faults: FaultInjection
+    /// Keys (`data.batch_size`, …) whose change since the checkpoint a resume accepts although
+    /// they alter the run (`--resume-allow`); see `ResumeConfigCheck`.
+    public var resumeAllowed: Set<String>
 
-    public init(resolved: ResolvedConfig, resume: String? = nil, stopAfter: Int? = nil, preemption: PreemptionSignal? = nil,
-                faults: FaultInjection = .none) {
+    public init(resolved: ResolvedConfig, resume: String? = nil, resumeAllowed: Set<String> = [], stopAfter: Int? = nil,
+                preemption: PreemptionSignal? = nil, faults: FaultInjection = .none) {
         self.resolved = resolved
         self.resume = resume
+        self.resumeAllowed = resumeAllowed
         self.stopAfter = stopAfter
         self.preemption = preemption
         self.faults = faults
     }
 
     /// A config built in code (tests): its values have no file or override to point errors at.
-    public init(config: KaleidoConfig, resume: String? = nil, stopAfter: Int? = nil) {
-        self.init(resolved: ResolvedConfig(config: config, origins: [:]), resume: resume, stopAfter: stopAfter)
+    public init(config: KaleidoConfig, resume: String? = nil, resumeAllowed: Set<String> = [], stopAfter: Int? = nil) {
+        self.init(resolved: ResolvedConfig(config: config, origins: [:]), resume: resume, resumeAllowed: resumeAllowed, stopAfter: stopAfter)
     }
 
     public var config: KaleidoConfig { resolved.config }
@@ -46,10 +50,12 @@ public struct PretrainingRun {
         }
         var start = LoaderState.start
         if let checkpoint {
+            let changes = try checkResumedConfig(checkpoint, coordinator: communicator.isCoordinator)
             start = pipeline.state(at: checkpoint.step)
             // The saved position must be where this configuration's stream is at that step:
-            // a changed batch, mix, mix mode or dataset would silently train on other samples.
-            if let saved = checkpoint.blobs["loader"] {
+            // a changed batch, mix, mix mode or dataset would silently train on other samples
+            // (unless the user accepted a change of the data with --resume-allow).
+            if let saved = checkpoint.blobs["loader"], !changes.allowed.contains(where: { $0.keyPath.hasPrefix("data.") }) {
                 let state = try JSONDecoder().decode(LoaderState.self, from: saved)
                 _ = try pipeline.resume(from: state)
             }
@@ -61,6 +67,23 @@ public struct PretrainingRun {
         let summary = try pretrainer.run(source: source, evaluation: evaluation, classes: pipeline.classes.count,
                                          resume: checkpoint, preemption: preemption, stopAfter: stopAfter)
         return (summary, pretrainer.runDirectory)
+    }
+}
+
+extension PretrainingRun {
+    /// Compares the checkpoint's config with this run's: refuses changed keys that alter the run
+    /// unless `resumeAllowed` names them; logs every accepted change (old → new) on the coordinator.
+    func checkResumedConfig(_ checkpoint: LoadedCheckpoint, coordinator: Bool) throws -> ResumeConfigCheck {
+        let check = try ResumeConfigCheck(saved: checkpoint.config, current: config, allowing: resumeAllowed)
+        guard check.refused.isEmpty else { throw ConfigError.resumeChanged(checkpoint: checkpoint.url.path, changes: check.refused) }
+        if coordinator {
+            let logger = Logger(label: "kaleido.pretrain")
+            for change in check.allowed {
+                logger.warning("resuming with a changed key that alters the run (--resume-allow)", metadata: ["change": "\(change)"])
+            }
+            for change in check.accepted { logger.warning("resuming with a changed key", metadata: ["change": "\(change)"]) }
+        }
+        return check
     }
 }
 
