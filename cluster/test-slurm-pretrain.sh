@@ -16,6 +16,7 @@ fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 # srun: run the command in place, like a one-task step (exec keeps the pid the script signals).
 cat > "$work/bin/srun" <<'STUB'
 #!/bin/bash
+echo "$*" > "$STUB_LOG/srun"
 while [ $# -gt 0 ] && [ "${1#-}" != "$1" ]; do shift; done
 exec "$@"
 STUB
@@ -62,6 +63,7 @@ run() {
 run signalled 0 USR1
 grep -q -- "pretrain --resume auto --config configs/debug.yaml" "$work/signalled/args" || fail "kaleido not started with --resume auto and the user's options"
 [ "$(cat "$work/signalled/signals" 2>/dev/null | head -1)" = USR1 ] || fail "SIGUSR1 did not reach the job step"
+grep -q -- "--mpi=pmix" "$work/signalled/srun" || fail "srun launched without a PMI plugin (--mpi=pmix): $(cat "$work/signalled/srun")"
 [ "$(cat "$work/signalled/status")" = 0 ] || fail "script exit status $(cat "$work/signalled/status"), expected the step's 0"
 [ "$(cat "$work/signalled/scontrol" 2>/dev/null)" = "requeue 4242" ] || fail "expected exactly one 'scontrol requeue 4242', got: $(cat "$work/signalled/scontrol" 2>/dev/null)"
 

@@ -6,7 +6,38 @@ import KaleidoDist
 /// the single-process one, so `kaleido pretrain` runs on a laptop without an MPI runtime.
 public enum Distributed {
     public static func communicator(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Communicator {
-        MPICommunicator.launchedByMPI(environment: environment) ? try MPICommunicator() : LocalCommunicator()
+        try checkSlurmLaunch(environment: environment, mpiWorldSize: nil)
+        guard MPICommunicator.launchedByMPI(environment: environment) else { return LocalCommunicator() }
+        let communicator = try MPICommunicator()
+        try checkSlurmLaunch(environment: environment, mpiWorldSize: communicator.worldSize)
+        return communicator
+    }
+
+    /// A Slurm job step of several tasks where MPI does not connect them.
+    public struct SlurmLaunchError: Error, CustomStringConvertible {
+        public var tasks: Int
+        public var mpiWorldSize: Int?
+
+        public var description: String {
+            let seen = mpiWorldSize.map { "MPI started with a world of \($0)" }
+                ?? "no MPI launcher reached this process (no PMIX_RANK, PMI_RANK or OMPI_COMM_WORLD_SIZE)"
+            return "Slurm started \(tasks) tasks (SLURM_STEP_NUM_TASKS=\(tasks)) but \(seen): each task would train alone "
+                + "and all would write the same run directory. Launch with `srun --mpi=pmix kaleido …` (`srun --mpi=list` "
+                + "shows the plugins this cluster has), or with `mpirun kaleido …` inside the allocation (cluster/slurm-pretrain.sbatch does either)."
+        }
+    }
+
+    /// Refuses a Slurm job step of several tasks where each task is an MPI world of its own.
+    /// `mpiWorldSize` nil: checked before MPI starts (no launcher variables at all). Only a world
+    /// of one is refused once MPI runs: mpirun in an allocation starts its daemons as a step of one
+    /// task per node, so its ranks see SLURM_STEP_NUM_TASKS = nodes, not ranks.
+    static func checkSlurmLaunch(environment: [String: String], mpiWorldSize: Int?) throws {
+        guard let tasks = environment["SLURM_STEP_NUM_TASKS"].flatMap({ Int($0) }), tasks > 1 else { return }
+        if let mpiWorldSize {
+            if mpiWorldSize == 1 { throw SlurmLaunchError(tasks: tasks, mpiWorldSize: mpiWorldSize) }
+        } else if !MPICommunicator.launchedByMPI(environment: environment) {
+            throw SlurmLaunchError(tasks: tasks, mpiWorldSize: nil)
+        }
     }
 
     /// Compute threads per rank: the configured count, or this node's cores divided by the

@@ -40,6 +40,8 @@ public struct PretrainingRun {
     public func run(communicator: Communicator, threads: Int) throws -> (summary: Pretrainer.Summary, runDirectory: URL) {
         try resolved.validate(worldSize: communicator.worldSize)
         let pretrainer = Pretrainer(config: config, communicator: communicator, threads: threads, faults: faults)
+        let lock = try lockRunDirectory(pretrainer.runDirectory, communicator: communicator)
+        defer { lock?.release() }
         let pipeline = try DataPipeline(config.dataConfiguration, split: .train)
         pretrainer.loaderState = { pipeline.state(at: $0) }
         // Every rank loads the checkpoint (each needs the full arrays); `auto` without one starts fresh.
@@ -71,6 +73,34 @@ public struct PretrainingRun {
 }
 
 extension PretrainingRun {
+    /// Rank 0 locks the run directory (the ranks write it through rank 0 and into shared
+    /// checkpoint directories); every rank learns whether it could, so all stop together when
+    /// another run holds it.
+    func lockRunDirectory(_ directory: URL, communicator: Communicator) throws -> RunDirectoryLock? {
+        var lock: RunDirectoryLock?
+        var failure: Error?
+        if communicator.isCoordinator {
+            do {
+                lock = try RunDirectoryLock(directory: directory)
+            } catch {
+                failure = error
+            }
+        }
+        var failed: [UInt64] = [failure == nil ? 0 : 1]
+        try failed.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+        if let failure { throw failure }
+        if failed[0] > 0 { throw TrainingError.rankFailed(rank: 0, what: "lock the run directory \(directory.path)") }
+        let logger = Logger(label: "kaleido.pretrain")
+        if let lock, let stale = lock.staleHolder {
+            logger.warning("took over a stale run-directory lock (its holder is gone)", metadata: ["holder": "\(stale)", "lock": "\(lock.path)"])
+        }
+        if let lock, lock.unsupported {
+            logger.warning("the file system does not support flock: two runs in this run directory would not be refused",
+                           metadata: ["lock": "\(lock.path)"])
+        }
+        return lock
+    }
+
     /// Compares the checkpoint's config with this run's: refuses changed keys that alter the run
     /// unless `resumeAllowed` names them; logs every accepted change (old → new) on the coordinator.
     func checkResumedConfig(_ checkpoint: LoadedCheckpoint, coordinator: Bool) throws -> ResumeConfigCheck {
