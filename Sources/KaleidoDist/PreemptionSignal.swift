@@ -7,7 +7,10 @@ import Darwin
 
 /// Turns SIGTERM and SIGUSR1 (what Slurm sends before preempting or at the time limit, with
 /// `--signal=B:USR1@120` forwarded by the batch script) into a flag the training loop polls:
-/// finish the step, save a checkpoint, exit 0, and let the job be requeued.
+/// finish the step, save a checkpoint, exit 0, and let the job be requeued. SIGINT (Ctrl-C)
+/// takes the same path (the CLI then exits 130); a second SIGINT ends the process at once with
+/// `_exit(130)` from the handler, leaving the last committed checkpoint as it was (a save in
+/// flight is a temporary directory that `--resume auto` skips).
 ///
 /// While an instance lives, the signals' default action (terminate) is replaced by a handler
 /// that only writes the signal number to a pipe (write(2) is async-signal-safe); a reader
@@ -21,7 +24,7 @@ import Darwin
 ///     }
 public final class PreemptionSignal: @unchecked Sendable {
     /// The signals handled by default.
-    public static let defaultSignals: [Int32] = [SIGTERM, SIGUSR1]
+    public static let defaultSignals: [Int32] = [SIGTERM, SIGUSR1, SIGINT]
 
     private let lock = NSLock()
     private var received: Int32?
@@ -85,6 +88,20 @@ public final class PreemptionSignal: @unchecked Sendable {
 
 /// The write end of the self-pipe, read by the C signal handler (set once, before any handler).
 nonisolated(unsafe) private var signalPipeWrite: Int32 = -1
+/// SIGINTs seen by the handler (only the handler writes it).
+nonisolated(unsafe) private var interruptsReceived = 0
+
+/// The handler: async-signal-safe calls only (write, _exit).
+private func handleSignal(_ number: Int32) {
+    if number == SIGINT {
+        interruptsReceived += 1
+        if interruptsReceived >= 2 { _exit(130) }
+        let notice = "\nkaleido: interrupted; stopping after this step with a checkpoint (Ctrl-C again aborts at once)\n"
+        _ = notice.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+    }
+    var byte = UInt8(truncatingIfNeeded: number)
+    _ = write(signalPipeWrite, &byte, 1)
+}
 
 /// Process-wide owner of the signal handlers, the self-pipe and its reader thread.
 private final class SignalHub: @unchecked Sendable {
@@ -130,15 +147,9 @@ private final class SignalHub: @unchecked Sendable {
             }
             var action = sigaction()
             #if canImport(Glibc)
-            action.__sigaction_handler.sa_handler = { number in
-                var byte = UInt8(truncatingIfNeeded: number)
-                _ = write(signalPipeWrite, &byte, 1)
-            }
+            action.__sigaction_handler.sa_handler = { handleSignal($0) }
             #else
-            action.__sigaction_u.__sa_handler = { number in
-                var byte = UInt8(truncatingIfNeeded: number)
-                _ = write(signalPipeWrite, &byte, 1)
-            }
+            action.__sigaction_u.__sa_handler = { handleSignal($0) }
             #endif
             action.sa_flags = SA_RESTART
             sigemptyset(&action.sa_mask)

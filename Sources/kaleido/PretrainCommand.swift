@@ -45,6 +45,7 @@ extension Kaleido {
             guard communicator.isCoordinator else { return }
             if summary.preempted {
                 print("preempted: checkpoint \(summary.lastCheckpoint ?? "?") saved; continue with --resume auto")
+                if summary.stopSignal == "SIGINT" { throw ExitCode(130) }   // what a shell reports for Ctrl-C
                 return
             }
             summary.report(knnK: run.config.eval.knnK).forEach { print($0) }

@@ -75,19 +75,19 @@ func runKaleido(_ arguments: [String]) throws -> (status: Int32, stdout: String,
 }
 
 @Suite struct PreemptionCLITests {
-    /// SIGTERM to a running `kaleido pretrain`: it finishes the step, saves a checkpoint that
-    /// verifies, exits 0, and `--resume auto` continues from it to the end.
-    @Test func sigtermSavesAndExitsZeroThenResumeFinishes() throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-sigterm-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: root) }
-        let settings = ["--set", "run.output_dir=\(root.path)", "--set", "run.steps=60", "--set", "model.base_width=4",
-                        "--set", "data.batch_size=8", "--set", "data.synthetic_train_size=64", "--set", "data.synthetic_val_size=16",
-                        "--set", "eval.linear_probe=false", "--set", "checkpoint.every_steps=0", "--set", "ssl.projector_hidden=32",
-                        "--set", "ssl.projector_dim=16", "--set", "ssl.predictor_hidden=32", "--set", "run.log_every=1"]
-        let kaleido = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-            .appendingPathComponent("kaleido")
+    func settings(_ root: URL, steps: Int = 60, every: Int = 0) -> [String] {
+        ["--set", "run.output_dir=\(root.path)", "--set", "run.steps=\(steps)", "--set", "model.base_width=4",
+         "--set", "data.batch_size=8", "--set", "data.synthetic_train_size=64", "--set", "data.synthetic_val_size=16",
+         "--set", "eval.linear_probe=false", "--set", "checkpoint.every_steps=\(every)", "--set", "ssl.projector_hidden=32",
+         "--set", "ssl.projector_dim=16", "--set", "ssl.predictor_hidden=32", "--set", "run.log_every=1"]
+    }
+
+    /// Starts `kaleido pretrain` with stdout to `<root>/stdout` and returns once `ready` holds.
+    func startPretraining(_ root: URL, settings: [String], environment: [String: String] = [:], until ready: () -> Bool) throws -> Process {
         let process = Process()
-        process.executableURL = kaleido
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("kaleido")
         process.arguments = ["pretrain"] + settings
         let output = root.appendingPathComponent("stdout")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
@@ -95,26 +95,76 @@ func runKaleido(_ arguments: [String]) throws -> (status: Int32, stdout: String,
         process.standardOutput = try FileHandle(forWritingTo: output)
         process.standardError = FileHandle.nullDevice
         try process.run()
-        // Wait until it is training (metrics appear), then ask it to stop.
-        let metrics = root.appendingPathComponent("debug/metrics.jsonl")
         let deadline = Date().addingTimeInterval(120)
-        while Date() < deadline, ((try? String(contentsOf: metrics, encoding: .utf8))?.count ?? 0) == 0 {
-            Thread.sleep(forTimeInterval: 0.05)
+        while Date() < deadline, !ready() { Thread.sleep(forTimeInterval: 0.05) }
+        return process
+    }
+
+    func checkpoints(_ root: URL) throws -> [URL] {
+        let directory = root.appendingPathComponent("debug/checkpoints")
+        return try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasPrefix("step-") }.sorted()
+            .map { directory.appendingPathComponent($0) }
+    }
+
+    /// SIGTERM (preemption) or SIGINT (Ctrl-C) to a running `kaleido pretrain`: it finishes the
+    /// step, saves a checkpoint that verifies, exits 0 (SIGTERM: the job may be requeued) or 130
+    /// (SIGINT, as a shell reports an interrupted command), and `--resume auto` continues from it
+    /// to the end.
+    @Test(arguments: [(SIGTERM, Int32(0)), (SIGINT, Int32(130))])
+    func aSignalSavesAndExitsThenResumeFinishes(signal: Int32, status: Int32) throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-signal-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let metrics = root.appendingPathComponent("debug/metrics.jsonl")
+        // Wait until it is training (metrics appear), then ask it to stop.
+        let process = try startPretraining(root, settings: settings(root)) {
+            ((try? String(contentsOf: metrics, encoding: .utf8))?.count ?? 0) > 0
         }
-        process.terminate()  // SIGTERM
+        kill(process.processIdentifier, signal)
         process.waitUntilExit()
-        #expect(process.terminationReason == .exit && process.terminationStatus == 0)
-        let printed = try String(contentsOf: output, encoding: .utf8)
+        #expect(process.terminationReason == .exit && process.terminationStatus == status)
+        let printed = try String(contentsOf: root.appendingPathComponent("stdout"), encoding: .utf8)
         #expect(printed.contains("preempted: checkpoint"), "\(printed)")
 
-        let checkpoints = root.appendingPathComponent("debug/checkpoints")
-        let saved = try FileManager.default.contentsOfDirectory(atPath: checkpoints.path).filter { $0.hasPrefix("step-") }
+        let saved = try checkpoints(root)
         #expect(saved.count == 1)
-        let verify = try runKaleido(["checkpoint", "verify", checkpoints.appendingPathComponent(saved[0]).path])
+        let verify = try runKaleido(["checkpoint", "verify", saved[0].path])
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
 
-        let resumed = try runKaleido(["pretrain", "--resume", "auto"] + settings)
+        let resumed = try runKaleido(["pretrain", "--resume", "auto"] + settings(root))
         #expect(resumed.status == 0, "\(resumed.stderr)")
         #expect(resumed.stderr.contains("resumed") && resumed.stdout.contains("pretrained 60 steps"))
+    }
+
+    /// Ctrl-C twice: the second ends the process at once (exit 130) without waiting for the step
+    /// or the save in flight, and the checkpoint committed before still verifies and resumes. The
+    /// save of step 10 is held mid-shard (fault injection), so the first Ctrl-C cannot finish it.
+    @Test func aSecondInterruptAbortsAtOnceAndKeepsTheLastCheckpoint() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-sigint2-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let settings = settings(root, steps: 20, every: 5)
+        let marker = root.appendingPathComponent("paused")
+        let process = try startPretraining(root, settings: settings,
+                                           environment: ["KALEIDO_FAULT_PAUSE_AT": "shard-write@10", "KALEIDO_FAULT_PAUSE_MARKER": marker.path]) {
+            FileManager.default.fileExists(atPath: marker.path)
+        }
+        #expect(FileManager.default.fileExists(atPath: marker.path))
+        kill(process.processIdentifier, SIGINT)
+        Thread.sleep(forTimeInterval: 0.5)   // two signals sent together would arrive as one
+        #expect(process.isRunning, "one Ctrl-C during a save must let the save finish, not end the process")
+        kill(process.processIdentifier, SIGINT)
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if process.isRunning {
+            Issue.record("the second Ctrl-C did not end the process within 10 s")
+            kill(process.processIdentifier, SIGKILL)
+        }
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit && process.terminationStatus == 130)
+        let saved = try checkpoints(root)
+        #expect(saved.map(\.lastPathComponent) == ["step-00000005"])
+        let verify = try runKaleido(["checkpoint", "verify", saved[0].path])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        let resumed = try runKaleido(["pretrain", "--resume", "auto", "--stop-after", "1"] + settings)
+        #expect(resumed.status == 0 && resumed.stderr.contains("step-00000005"), "\(resumed.stderr)")
     }
 }

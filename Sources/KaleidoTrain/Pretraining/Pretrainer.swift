@@ -32,8 +32,10 @@ public final class Pretrainer {
         public var initialEvaluation: PretrainingEvaluation.Scores?
         /// Steps this invocation ran (fewer than `steps` after a resume or a preemption).
         public var stepsRun = 0
-        /// Stopped early by SIGTERM/SIGUSR1 after saving a checkpoint.
+        /// Stopped early (a signal, or the end of a `stopAfter` slice) after saving a checkpoint.
         public var preempted = false
+        /// The signal that stopped it (`SIGTERM`, `SIGUSR1`, `SIGINT`), nil for a slice's end.
+        public var stopSignal: String?
         public var lastCheckpoint: String?
         /// Mean loss over each fifth of the steps this invocation ran: a single step's loss is too
         /// noisy (random crops, one batch) to say whether training is still improving.
@@ -198,6 +200,7 @@ public final class Pretrainer {
             let every = config.checkpoint.everySteps
             let sliceOver = stopAfter.map { index + 1 - first >= $0 && index + 1 < config.run.steps } ?? false
             if try sliceOver || preemption?.agreed(communicator) == true {
+                summary.stopSignal = sliceOver ? nil : preemption?.signalName ?? "a signal on another rank"
                 summary.lastCheckpoint = try save(after: index + 1).path
                 logger.notice("preempted: saved a checkpoint and stopping", metadata: ["step": "\(index + 1)"])
                 summary.preempted = true
