@@ -1,3 +1,4 @@
+import CCheckpoint
 import Foundation
 import KaleidoDist
 import Logging
@@ -73,10 +74,19 @@ public final class CheckpointStore: @unchecked Sendable {
     /// training continues: this rank's slices are copied first (1/W of the arrays), so the
     /// caller may change its arrays as soon as this returns. Call `finish` (collective) later,
     /// from the thread that runs the other collectives.
-    public func beginSave(_ content: CheckpointContent, communicator: Communicator) throws -> PendingCheckpointSave {
+    ///
+    /// - Parameter yieldingToTraining: the writer compresses on one thread at a low scheduling
+    ///   priority (nice 10), so it takes the cores training leaves idle (data waits, all-reduce
+    ///   waits, serial sections) before it takes any from training; false: `threads` threads at
+    ///   normal priority, as `save`.
+    public func beginSave(_ content: CheckpointContent, communicator: Communicator,
+                          yieldingToTraining: Bool = false) throws -> PendingCheckpointSave {
         try content.validate()
+        let started = DispatchTime.now().uptimeNanoseconds
         let snapshot = content.snapshot(rank: communicator.rank, worldSize: communicator.worldSize)
-        return PendingCheckpointSave(store: self, content: snapshot, rank: communicator.rank, worldSize: communicator.worldSize)
+        let staging = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        return PendingCheckpointSave(store: self, content: snapshot, rank: communicator.rank, worldSize: communicator.worldSize,
+                                     stagingSeconds: staging, yieldingToTraining: yieldingToTraining)
     }
 
     func temporaryURL(step: Int) -> URL {
@@ -84,12 +94,12 @@ public final class CheckpointStore: @unchecked Sendable {
     }
 
     /// Compresses and durably writes this rank's shard into the step's temporary directory.
-    func writeShard(_ content: CheckpointContent, rank: Int, worldSize: Int) throws -> CheckpointManifest.ShardRecord {
+    func writeShard(_ content: CheckpointContent, rank: Int, worldSize: Int, threads: Int? = nil) throws -> CheckpointManifest.ShardRecord {
         let temporary = temporaryURL(step: content.step)
         try DurableFile.makeDirectory(temporary.path)
         let name = CheckpointNames.shard(rank: rank, worldSize: worldSize)
         let path = temporary.appendingPathComponent(name).path
-        let codec = ShardCodec(level: zstdLevel, byteShuffle: byteShuffle, chunkBytes: chunkBytes, threads: threads)
+        let codec = ShardCodec(level: zstdLevel, byteShuffle: byteShuffle, chunkBytes: chunkBytes, threads: threads ?? self.threads)
         return try content.withShardSegments(rank: rank, worldSize: worldSize) { segments in
             if let fault = shardWriteFault?(rank) { throw fault }
             let file = try DurableFile.Writer(path)
@@ -320,14 +330,27 @@ public final class PendingCheckpointSave: @unchecked Sendable {
     let store: CheckpointStore
     let content: CheckpointContent
     private let written = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
     private var shard: Result<CheckpointManifest.ShardRecord, Error>?
     private var finished = false
+    /// Seconds the step boundary spent copying this rank's slices into the staging buffer.
+    public let stagingSeconds: Double
+    /// Seconds from the end of staging to this rank's shard being written (nil until then).
+    public private(set) var writeSeconds: Double?
 
-    init(store: CheckpointStore, content: CheckpointContent, rank: Int, worldSize: Int) {
+    init(store: CheckpointStore, content: CheckpointContent, rank: Int, worldSize: Int, stagingSeconds: Double,
+         yieldingToTraining: Bool) {
         self.store = store
         self.content = content
+        self.stagingSeconds = stagingSeconds
+        let started = DispatchTime.now().uptimeNanoseconds
         let thread = Thread { [self] in
-            shard = Result { try store.writeShard(content, rank: rank, worldSize: worldSize) }
+            if yieldingToTraining { Self.lowerThisThreadsPriority() }
+            let result = Result { try store.writeShard(content, rank: rank, worldSize: worldSize, threads: yieldingToTraining ? 1 : nil) }
+            lock.withLock {
+                shard = result
+                writeSeconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+            }
             written.signal()
         }
         thread.name = "kaleido-checkpoint-writer"
@@ -337,14 +360,24 @@ public final class PendingCheckpointSave: @unchecked Sendable {
     /// The step being saved.
     public var step: Int { content.step }
 
+    /// Whether this rank's shard is written (or failed), without waiting.
+    public var isWritten: Bool { lock.withLock { shard != nil } }
+
     /// Waits for this rank's shard, then commits (collective: every rank calls it, in the same
-    /// order relative to other collectives). Returns the checkpoint's URL.
+    /// order relative to other collectives). Returns the checkpoint's URL; a failed shard on any
+    /// rank throws `saveFailed` on every rank and leaves the previous checkpoint the newest.
     @discardableResult
     public func finish(communicator: Communicator) throws -> URL {
         precondition(!finished, "finish called twice for the checkpoint of step \(step)")
         finished = true
         written.wait()
-        return try store.commit(content, shard: shard!, communicator: communicator)
+        return try store.commit(content, shard: lock.withLock { shard! }, communicator: communicator)
+    }
+
+    /// Linux schedules threads individually: nice 10 gives this one about a tenth of the weight
+    /// of a training thread on a contended core, and any idle core in full.
+    private static func lowerThisThreadsPriority() {
+        _ = kaleido_set_thread_nice(10)
     }
 }
 

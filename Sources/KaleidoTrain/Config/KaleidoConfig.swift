@@ -458,6 +458,10 @@ public struct CheckpointConfig: Codable, Equatable, Sendable {
     public var keep = 3
     /// zstd level of the shards.
     public var zstdLevel = 1
+    /// Periodic saves copy the state at the step boundary and compress and write it on a
+    /// low-priority background thread while training continues (false: training waits for the
+    /// whole save). The end of the run and a preemption always wait for their save.
+    public var async = true
 
     func validate(_ check: inout ConfigValidator) {
         check.require(everySteps >= 0, "checkpoint.every_steps", "must be ≥ 0, got \(everySteps)")

@@ -163,9 +163,10 @@ public final class Pretrainer {
     func train(model: ReLICv2Model, step: TrainingStep, from first: Int, source: MultiViewSource, metrics: MetricsLog?,
                classes: Int, preemption: PreemptionSignal?, stopAfter: Int?, summary: inout Summary) throws {
         let configYAML = try ConfigLoader.yaml(of: config)
-        let store = checkpointStore
-        func save(after completed: Int) throws -> URL {
-            try store.save(checkpointContent(model: model, step: step, completed: completed, config: configYAML), communicator: communicator)
+        let saver = CheckpointSaver(store: checkpointStore, communicator: communicator, background: config.checkpoint.async, metrics: metrics)
+        func save(after completed: Int, wait: Bool) throws {
+            try saver.save(try checkpointContent(model: model, step: step, completed: completed, config: configYAML), step: completed, wait: wait)
+            summary.lastCheckpoint = saver.lastCommitted?.path
         }
         let onlineProbe = config.eval.onlineProbe && communicator.isCoordinator
             ? OnlineProbe(model: model, classes: classes, learningRate: config.eval.onlineProbeLr, pool: pool) : nil
@@ -179,6 +180,7 @@ public final class Pretrainer {
         communicator.setTimeout(config.dist.timeoutSeconds > 0 ? config.dist.timeoutSeconds : nil)
         defer { communicator.setTimeout(nil) }
         for index in first..<config.run.steps {
+            let stepStarted = DispatchTime.now().uptimeNanoseconds
             communicator.enterStep(index + 1)
             stallIfInjected(step: index + 1)
             let groups = try source.groups(step: index, rank: communicator.rank, worldSize: communicator.worldSize)
@@ -197,19 +199,25 @@ public final class Pretrainer {
             if communicator.worldSize > 1 && (index + 1) % config.dist.emaCheckEvery == 0 {
                 try checkTargetReplicas(model: model, step: index + 1)
             }
+            saver.stepFinished(seconds: Double(DispatchTime.now().uptimeNanoseconds - stepStarted) / 1e9)
+            let agreed = try agreeAfterStep(preemption: preemption, saver: saver)
+            try saver.commitIfWritten(ranks: agreed.shardsWritten)
+            summary.lastCheckpoint = saver.lastCommitted?.path ?? summary.lastCheckpoint
             let every = config.checkpoint.everySteps
             let sliceOver = stopAfter.map { index + 1 - first >= $0 && index + 1 < config.run.steps } ?? false
-            if try sliceOver || preemption?.agreed(communicator) == true {
+            if sliceOver || agreed.stop {
                 summary.stopSignal = sliceOver ? nil : preemption?.signalName ?? "a signal on another rank"
-                summary.lastCheckpoint = try save(after: index + 1).path
+                try save(after: index + 1, wait: true)
                 logger.notice("preempted: saved a checkpoint and stopping", metadata: ["step": "\(index + 1)"])
                 summary.preempted = true
                 break
             }
             if index + 1 == config.run.steps || (every > 0 && (index + 1) % every == 0) {
-                summary.lastCheckpoint = try save(after: index + 1).path
+                try save(after: index + 1, wait: index + 1 == config.run.steps)
             }
         }
+        try saver.commitPending()
+        summary.lastCheckpoint = saver.lastCommitted?.path ?? summary.lastCheckpoint
         summary.stepsRun = completed - first
         summary.imagesPerSecond = Double(summary.stepsRun * config.data.batchSize) / max(Date().timeIntervalSince(started), 1e-9)
         summary.lossByFifth = Summary.blockMeans(losses, parts: 5)
@@ -258,6 +266,16 @@ public final class Pretrainer {
 }
 
 extension Pretrainer {
+    /// The ranks' one agreement per step (an all-reduce of two counters, only when something needs
+    /// it): whether any rank was signalled to stop, and how many ranks have written their shard
+    /// of the background save in flight. Every rank then stops, or commits, after the same step.
+    func agreeAfterStep(preemption: PreemptionSignal?, saver: CheckpointSaver) throws -> (stop: Bool, shardsWritten: UInt64) {
+        guard preemption != nil || saver.isWriting else { return (false, 0) }
+        var counts: [UInt64] = [preemption?.requested == true ? 1 : 0, saver.shardWritten]
+        try counts.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+        return (counts[0] > 0, counts[1])
+    }
+
     /// See `FaultInjection.stall`.
     func stallIfInjected(step: Int) {
         guard faults.stall == .init(rank: communicator.rank, step: step) else { return }

@@ -1,0 +1,107 @@
+import Foundation
+import KaleidoCheckpoint
+import KaleidoDist
+import Logging
+
+/// The training loop's checkpoint saves, blocking or in the background (`checkpoint.async`),
+/// and what each costs the run.
+///
+/// A background save stages this rank's slices at the step boundary (`beginSave`) and is written
+/// by a low-priority thread while the next steps run. It is committed — a collective: manifest,
+/// rename, prune — at the first step boundary where every rank's shard is written (agreed with
+/// the per-step all-reduce the loop already makes for preemption), or earlier when the next save,
+/// the end of the run or a preemption has to wait for it. A failed shard on any rank stops every
+/// rank with the error there, and the previous checkpoint stays the newest.
+///
+/// The cost of a save is its stall: for a blocking save its duration; for a background one the
+/// extra time of the steps in its window (staging to commit) over the median step without a save
+/// window. Both are logged per save and written to metrics.jsonl (`kind: checkpoint`).
+final class CheckpointSaver {
+    let store: CheckpointStore
+    let communicator: Communicator
+    let background: Bool
+    let metrics: MetricsLog?
+    let logger = Logger(label: "kaleido.checkpoint")
+
+    private struct Window {
+        var save: PendingCheckpointSave
+        var stepSeconds: [Double] = []
+    }
+    private var pending: Window?
+    /// Durations of the latest steps outside any save window: the baseline of a stall.
+    private var quietSteps: [Double] = []
+    /// The newest committed checkpoint.
+    private(set) var lastCommitted: URL?
+
+    init(store: CheckpointStore, communicator: Communicator, background: Bool, metrics: MetricsLog?) {
+        self.store = store
+        self.communicator = communicator
+        self.background = background
+        self.metrics = metrics
+    }
+
+    /// Whether a background save is in flight (the loop then agrees on its progress every step).
+    var isWriting: Bool { pending != nil }
+
+    /// This rank's contribution to the per-step agreement: 1 when its shard is written.
+    var shardWritten: UInt64 { pending?.save.isWritten == true ? 1 : 0 }
+
+    /// Records a finished step's duration, in the open save window or as a quiet step.
+    func stepFinished(seconds: Double) {
+        if pending != nil {
+            pending!.stepSeconds.append(seconds)
+        } else {
+            quietSteps.append(seconds)
+            if quietSteps.count > 50 { quietSteps.removeFirst(quietSteps.count - 50) }
+        }
+    }
+
+    /// Saves `content` after step `step`. `wait` (the end of the run, a preemption) or a blocking
+    /// store writes it now; otherwise it is staged and written in the background. A background
+    /// save still in flight is committed first.
+    func save(_ content: @autoclosure () throws -> CheckpointContent, step: Int, wait: Bool) throws {
+        try commitPending()
+        if background && !wait {
+            let save = try store.beginSave(try content(), communicator: communicator, yieldingToTraining: true)
+            pending = Window(save: save)
+            return
+        }
+        let started = DispatchTime.now().uptimeNanoseconds
+        lastCommitted = try store.save(try content(), communicator: communicator)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        try report(step: step, values: ["stall_seconds": seconds, "save_seconds": seconds, "async": 0])
+    }
+
+    /// Commits the background save when every rank has written its shard (`written` ranks, from
+    /// the per-step agreement).
+    func commitIfWritten(ranks written: UInt64) throws {
+        if pending != nil && written == UInt64(communicator.worldSize) { try commitPending() }
+    }
+
+    /// Waits for the background save in flight, if any, and commits it.
+    func commitPending() throws {
+        guard let window = pending else { return }
+        pending = nil
+        lastCommitted = try window.save.finish(communicator: communicator)
+        let baseline = Self.median(quietSteps)
+        // Noise in single steps averages out over the window; only the total is clamped.
+        let stall = baseline.map { base in max(0, window.stepSeconds.reduce(0) { $0 + $1 - base }) }
+        try report(step: window.save.step, values: [
+            "stall_seconds": stall ?? .nan, "staging_ms": window.save.stagingSeconds * 1000,
+            "save_seconds": window.save.writeSeconds ?? .nan, "window_steps": Double(window.stepSeconds.count), "async": 1,
+        ])
+    }
+
+    private func report(step: Int, values: [String: Double]) throws {
+        guard communicator.isCoordinator else { return }
+        let text = values.keys.sorted().map { key in "\(key)=\(String(format: "%.3f", values[key]!))" }.joined(separator: " ")
+        logger.info("checkpoint cost", metadata: ["step": "\(step)", "measured": "\(text)"])
+        try metrics?.record(step: step, kind: "checkpoint", values: values)
+    }
+
+    static func median(_ values: [Double]) -> Double? {
+        guard !values.isEmpty else { return nil }
+        let sorted = values.sorted()
+        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+}
