@@ -75,9 +75,9 @@ public final class CheckpointStore: @unchecked Sendable {
     /// caller may change its arrays as soon as this returns. Call `finish` (collective) later,
     /// from the thread that runs the other collectives.
     ///
-    /// - Parameter yieldingToTraining: the writer compresses on one thread at a low scheduling
-    ///   priority (nice 10), so it takes the cores training leaves idle (data waits, all-reduce
-    ///   waits, serial sections) before it takes any from training; false: `threads` threads at
+    /// - Parameter yieldingToTraining: the writer and its `threads` compressing threads run at a
+    ///   low scheduling priority (nice 10), so they take the cores training leaves idle (data
+    ///   waits, all-reduce waits, serial sections) before they take any from training; false:
     ///   normal priority, as `save`.
     public func beginSave(_ content: CheckpointContent, communicator: Communicator,
                           yieldingToTraining: Bool = false) throws -> PendingCheckpointSave {
@@ -94,12 +94,13 @@ public final class CheckpointStore: @unchecked Sendable {
     }
 
     /// Compresses and durably writes this rank's shard into the step's temporary directory.
-    func writeShard(_ content: CheckpointContent, rank: Int, worldSize: Int, threads: Int? = nil) throws -> CheckpointManifest.ShardRecord {
+    func writeShard(_ content: CheckpointContent, rank: Int, worldSize: Int, niceness: Int32? = nil) throws -> CheckpointManifest.ShardRecord {
         let temporary = temporaryURL(step: content.step)
         try DurableFile.makeDirectory(temporary.path)
         let name = CheckpointNames.shard(rank: rank, worldSize: worldSize)
         let path = temporary.appendingPathComponent(name).path
-        let codec = ShardCodec(level: zstdLevel, byteShuffle: byteShuffle, chunkBytes: chunkBytes, threads: threads ?? self.threads)
+        var codec = ShardCodec(level: zstdLevel, byteShuffle: byteShuffle, chunkBytes: chunkBytes, threads: threads)
+        codec.niceness = niceness
         return try content.withShardSegments(rank: rank, worldSize: worldSize) { segments in
             if let fault = shardWriteFault?(rank) { throw fault }
             let file = try DurableFile.Writer(path)
@@ -345,8 +346,9 @@ public final class PendingCheckpointSave: @unchecked Sendable {
         self.stagingSeconds = stagingSeconds
         let started = DispatchTime.now().uptimeNanoseconds
         let thread = Thread { [self] in
-            if yieldingToTraining { Self.lowerThisThreadsPriority() }
-            let result = Result { try store.writeShard(content, rank: rank, worldSize: worldSize, threads: yieldingToTraining ? 1 : nil) }
+            let niceness: Int32? = yieldingToTraining ? Self.backgroundNiceness : nil
+            if let niceness { _ = kaleido_set_thread_nice(niceness) }
+            let result = Result { try store.writeShard(content, rank: rank, worldSize: worldSize, niceness: niceness) }
             lock.withLock {
                 shard = result
                 writeSeconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
@@ -374,11 +376,9 @@ public final class PendingCheckpointSave: @unchecked Sendable {
         return try store.commit(content, shard: lock.withLock { shard! }, communicator: communicator)
     }
 
-    /// Linux schedules threads individually: nice 10 gives this one about a tenth of the weight
-    /// of a training thread on a contended core, and any idle core in full.
-    private static func lowerThisThreadsPriority() {
-        _ = kaleido_set_thread_nice(10)
-    }
+    /// Linux schedules threads individually: nice 10 gives a writer thread about a tenth of the
+    /// weight of a training thread on a contended core, and any idle core in full.
+    static let backgroundNiceness: Int32 = 10
 }
 
 /// Stands for a process dying at a chosen point of a save (tests only).

@@ -1,3 +1,4 @@
+import CCheckpoint
 import CZstd
 import Foundation
 
@@ -49,6 +50,8 @@ import Foundation
     /// zstd's per-frame XXH64 of the raw chunk, verified on decompression.
     var frameChecksum = true
     var threads: Int
+    /// Scheduling priority (nice) of the compressing threads; nil: GCD's pool at normal priority.
+    var niceness: Int32?
     /// Frames per chunk: 1, or 2 with byte shuffle from format version 2 on — the three
     /// mantissa planes, then the sign/exponent plane (see `mantissaLevel`).
     var framesPerChunk: Int
@@ -191,7 +194,7 @@ import Foundation
             crcs.deallocate()
             sizes.deallocate()
         }
-        try Parallel.forEach(chunks.count, workers: workers) { worker, index in
+        try Parallel.forEach(chunks.count, workers: workers, niceness: niceness) { worker, index in
             let range = chunks[index], buffer = scratch[worker]
             if byteShuffle {
                 let planes = buffer.assumingMemoryBound(to: UInt8.self), n = range.count
@@ -337,39 +340,63 @@ import Foundation
 /// uneven items (a last short chunk) balance. `body(worker, item)`: `worker < workers` indexes
 /// per-thread state (a zstd context, a scratch buffer). The first error stops the remaining
 /// items and is rethrown.
+///
+/// With `niceness`, the workers are threads of their own at that scheduling priority (a
+/// background save yielding to training); otherwise GCD's shared pool, whose threads must keep
+/// their normal priority.
 enum Parallel {
     private final class State: @unchecked Sendable {
         let lock = NSLock()
+        let count: Int
         var next = 0
         var failure: Error?
+        /// The caller's body, cleared before `forEach` returns so no thread outlives it holding it.
+        var body: ((Int, Int) throws -> Void)?
+        let done = DispatchGroup()
+
+        init(count: Int) { self.count = count }
+
+        func work(_ worker: Int) {
+            while true {
+                lock.lock()
+                let index = next
+                next += 1
+                let call = failure == nil && index < count ? body : nil
+                lock.unlock()
+                guard let call else { return }
+                do {
+                    try call(worker, index)
+                } catch {
+                    lock.withLock { if failure == nil { failure = error } }
+                }
+            }
+        }
     }
 
-    private struct Body: @unchecked Sendable {
-        let call: (Int, Int) throws -> Void
-    }
-
-    static func forEach(_ count: Int, workers: Int, _ body: (_ worker: Int, _ item: Int) throws -> Void) throws {
+    static func forEach(_ count: Int, workers: Int, niceness: Int32? = nil,
+                        _ body: (_ worker: Int, _ item: Int) throws -> Void) throws {
         guard count > 0 else { return }
-        let state = State()
+        let state = State(count: count)
+        let threads = max(1, min(workers, count))
         try withoutActuallyEscaping(body) { body in
             // Items touch disjoint memory; the guarantee Sendable cannot express.
-            let shared = Body(call: body)
-            DispatchQueue.concurrentPerform(iterations: max(1, min(workers, count))) { worker in
-                while true {
-                    state.lock.lock()
-                    let index = state.next
-                    state.next += 1
-                    let stop = state.failure != nil
-                    state.lock.unlock()
-                    if stop || index >= count { return }
-                    do {
-                        try shared.call(worker, index)
-                    } catch {
-                        state.lock.lock()
-                        if state.failure == nil { state.failure = error }
-                        state.lock.unlock()
+            state.body = body
+            defer { state.lock.withLock { state.body = nil } }
+            if let niceness {
+                for worker in 1..<max(1, threads) {
+                    state.done.enter()
+                    let thread = Thread {
+                        _ = kaleido_set_thread_nice(niceness)
+                        state.work(worker)
+                        state.done.leave()
                     }
+                    thread.name = "kaleido-checkpoint-codec"
+                    thread.start()
                 }
+                state.work(0)   // the calling thread (already at the background priority) takes part
+                state.done.wait()
+            } else {
+                DispatchQueue.concurrentPerform(iterations: threads) { state.work($0) }
             }
             if let failure = state.failure { throw failure }
         }

@@ -248,13 +248,15 @@ func mpirun(ranks: Int, _ arguments: [String], environment extra: [String: Strin
 
     /// A rank that stays alive but stops taking part (stalled in a sleep before step 3) does not
     /// hang the others: within dist.timeout_seconds (5 s) rank 0 names rank 1 and aborts the job,
-    /// and the checkpoint of step 2 still verifies.
+    /// and the checkpoint of step 2 still verifies (saved blocking: a background save of step 2
+    /// would be committed only after step 3, which the stall never lets finish).
     @Test func aStalledRankEndsTheJobWithinTheTimeoutNamingIt() throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-stall-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
         let arguments = ["pretrain", "--set", "run.output_dir=\(root.path)", "--set", "run.name=stall", "--set", "run.steps=100",
                          "--set", "model.base_width=4", "--set", "data.batch_size=8", "--set", "data.synthetic_train_size=64",
                          "--set", "data.synthetic_val_size=16", "--set", "eval.linear_probe=false", "--set", "checkpoint.every_steps=2",
+                         "--set", "checkpoint.async=false",
                          "--set", "dist.threads=1", "--set", "dist.timeout_seconds=5", "--set", "ssl.projector_hidden=32",
                          "--set", "ssl.projector_dim=16", "--set", "ssl.predictor_hidden=32"]
         let started = Date()
