@@ -19,4 +19,6 @@ public enum RandomStream: UInt64, Sendable {
     case labelSubset = 0x5355_4253_4554
     /// The labelled subset's order in each fine-tuning epoch ("EPOC").
     case subsetEpochOrder = 0x4550_4F43
+    /// A training step's drop-path masks on one rank, keyed by (seed, step, rank) ("DROP").
+    case dropPath = 0x4452_4F50
 }

@@ -14,7 +14,8 @@ extension Kaleido.Bench {
             measures in memory each zstd level with and without byte shuffle (ratio, compress and
             decompress MB/s of raw bytes, CRC-32C included), and finally full checkpoint saves (with
             fsync) and loads through the file system at the default level, next to writing the same
-            compressed bytes alone. The fastest of --repetitions counts. Build with -c release.
+            compressed bytes alone, and a background save (its staging copy, then staging to commit
+            on an idle machine). The fastest of --repetitions counts. Build with -c release.
             """)
 
         @Option(help: "Model whose arena is measured (see `kaleido model list`).")
@@ -86,6 +87,8 @@ extension Kaleido.Bench {
             } else {
                 print("")
                 print(String(format: "checkpoint save (level %d, shuffle, fsync):  %.0f MB/s raw per rank  (bar ≥ 600)", stored.level, stored.saveMBps))
+                print(String(format: "background save (checkpoint.async):       %.0f MB/s raw, staging copy %.0f ms  (bars ≥ 1000, ≤ 100)",
+                             stored.backgroundSaveMBps, stored.stagingMs))
                 print(String(format: "checkpoint load (verify + decode):         %.0f MB/s", stored.loadMBps))
                 print(String(format: "compression ratio:                         %.3f  (bar ≥ 1.15)", stored.ratio))
                 print(String(format: "write + fsync of the shard alone:          %.0f MB/s raw (the file system's limit)", stored.writeMBps))

@@ -147,18 +147,31 @@ func mpirun(ranks: Int, _ arguments: [String], environment extra: [String: Strin
     /// 6 steps were equal or one float32 ulp apart; the in-process ranks of StepWorldSizeTests,
     /// threads of one debug-built test process, differ by up to 1.5e-5 and are held to 1e-4);
     /// stopped after 2 steps and resumed with --resume auto, the 2-rank run repeats its
-    /// uninterrupted loss curve bit for bit.
+    /// uninterrupted loss curve bit for bit. So does a 2-rank run with drop path (0.2: each rank
+    /// draws its own masks from a stream keyed by step and rank); both resumed runs also end with
+    /// the uninterrupted run's online and target encoders, byte for byte.
     @Test func jointStepsOnTwoRanksMatchOneAndResumeExactly() throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-joint-mpi-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
-        func settings(_ name: String) -> [String] {
+        func settings(_ name: String, dropPath: Bool = false) -> [String] {
             ["pretrain", "--set", "run.output_dir=\(root.path)", "--set", "run.name=\(name)", "--set", "run.steps=4",
              "--set", "run.log_every=1", "--set", "model.arch=omnivore_swin_cifar", "--set", "model.base_width=8",
              "--set", "data.mix.video=1", "--set", "data.mix.rgbd=1", "--set", "data.batch_size=14", "--set", "data.clip_frames=2",
              "--set", "data.large_size=16", "--set", "data.small_size=8", "--set", "data.synthetic_train_size=64",
              "--set", "data.synthetic_val_size=16", "--set", "eval.linear_probe=false", "--set", "checkpoint.every_steps=0",
-             "--set", "dist.sync_bn=true", "--set", "dist.threads=1", "--set", "ssl.projector_hidden=32",
+             "--set", "dist.threads=1", "--set", "ssl.projector_hidden=32",
              "--set", "ssl.projector_dim=16", "--set", "ssl.predictor_hidden=32", "--set", "ssl.queue_size=12"]
+            + (dropPath ? ["--set", "model.drop_path=0.2", "--set", "dist.sync_bn=false"] : ["--set", "dist.sync_bn=true"])
+        }
+        /// The run's final online and target encoders as exported safetensors bytes.
+        func encoders(_ name: String) throws -> [Data] {
+            try [false, true].map { target in
+                let file = root.appendingPathComponent("\(name)-\(target ? "target" : "online").safetensors")
+                let export = try runKaleidoCLI(["checkpoint", "export", root.appendingPathComponent("\(name)/checkpoints").path,
+                                                "-o", file.path] + (target ? ["--target"] : []))
+                #expect(export.status == 0, "\(export.stderr)")
+                return try Data(contentsOf: file)
+            }
         }
         func curves(_ name: String) throws -> [String: [Int: Double]] {
             let text = try String(contentsOf: root.appendingPathComponent("\(name)/metrics.jsonl"), encoding: .utf8)
@@ -179,6 +192,17 @@ func mpirun(ranks: Int, _ arguments: [String], environment extra: [String: Strin
         #expect(try mpirun(ranks: 2, settings("sliced") + ["--stop-after", "2"]).status == 0)
         let resumed = try mpirun(ranks: 2, settings("sliced") + ["--resume", "auto"])
         #expect(resumed.status == 0, "\(resumed.stderr)")
+
+        #expect(try mpirun(ranks: 2, settings("dropping", dropPath: true)).status == 0)
+        #expect(try mpirun(ranks: 2, settings("dropping-sliced", dropPath: true) + ["--stop-after", "2"]).status == 0)
+        let droppingResumed = try mpirun(ranks: 2, settings("dropping-sliced", dropPath: true) + ["--resume", "auto"])
+        #expect(droppingResumed.status == 0, "\(droppingResumed.stderr)")
+        let dropping = try curves("dropping"), droppingSliced = try curves("dropping-sliced")
+        #expect(dropping["loss"]?.count == 4)
+        #expect(dropping.mapValues { $0.mapValues(\.bitPattern) } == droppingSliced.mapValues { $0.mapValues(\.bitPattern) },
+                "drop path: resumed \(droppingSliced), uninterrupted \(dropping)")
+        #expect(try encoders("dropping") == encoders("dropping-sliced"))
+        #expect(try encoders("two") == encoders("sliced"))
 
         let reference = try curves("one"), distributed = try curves("two"), sliced = try curves("sliced")
         #expect(reference.count == 4 && reference.values.allSatisfy { $0.count == 4 }, "\(reference)")
@@ -427,6 +451,21 @@ let networkNamespacesPermitted: Bool = {
     #expect(allowed.status != 0)
     #expect(allowed.log.contains("m/checkpoints/step-00000002") && allowed.log.contains("'conv1.weight' is [4, 3, 3, 3]")
             && allowed.log.contains("[8, 3, 3, 3]"), "\(allowed.log)")
+}
+
+/// Runs the built `kaleido` as one process to the end; its output as text.
+func runKaleidoCLI(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        .appendingPathComponent("kaleido")
+    process.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let stdout = out.fileHandleForReading.readDataToEndOfFile(), stderr = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
 }
 
 /// Starts the built `kaleido` as one process (no MPI launcher), stdout and stderr going to

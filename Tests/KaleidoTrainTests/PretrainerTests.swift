@@ -144,3 +144,31 @@ final class NoisyCopies: MultiViewSource {
         #expect(late < early - 0.5, "\(losses)")
     }
 }
+
+/// Without SyncBN each rank tracks its own BatchNorm running statistics; a checkpoint must hold
+/// one well-defined set, whatever the world size: their mean over the ranks.
+@Suite struct BatchNormStatisticsTests {
+    @Test func savedRunningStatisticsAreTheRanksMean() throws {
+        let config = { var config = KaleidoConfig(); config.model.baseWidth = 4; return config }()
+        let buffers = try InProcessWorld.run(ranks: 2) { communicator -> [[Float]] in
+            let pretrainer = Pretrainer(config: config, communicator: communicator, threads: 1)
+            let model = try pretrainer.makeModel()
+            for arena in [model.online, model.target] {
+                for entry in arena.entries where entry.spec.role == .buffer {
+                    for i in 0..<entry.count { arena.values.pointer[entry.offset + i] = Float(communicator.rank * 10 + i % 3) }
+                }
+            }
+            try pretrainer.averageBatchNormStatistics(model)
+            return [model.online, model.target].map { arena in
+                arena.entries.filter { $0.spec.role == .buffer }.flatMap { entry in
+                    Array(UnsafeBufferPointer(start: arena.values.pointer + entry.offset, count: entry.count))
+                }
+            }
+        }
+        #expect(buffers[0] == buffers[1])
+        let online = buffers[0][0]
+        #expect(!online.isEmpty)
+        // Rank 0 held i % 3, rank 1 held 10 + i % 3 (counted within each entry): the mean is 5 + i % 3.
+        #expect(online.allSatisfy { [5, 6, 7].contains($0) }, "\(online.prefix(8))")
+    }
+}

@@ -70,7 +70,7 @@ public final class DropPathLayer: Layer {
     public init(probability: Float) { self.probability = probability }
 
     public func forward(_ input: Tensor, _ context: RunContext) -> Tensor {
-        guard context.training, probability > 0 else {
+        guard context.dropsPaths, probability > 0 else {
             saved.push(nil, if: context.recordsForBackward)
             return input
         }

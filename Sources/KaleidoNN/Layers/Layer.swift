@@ -26,6 +26,9 @@ public final class RunContext {
     public var recordsForBackward: Bool
     /// Drop path and dropout draw from here.
     public var rng: SplitMix64
+    /// Whether drop path drops (training, except in an EMA target: its targets must not depend on
+    /// which of its residual branches a coin skipped).
+    public var dropsPaths: Bool
     /// Told during a backward pass that every gradient at arena offsets ≥ its argument is
     /// final, so the all-reduce of those buckets can start while backward continues. Set only
     /// for the last backward pass of a step (earlier passes still accumulate).
@@ -33,13 +36,14 @@ public final class RunContext {
     private var scratch: TensorStorage
 
     public init(arena: ParameterArena, activations: TensorArena = TensorArena(), gradientScratch: TensorArena = TensorArena(),
-                pool: ComputePool, training: Bool = true, recordsForBackward: Bool = true, seed: UInt64 = 0) {
+                pool: ComputePool, training: Bool = true, recordsForBackward: Bool = true, dropsPaths: Bool? = nil, seed: UInt64 = 0) {
         self.arena = arena
         self.activations = activations
         self.gradientScratch = gradientScratch
         self.pool = pool
         self.training = training
         self.recordsForBackward = recordsForBackward
+        self.dropsPaths = dropsPaths ?? training
         self.rng = SplitMix64(seed: seed)
         self.scratch = TensorStorage(count: 0)
     }

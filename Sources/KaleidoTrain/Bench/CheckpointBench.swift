@@ -35,6 +35,10 @@ public enum CheckpointBench {
         public var crcMBps: Double
         /// Whether the CRC used the CPU instruction (else slicing-by-8 tables).
         public var crcInstruction: Bool
+        /// A background save (`checkpoint.async`): the step boundary's copy into the staging
+        /// buffer, in milliseconds, and raw bytes per second from staging to commit.
+        public var stagingMs: Double
+        public var backgroundSaveMBps: Double
     }
 
     /// Compresses and decompresses `arrays` as one shard `repetitions` times; the fastest counts.
@@ -81,11 +85,18 @@ public enum CheckpointBench {
     public static func store(_ arrays: [SavedArray], directory: URL, level: Int, threads: Int, repetitions: Int = 3) throws -> StoreResult {
         let store = CheckpointStore(directory: directory, keep: 1, zstdLevel: level, threads: threads)
         func seconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
-        var best = (save: Double.infinity, load: Double.infinity, write: Double.infinity)
+        var best = (save: Double.infinity, load: Double.infinity, write: Double.infinity, staging: Double.infinity,
+                    background: Double.infinity)
         var manifest: CheckpointManifest?
         for repetition in 1...max(1, repetitions) {
             let content = CheckpointContent(step: repetition, config: "bench", arrays: arrays)
             var start = DispatchTime.now().uptimeNanoseconds
+            let pending = try store.beginSave(CheckpointContent(step: 1000 + repetition, config: "bench", arrays: arrays),
+                                              communicator: LocalCommunicator(), yieldingToTraining: true)
+            best.staging = min(best.staging, pending.stagingSeconds)
+            try pending.finish(communicator: LocalCommunicator())
+            best.background = min(best.background, seconds(since: start))
+            start = DispatchTime.now().uptimeNanoseconds
             let url = try store.save(content, communicator: LocalCommunicator())
             best.save = min(best.save, seconds(since: start))
             start = DispatchTime.now().uptimeNanoseconds
@@ -109,6 +120,7 @@ public enum CheckpointBench {
         return StoreResult(level: level, threads: threads, rawBytes: raw, compressedBytes: compressed,
                            ratio: Double(raw) / Double(max(1, compressed)), saveMBps: Double(raw) / best.save / 1e6,
                            loadMBps: Double(raw) / best.load / 1e6, writeMBps: Double(raw) / best.write / 1e6,
-                           crcMBps: Double(probe.count) / crcSeconds / 1e6, crcInstruction: CRC32C.hardware)
+                           crcMBps: Double(probe.count) / crcSeconds / 1e6, crcInstruction: CRC32C.hardware,
+                           stagingMs: best.staging * 1000, backgroundSaveMBps: Double(raw) / best.background / 1e6)
     }
 }

@@ -300,8 +300,36 @@ extension Pretrainer {
         }
     }
 
-    /// Everything a bit-exact resume needs, after `completed` steps.
+    /// Replaces every rank's BatchNorm running statistics (online and target) by their mean over
+    /// the ranks. Without SyncBN each rank tracks the statistics of its own slice of the batch,
+    /// and a checkpoint of per-rank slices would hold a patchwork of them; averaged, it holds the
+    /// statistics of the global batch's running mean at any world size. Training never reads
+    /// them (batch statistics), so the loss curve does not change. Collective.
+    func averageBatchNormStatistics(_ model: ReLICv2Model) throws {
+        guard communicator.worldSize > 1, !config.dist.syncBn else { return }
+        let ranges = [model.online, model.target].flatMap { arena in
+            arena.entries.filter { $0.spec.role == .buffer }.map { (arena.values.pointer + $0.offset, $0.count) }
+        }
+        var packed = [Float](repeating: 0, count: ranges.reduce(0) { $0 + $1.1 })
+        guard !packed.isEmpty else { return }
+        var offset = 0
+        for (pointer, count) in ranges {
+            packed.withUnsafeMutableBufferPointer { $0.baseAddress!.advanced(by: offset).update(from: pointer, count: count) }
+            offset += count
+        }
+        try packed.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+        let scale = 1 / Float(communicator.worldSize)
+        offset = 0
+        for (pointer, count) in ranges {
+            for i in 0..<count { pointer[i] = packed[offset + i] * scale }
+            offset += count
+        }
+    }
+
+    /// Everything a bit-exact resume needs, after `completed` steps. Collective (it averages the
+    /// ranks' BatchNorm statistics first).
     func checkpointContent(model: ReLICv2Model, step: TrainingStep, completed: Int, config yaml: String) throws -> CheckpointContent {
+        try averageBatchNormStatistics(model)
         let layout = LayoutEntry.of(model.online)
         var arrays = [SavedArray(name: "online", arena: model.online), SavedArray(name: "target", arena: model.target)]
         for (name, storage) in step.optimizer.state {
@@ -311,7 +339,9 @@ extension Pretrainer {
         for (name, queue) in step.queues { arrays.append(SavedArray(name: name, values: queue.values)) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        var blobs = ["rng": try encoder.encode(step.randomState)]
+        // No RNG state: the step's drop-path stream is keyed by (seed, step, rank) and the data's by
+        // (seed, sample, view), so every rank's streams at step `completed` follow from the step.
+        var blobs: [String: Data] = [:]
         if let loaderState { blobs["loader"] = try encoder.encode(loaderState(completed)) }
         return CheckpointContent(step: completed, config: yaml, arrays: arrays,
                                  optimizer: OptimizerRecord(kind: config.optim.name.rawValue, stepCount: step.optimizer.stepCount),
@@ -327,7 +357,6 @@ extension Pretrainer {
         }
         step.optimizer.stepCount = checkpoint.optimizer?.stepCount ?? checkpoint.step
         for (name, queue) in step.queues where checkpoint.arrayNames.contains(name) { queue.values = try checkpoint.array(name) }
-        if let rng = checkpoint.blobs["rng"] { step.randomState = try JSONDecoder().decode(SplitMix64.self, from: rng) }
         return checkpoint.step
     }
 }

@@ -20,6 +20,8 @@ public final class TrainingStep {
     public let momentum: MomentumSchedule
     public let communicator: Communicator
     public let pool: ComputePool
+    /// The run seed, keying the drop-path stream of each step.
+    let seed: UInt64
     let online: RunContext
     let target: RunContext
     /// One ReLICv2 objective (and negative queue) per dataset the run draws from, by name.
@@ -67,11 +69,11 @@ public final class TrainingStep {
         self.momentum = momentum
         self.communicator = communicator
         self.pool = pool
-        // Drop path draws differ per rank (different samples), identically on every run.
-        online = RunContext(arena: model.online, pool: pool, training: true, recordsForBackward: true,
-                            seed: seed &+ UInt64(communicator.rank))
+        self.seed = seed
+        online = RunContext(arena: model.online, pool: pool, training: true, recordsForBackward: true)
+        // The target normalises with batch statistics like the online network, but drops no path.
         target = RunContext(arena: model.target, activations: online.activations, gradientScratch: online.gradientScratch,
-                            pool: pool, training: true, recordsForBackward: false)
+                            pool: pool, training: true, recordsForBackward: false, dropsPaths: false)
         objectives = Dictionary(uniqueKeysWithValues: datasets.map {
             ($0, ReLICv2Objective(loss: loss, queueCapacity: queueSize, dimension: model.projectionDimension))
         })
@@ -97,6 +99,9 @@ public final class TrainingStep {
     public func run(step: Int, groups: [MultiViewBatch]) throws -> Result {
         precondition(!groups.isEmpty, "a step needs at least one group")
         defer { online.resetActivations() }
+        // Drop-path masks from a stream keyed by (seed, step, rank): each rank draws its own, the
+        // same on every run, and a resumed run recomputes every rank's stream from the step alone.
+        online.rng = SplitMix64(keys: seed, RandomStream.dropPath.rawValue, UInt64(step), UInt64(communicator.rank))
         model.online.zeroGradients()
         var losses: [GroupLoss] = []
         var last: PendingBackward?
@@ -281,11 +286,5 @@ public final class TrainingStep {
             total += sum
         }
         return total.squareRoot()
-    }
-
-    /// The drop-path random stream, for checkpoints (resuming must continue it exactly).
-    public var randomState: SplitMix64 {
-        get { online.rng }
-        set { online.rng = newValue }
     }
 }
