@@ -234,7 +234,8 @@ func mpirun(ranks: Int, _ arguments: [String], environment extra: [String: Strin
     }
 
     /// Fail-stop: kill -9 of rank 1 in a running 2-rank job ends the whole job within a minute
-    /// with a message naming rank 1, and the last checkpoint written before stays valid.
+    /// with a message naming rank 1, the last checkpoint written before stays valid, and
+    /// `--resume auto` continues from it bit for bit.
     @Test func aKilledRankEndsTheJobNamingItAndKeepsTheLastCheckpoint() throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-kill-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
@@ -266,8 +267,20 @@ func mpirun(ranks: Int, _ arguments: [String], environment extra: [String: Strin
         // merely present in rank 1's own log prefix.
         let naming = (result.stderr + result.stdout).split(separator: "\n").filter { $0.contains("rank 1") && !$0.contains("[rank 1/") }
         #expect(!naming.isEmpty, "\(result.stderr)")
-        // The newest complete checkpoint still verifies.
-        #expect(try newestCheckpointVerifies(checkpoints) != nil)
+        // The newest complete checkpoint still verifies, and the job continues from it exactly:
+        // two more steps after a resume give the losses of an uninterrupted run to that step.
+        let newest = try #require(try newestCheckpointVerifies(checkpoints))
+        let saved = try #require(Int(newest.dropFirst("step-".count)))
+        let resumed = try mpirun(ranks: 2, arguments + ["--set", "run.log_every=1", "--resume", "auto", "--stop-after", "2"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let straightArguments = arguments.map { $0 == "run.name=\(marker)" ? "run.name=straight" : $0 }
+        let straight = try mpirun(ranks: 2, straightArguments + ["--set", "run.log_every=1", "--stop-after", "\(saved + 2)"])
+        #expect(straight.status == 0, "\(straight.stderr)")
+        let expected = try lossCurve(root.appendingPathComponent("straight")), got = try lossCurve(root.appendingPathComponent(marker))
+        for step in (saved + 1)...(saved + 2) {
+            #expect(got[step] != nil && got[step]?.bitPattern == expected[step]?.bitPattern,
+                    "step \(step): resumed \(String(describing: got[step])), uninterrupted \(String(describing: expected[step]))")
+        }
     }
 
     /// A rank that stays alive but stops taking part (stalled in a sleep before step 3) does not
@@ -371,18 +384,20 @@ let networkNamespacesPermitted: Bool = {
     }
 }
 
-/// kill -9 of a single-process `kaleido pretrain` in the middle of a checkpoint save, stopped
-/// at a chosen point by KALEIDO_FAULT_PAUSE_AT so the kill lands there every time.
+/// kill -9 of `kaleido pretrain` (one process, or every rank of a 2-rank job, as a lost node
+/// would) in the middle of a checkpoint save, stopped at a chosen point by KALEIDO_FAULT_PAUSE_AT
+/// so the kill lands there every time.
 @Suite(.serialized) struct KilledDuringSaveTests {
     /// (a) during the shard write, (b) after every shard and the manifest are durable but
     /// before the commit rename: either way the checkpoint of step 2 stays the newest valid one,
     /// `--resume auto` continues from it (over the leftover temporary directory), and the
     /// resumed losses equal an uninterrupted run's bit for bit.
-    @Test(arguments: ["shard-write", "before-rename"])
-    func theLastCheckpointSurvivesAndResumeAutoContinues(point: String) throws {
+    @Test(arguments: [("shard-write", 1), ("before-rename", 1), ("shard-write", 2), ("before-rename", 2)])
+    func theLastCheckpointSurvivesAndResumeAutoContinues(point: String, ranks: Int) throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-kill9-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        let crashedName = "crashed-\(UUID().uuidString.prefix(8))"
         func arguments(_ name: String) -> [String] {
             ["pretrain", "--set", "run.output_dir=\(root.path)", "--set", "run.name=\(name)", "--set", "run.steps=6",
              "--set", "run.log_every=1", "--set", "model.base_width=4", "--set", "data.batch_size=8",
@@ -390,34 +405,52 @@ let networkNamespacesPermitted: Bool = {
              "--set", "checkpoint.every_steps=2", "--set", "dist.threads=1", "--set", "ssl.projector_hidden=32",
              "--set", "ssl.projector_dim=16", "--set", "ssl.predictor_hidden=32"]
         }
-        let marker = root.appendingPathComponent("paused")
-        let crashed = try startKaleido(arguments("crashed"), in: root, environment: [
-            "KALEIDO_FAULT_PAUSE_AT": "\(point)@4", "KALEIDO_FAULT_PAUSE_MARKER": marker.path])
-        let deadline = Date().addingTimeInterval(120)
-        while !FileManager.default.fileExists(atPath: marker.path) && crashed.isRunning && Date() < deadline {
-            Thread.sleep(forTimeInterval: 0.02)
+        /// Runs to the end: one process, or `ranks` ranks under mpirun; returns the exit status and stderr.
+        func run(_ extra: [String], name: String) throws -> (status: Int32, log: String) {
+            if ranks > 1 {
+                let result = try mpirun(ranks: ranks, arguments(name) + extra)
+                return (result.status, result.stderr)
+            }
+            let process = try startKaleido(arguments(name) + extra, in: root)
+            process.waitUntilExit()
+            return (process.terminationStatus, try String(contentsOf: root.appendingPathComponent("kaleido.stderr"), encoding: .utf8))
         }
+        let marker = root.appendingPathComponent("paused")
+        let fault = ["KALEIDO_FAULT_PAUSE_AT": "\(point)@4", "KALEIDO_FAULT_PAUSE_MARKER": marker.path]
+        var crashed: Process?
+        let crashedArguments = arguments(crashedName)
+        let launcher = Thread {
+            if ranks > 1 { _ = try? mpirun(ranks: ranks, crashedArguments, environment: fault, timeout: 300) }
+        }
+        if ranks > 1 { launcher.start() } else { crashed = try startKaleido(arguments(crashedName), in: root, environment: fault) }
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: marker.path) && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
         #expect(FileManager.default.fileExists(atPath: marker.path), "the save of step 4 never reached \(point)")
-        kill(crashed.processIdentifier, SIGKILL)
-        crashed.waitUntilExit()
-        #expect(crashed.terminationReason == .uncaughtSignal && crashed.terminationStatus == SIGKILL)
+        if let crashed {
+            kill(crashed.processIdentifier, SIGKILL)
+            crashed.waitUntilExit()
+            #expect(crashed.terminationReason == .uncaughtSignal && crashed.terminationStatus == SIGKILL)
+        } else {
+            // Every rank at once, as when the node goes: found by the run's name and their MPI rank.
+            let pids = (0..<ranks).compactMap { rankProcess(marker: crashedName, rank: $0) }
+            #expect(pids.count == ranks)
+            for pid in pids { kill(pid, SIGKILL) }
+            while launcher.isExecuting || !launcher.isFinished { Thread.sleep(forTimeInterval: 0.05) }
+        }
 
-        let checkpoints = root.appendingPathComponent("crashed/checkpoints")
+        let checkpoints = root.appendingPathComponent("\(crashedName)/checkpoints")
         let names = try FileManager.default.contentsOfDirectory(atPath: checkpoints.path)
         #expect(names.contains(".tmp-step-00000004") && !names.contains("step-00000004"), "\(names)")
         #expect(try newestCheckpointVerifies(checkpoints) == "step-00000002")
 
-        let resumed = try startKaleido(arguments("crashed") + ["--resume", "auto"], in: root)
-        resumed.waitUntilExit()
-        let log = try String(contentsOf: root.appendingPathComponent("kaleido.stderr"), encoding: .utf8)
-        #expect(resumed.terminationStatus == 0, "\(log)")
-        #expect(log.contains("step-00000002") && log.contains("resumed"), "\(log)")
+        let resumed = try run(["--resume", "auto"], name: crashedName)
+        #expect(resumed.status == 0, "\(resumed.log)")
+        #expect(resumed.log.contains("step-00000002") && resumed.log.contains("resumed"), "\(resumed.log)")
         #expect(try newestCheckpointVerifies(checkpoints) == "step-00000006")
         #expect(!FileManager.default.fileExists(atPath: checkpoints.appendingPathComponent(".tmp-step-00000004").path))
 
-        let straight = try startKaleido(arguments("straight"), in: root)
-        straight.waitUntilExit()
-        let expected = try lossCurve(root.appendingPathComponent("straight")), got = try lossCurve(root.appendingPathComponent("crashed"))
+        #expect(try run([], name: "straight").status == 0)
+        let expected = try lossCurve(root.appendingPathComponent("straight")), got = try lossCurve(root.appendingPathComponent(crashedName))
         #expect(expected.count == 6)
         #expect(got.mapValues(\.bitPattern) == expected.mapValues(\.bitPattern), "resumed \(got), uninterrupted \(expected)")
     }
