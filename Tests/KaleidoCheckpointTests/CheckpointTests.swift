@@ -541,6 +541,31 @@ func zstdFrames(_ url: URL) throws -> Int {
         #expect(!FileManager.default.fileExists(atPath: previous.path))
     }
 
+    /// A background save whose shard fails on one rank (low-priority writer threads, as the
+    /// trainer's `checkpoint.async` runs it) fails at the commit on every rank; the previous
+    /// checkpoint stays the newest and the temporary directory goes.
+    @Test func aFailedBackgroundSaveFailsOnEveryRankAndKeepsThePrevious() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fixture = Fixture()
+        let store = makeStore(directory)
+        let world = ThreadWorld(size: 2)
+        let previous = try world.run { try store.save(fixture.content(step: 1), communicator: $0) }[0].get()
+        store.shardWriteFault = { rank in rank == 1 ? CheckpointError.io(path: "shard 1", operation: "write", message: "injected") : nil }
+        let results = world.run { communicator in
+            try store.beginSave(fixture.content(step: 2), communicator: communicator, yieldingToTraining: true).finish(communicator: communicator)
+        }
+        store.shardWriteFault = nil
+        for result in results {
+            guard case .failure(let error) = result, case CheckpointError.saveFailed(2, [1], _) = error else {
+                Issue.record("expected saveFailed(2, [1]) on every rank, got \(result)")
+                continue
+            }
+        }
+        #expect(store.newestValid() == previous)
+        #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent(".tmp-step-00000002").path))
+    }
+
     @Test func resavingACommittedStepReplacesIt() throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
