@@ -75,18 +75,23 @@ public final class CheckpointStore: @unchecked Sendable {
     /// caller may change its arrays as soon as this returns. Call `finish` (collective) later,
     /// from the thread that runs the other collectives.
     ///
-    /// - Parameter yieldingToTraining: the writer and its `threads` compressing threads run at a
-    ///   low scheduling priority (nice 10), so they take the cores training leaves idle (data
-    ///   waits, all-reduce waits, serial sections) before they take any from training; false:
-    ///   normal priority, as `save`.
-    public func beginSave(_ content: CheckpointContent, communicator: Communicator,
+    /// - Parameter yieldingToTraining: the writer and its `threads` compressing threads run at
+    ///   idle scheduling priority (Linux SCHED_IDLE, else nice 19): they use the cores training
+    ///   leaves idle (data waits, all-reduce waits, serial sections, the pool's sleeping workers)
+    ///   and take none a training thread wants; false: normal priority, as `save`.
+    /// - Parameter staging: where this rank's slices are copied; reuse one buffer across saves
+    ///   (each save must be finished before the next begins with the same buffer).
+    public func beginSave(_ content: CheckpointContent, communicator: Communicator, staging: CheckpointStagingBuffer = CheckpointStagingBuffer(),
                           yieldingToTraining: Bool = false) throws -> PendingCheckpointSave {
         try content.validate()
+        guard staging.acquire() else {
+            throw CheckpointError.invalidArgument("checkpoint of step \(content.step): the staging buffer still holds an unfinished save")
+        }
         let started = DispatchTime.now().uptimeNanoseconds
-        let snapshot = content.snapshot(rank: communicator.rank, worldSize: communicator.worldSize)
-        let staging = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-        return PendingCheckpointSave(store: self, content: snapshot, rank: communicator.rank, worldSize: communicator.worldSize,
-                                     stagingSeconds: staging, yieldingToTraining: yieldingToTraining)
+        let snapshot = content.snapshot(rank: communicator.rank, worldSize: communicator.worldSize, into: staging)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        return PendingCheckpointSave(store: self, content: snapshot, staging: staging, rank: communicator.rank,
+                                     worldSize: communicator.worldSize, stagingSeconds: seconds, yieldingToTraining: yieldingToTraining)
     }
 
     func temporaryURL(step: Int) -> URL {
@@ -94,13 +99,13 @@ public final class CheckpointStore: @unchecked Sendable {
     }
 
     /// Compresses and durably writes this rank's shard into the step's temporary directory.
-    func writeShard(_ content: CheckpointContent, rank: Int, worldSize: Int, niceness: Int32? = nil) throws -> CheckpointManifest.ShardRecord {
+    func writeShard(_ content: CheckpointContent, rank: Int, worldSize: Int, idlePriority: Bool = false) throws -> CheckpointManifest.ShardRecord {
         let temporary = temporaryURL(step: content.step)
         try DurableFile.makeDirectory(temporary.path)
         let name = CheckpointNames.shard(rank: rank, worldSize: worldSize)
         let path = temporary.appendingPathComponent(name).path
         var codec = ShardCodec(level: zstdLevel, byteShuffle: byteShuffle, chunkBytes: chunkBytes, threads: threads)
-        codec.niceness = niceness
+        codec.idlePriority = idlePriority
         return try content.withShardSegments(rank: rank, worldSize: worldSize) { segments in
             if let fault = shardWriteFault?(rank) { throw fault }
             let file = try DurableFile.Writer(path)
@@ -339,16 +344,18 @@ public final class PendingCheckpointSave: @unchecked Sendable {
     /// Seconds from the end of staging to this rank's shard being written (nil until then).
     public private(set) var writeSeconds: Double?
 
-    init(store: CheckpointStore, content: CheckpointContent, rank: Int, worldSize: Int, stagingSeconds: Double,
-         yieldingToTraining: Bool) {
+    private let staging: CheckpointStagingBuffer
+
+    init(store: CheckpointStore, content: CheckpointContent, staging: CheckpointStagingBuffer, rank: Int, worldSize: Int,
+         stagingSeconds: Double, yieldingToTraining: Bool) {
         self.store = store
         self.content = content
+        self.staging = staging
         self.stagingSeconds = stagingSeconds
         let started = DispatchTime.now().uptimeNanoseconds
         let thread = Thread { [self] in
-            let niceness: Int32? = yieldingToTraining ? Self.backgroundNiceness : nil
-            if let niceness { _ = kaleido_set_thread_nice(niceness) }
-            let result = Result { try store.writeShard(content, rank: rank, worldSize: worldSize, niceness: niceness) }
+            if yieldingToTraining { _ = kaleido_make_thread_idle_priority() }
+            let result = Result { try store.writeShard(content, rank: rank, worldSize: worldSize, idlePriority: yieldingToTraining) }
             lock.withLock {
                 shard = result
                 writeSeconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
@@ -373,12 +380,10 @@ public final class PendingCheckpointSave: @unchecked Sendable {
         precondition(!finished, "finish called twice for the checkpoint of step \(step)")
         finished = true
         written.wait()
+        defer { staging.release() }   // the shard is written: the staged copy is no longer read
         return try store.commit(content, shard: lock.withLock { shard! }, communicator: communicator)
     }
 
-    /// Linux schedules threads individually: nice 10 gives a writer thread about a tenth of the
-    /// weight of a training thread on a contended core, and any idle core in full.
-    static let backgroundNiceness: Int32 = 10
 }
 
 /// Stands for a process dying at a chosen point of a save (tests only).

@@ -50,8 +50,9 @@ import Foundation
     /// zstd's per-frame XXH64 of the raw chunk, verified on decompression.
     var frameChecksum = true
     var threads: Int
-    /// Scheduling priority (nice) of the compressing threads; nil: GCD's pool at normal priority.
-    var niceness: Int32?
+    /// Compress on threads of their own at idle priority (a background save yielding to
+    /// training); false: GCD's pool at normal priority.
+    var idlePriority = false
     /// Frames per chunk: 1, or 2 with byte shuffle from format version 2 on — the three
     /// mantissa planes, then the sign/exponent plane (see `mantissaLevel`).
     var framesPerChunk: Int
@@ -194,7 +195,7 @@ import Foundation
             crcs.deallocate()
             sizes.deallocate()
         }
-        try Parallel.forEach(chunks.count, workers: workers, niceness: niceness) { worker, index in
+        try Parallel.forEach(chunks.count, workers: workers, idlePriority: idlePriority) { worker, index in
             let range = chunks[index], buffer = scratch[worker]
             if byteShuffle {
                 let planes = buffer.assumingMemoryBound(to: UInt8.self), n = range.count
@@ -341,9 +342,9 @@ import Foundation
 /// per-thread state (a zstd context, a scratch buffer). The first error stops the remaining
 /// items and is rethrown.
 ///
-/// With `niceness`, the workers are threads of their own at that scheduling priority (a
-/// background save yielding to training); otherwise GCD's shared pool, whose threads must keep
-/// their normal priority.
+/// With `idlePriority`, the workers are threads of their own at idle scheduling priority (a
+/// background save yielding to training; the caller must be at idle priority already);
+/// otherwise GCD's shared pool, whose threads must keep their normal priority.
 enum Parallel {
     private final class State: @unchecked Sendable {
         let lock = NSLock()
@@ -373,7 +374,7 @@ enum Parallel {
         }
     }
 
-    static func forEach(_ count: Int, workers: Int, niceness: Int32? = nil,
+    static func forEach(_ count: Int, workers: Int, idlePriority: Bool = false,
                         _ body: (_ worker: Int, _ item: Int) throws -> Void) throws {
         guard count > 0 else { return }
         let state = State(count: count)
@@ -382,11 +383,11 @@ enum Parallel {
             // Items touch disjoint memory; the guarantee Sendable cannot express.
             state.body = body
             defer { state.lock.withLock { state.body = nil } }
-            if let niceness {
+            if idlePriority {
                 for worker in 1..<max(1, threads) {
                     state.done.enter()
                     let thread = Thread {
-                        _ = kaleido_set_thread_nice(niceness)
+                        _ = kaleido_make_thread_idle_priority()
                         state.work(worker)
                         state.done.leave()
                     }

@@ -28,6 +28,8 @@ final class CheckpointSaver {
         var stepSeconds: [Double] = []
     }
     private var pending: Window?
+    /// Reused by every background save, so only the first one maps fresh pages.
+    private let staging = CheckpointStagingBuffer()
     /// Durations of the latest steps outside any save window: the baseline of a stall.
     private var quietSteps: [Double] = []
     /// The newest committed checkpoint.
@@ -62,7 +64,7 @@ final class CheckpointSaver {
     func save(_ content: @autoclosure () throws -> CheckpointContent, step: Int, wait: Bool) throws {
         try commitPending()
         if background && !wait {
-            let save = try store.beginSave(try content(), communicator: communicator, yieldingToTraining: true)
+            let save = try store.beginSave(try content(), communicator: communicator, staging: staging, yieldingToTraining: true)
             pending = Window(save: save)
             return
         }
