@@ -460,16 +460,18 @@ func zstdFrames(_ url: URL) throws -> Int {
         #expect(throws: CheckpointError.manifest(path: path.path, message: "manifest missing")) { try CheckpointManifest.read(from: url) }
     }
 
-    @Test func aWriteErrorOnOneRankFailsTheSaveOnEveryRank() throws {
+    /// Saves step 1, then step 2 with rank 1's shard write failing, on `ranks` ranks: every rank
+    /// must get `saveFailed(2, [1])`, step 1 stays the newest and the temporary directory goes.
+    func expectAShardFailureFailsEveryRank(ranks: Int, save: @escaping @Sendable (CheckpointStore, CheckpointContent, Communicator) throws -> URL) throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let fixture = Fixture()
         let store = makeStore(directory)
-        let world = ThreadWorld(size: 3)
+        let world = ThreadWorld(size: ranks)
         let previous = try world.run { try store.save(fixture.content(step: 1), communicator: $0) }[0].get()
 
         store.shardWriteFault = { rank in rank == 1 ? CheckpointError.io(path: "shard 1", operation: "write", message: "injected") : nil }
-        let results = world.run { try store.save(fixture.content(step: 2), communicator: $0) }
+        let results = world.run { try save(store, fixture.content(step: 2), $0) }
         store.shardWriteFault = nil
         for result in results {
             guard case .failure(let error) = result, case CheckpointError.saveFailed(2, [1], _) = error else {
@@ -479,6 +481,20 @@ func zstdFrames(_ url: URL) throws -> Int {
         }
         #expect(store.newestValid() == previous)
         #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent(".tmp-step-00000002").path))
+    }
+
+    @Test func aWriteErrorOnOneRankFailsTheSaveOnEveryRank() throws {
+        try expectAShardFailureFailsEveryRank(ranks: 3) { store, content, communicator in
+            try store.save(content, communicator: communicator)
+        }
+    }
+
+    /// The same in a background save (idle-priority writer threads, as the trainer's
+    /// `checkpoint.async` runs it): the failure surfaces at the commit, on every rank.
+    @Test func aFailedBackgroundSaveFailsOnEveryRankAndKeepsThePrevious() throws {
+        try expectAShardFailureFailsEveryRank(ranks: 2) { store, content, communicator in
+            try store.beginSave(content, communicator: communicator, yieldingToTraining: true).finish(communicator: communicator)
+        }
     }
 
     @Test func diskFullDuringSaveKeepsThePreviousCheckpoint() throws {
@@ -539,31 +555,6 @@ func zstdFrames(_ url: URL) throws -> Int {
         try fixture.expectMatches(try store.load(url), step: 2)
         // keep 1: the previous one goes only after the new one is committed.
         #expect(!FileManager.default.fileExists(atPath: previous.path))
-    }
-
-    /// A background save whose shard fails on one rank (low-priority writer threads, as the
-    /// trainer's `checkpoint.async` runs it) fails at the commit on every rank; the previous
-    /// checkpoint stays the newest and the temporary directory goes.
-    @Test func aFailedBackgroundSaveFailsOnEveryRankAndKeepsThePrevious() throws {
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let fixture = Fixture()
-        let store = makeStore(directory)
-        let world = ThreadWorld(size: 2)
-        let previous = try world.run { try store.save(fixture.content(step: 1), communicator: $0) }[0].get()
-        store.shardWriteFault = { rank in rank == 1 ? CheckpointError.io(path: "shard 1", operation: "write", message: "injected") : nil }
-        let results = world.run { communicator in
-            try store.beginSave(fixture.content(step: 2), communicator: communicator, yieldingToTraining: true).finish(communicator: communicator)
-        }
-        store.shardWriteFault = nil
-        for result in results {
-            guard case .failure(let error) = result, case CheckpointError.saveFailed(2, [1], _) = error else {
-                Issue.record("expected saveFailed(2, [1]) on every rank, got \(result)")
-                continue
-            }
-        }
-        #expect(store.newestValid() == previous)
-        #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent(".tmp-step-00000002").path))
     }
 
     @Test func resavingACommittedStepReplacesIt() throws {
