@@ -111,15 +111,33 @@ public struct ArenaImportError: Error, CustomStringConvertible, Sendable {
     public let file: String
     public let problems: [Problem]
 
+    public init(file: String, problems: [Problem]) {
+        self.file = file
+        self.problems = problems
+    }
+
+    /// How the caller lets a user skip tensors, for the hint after missing/unexpected names.
+    public var skipHint = "allow missing/unexpected keys"
+
+    /// The problems by kind, each kind's first ten listed and the rest counted.
     public var description: String {
-        let missing = problems.filter { if case .missing = $0 { return true } else { return false } }.count
-        let unexpected = problems.filter { if case .unexpected = $0 { return true } else { return false } }.count
-        var hint = ""
-        if missing + unexpected == problems.count, missing + unexpected > 0 {
-            hint = " (to load a subset, e.g. a backbone without its head, allow missing/unexpected keys)"
+        let kinds: [(String, (Problem) -> Bool)] = [
+            ("missing from the file", { if case .missing = $0 { return true } else { return false } }),
+            ("unexpected in the file", { if case .unexpected = $0 { return true } else { return false } }),
+            ("of another shape", { if case .shapeMismatch = $0 { return true } else { return false } }),
+            ("of an unusable type", { if case .dtype = $0 { return true } else { return false } }),
+        ]
+        var lines: [String] = []
+        for (title, matches) in kinds {
+            let found = problems.filter(matches)
+            guard !found.isEmpty else { continue }
+            lines.append("\(found.count) tensor\(found.count == 1 ? "" : "s") \(title):")
+            lines += found.prefix(10).map { "  \($0)" }
+            if found.count > 10 { lines.append("  … and \(found.count - 10) more") }
         }
-        return "\(file): does not match the model's parameters\(hint):\n  "
-            + problems.map(\.description).joined(separator: "\n  ")
+        let onlyNames = problems.allSatisfy { if case .missing = $0 { return true }; if case .unexpected = $0 { return true }; return false }
+        let hint = onlyNames && !problems.isEmpty ? " (to load a subset, e.g. a backbone without its head, \(skipHint))" : ""
+        return "\(file): does not match the model's parameters\(hint):\n  " + lines.joined(separator: "\n  ")
     }
 }
 
@@ -193,11 +211,21 @@ public enum ArenaSafeTensors {
     @discardableResult
     public static func load(_ file: SafeTensorsFile, into arena: ParameterArena, allowMissing: Bool = false,
                             allowUnexpected: Bool = false) throws -> ArenaImportReport {
+        try load(file, into: arena, entries: { _ in true }, ignoring: [], allowMissing: allowMissing, allowUnexpected: allowUnexpected)
+    }
+
+    /// As `load(_:into:allowMissing:allowUnexpected:)`, for the arena entries `entries` selects
+    /// (others are neither required nor touched), skipping every name, in the file or the arena,
+    /// that starts with one of `ignoring` (e.g. `fc.`, a classifier the arena does not have).
+    @discardableResult
+    public static func load(_ file: SafeTensorsFile, into arena: ParameterArena, entries select: (ParameterArena.Entry) -> Bool,
+                            ignoring prefixes: [String], allowMissing: Bool = false, allowUnexpected: Bool = false) throws -> ArenaImportReport {
         var report = ArenaImportReport()
         var problems: [ArenaImportError.Problem] = []
         var pending: [(entry: ParameterArena.Entry, values: [Float])] = []
+        func ignored(_ name: String) -> Bool { prefixes.contains { name.hasPrefix($0) } }
 
-        for entry in arena.entries {
+        for entry in arena.entries where select(entry) && !ignored(entry.spec.name) {
             let spec = entry.spec
             guard let stored = file.tensors[spec.name] else {
                 report.missing.append(spec.name)
@@ -223,7 +251,7 @@ public enum ArenaSafeTensors {
                 pending.append((entry, try file.floats(spec.name).values))
             }
         }
-        for name in file.names where arena.entry(named: name) == nil {
+        for name in file.names where !ignored(name) && !(arena.entry(named: name).map(select) ?? false) {
             report.unexpected.append(name)
             if !allowUnexpected { problems.append(.unexpected(key: name, shape: file.tensors[name]!.shape)) }
         }

@@ -12,8 +12,9 @@ struct ConfigOptions: ParsableArguments {
     var overrides: [String] = []
 
     /// The resolved config; a bad file, key, type or range fails with a message naming it.
-    func resolve() throws -> ResolvedConfig {
-        try ConfigLoader.load(file: config, overrides: overrides)
+    /// `extra` overrides come after the user's `--set`s (a command's own options, e.g. `--init`).
+    func resolve(extra: [String] = []) throws -> ResolvedConfig {
+        try ConfigLoader.load(file: config, overrides: overrides + extra)
     }
 }
 

@@ -28,6 +28,10 @@ extension Kaleido {
         @Option(help: "Run at most this many steps, then save a checkpoint and exit 0 (continue with --resume auto).")
         var stopAfter: Int?
 
+        @Option(name: .customLong("init"), help: ArgumentHelp("Start the encoder from these weights (model.init): a .safetensors state dict with timm/torchvision names.",
+                                                              valueName: "file"))
+        var initialWeights: String?
+
         func validate() throws {
             if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be at least 1, got \(stopAfter)") }
             if !resumeAllowed.isEmpty && resume == nil { throw ValidationError("--resume-allow needs --resume") }
@@ -35,7 +39,7 @@ extension Kaleido {
 
         func run() throws {
             logging.bootstrap()
-            let run = PretrainingRun(resolved: try config.resolve(), resume: resume, resumeAllowed: Set(resumeAllowed), stopAfter: stopAfter,
+            let run = PretrainingRun(resolved: try config.resolve(extra: initialWeights.map { ["model.init=\"\($0)\""] } ?? []), resume: resume, resumeAllowed: Set(resumeAllowed), stopAfter: stopAfter,
                                      preemption: PreemptionSignal(), faults: .fromEnvironment())
             let communicator = try Distributed.communicator()
             defer { communicator.finalize() }

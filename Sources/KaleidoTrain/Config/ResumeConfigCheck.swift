@@ -31,6 +31,7 @@ public struct ResumeConfigCheck: Sendable, Equatable {
         "data.finetune_scale_min", "data.randaugment_layers", "data.randaugment_magnitude", "data.mixup_alpha",
         "data.cutmix_alpha", "data.erasing_probability", "data.label_smoothing",   // fine-tuning only
         "ssl.ema_base", "ssl.ema_final",   // a schedule, like the learning rate
+        "model.init", "model.init_ignore",   // starting weights: a resume starts from the checkpoint's
     ]
 
     /// Whether changing `keyPath` (snake_case, dotted) alters the sample stream, model or objective.

@@ -133,6 +133,10 @@ public final class Pretrainer {
         if let resume {
             firstStep = try restore(resume, model: model, step: step)
             logger.info("resumed", metadata: ["checkpoint": "\(resume.url.path)", "step": "\(firstStep)"])
+        } else if !config.model.`init`.isEmpty {
+            let report = try InitialWeights.load(config.model.`init`, ignoring: config.model.initIgnore, into: model)
+            logger.info("encoder initialised from a file", metadata: ["model.init": "\(config.model.`init`)", "tensors": "\(report.loaded.count)",
+                                                                     "converted_to_f32": "\(report.converted.count)"])
         }
         let coordinator = communicator.isCoordinator
         let metrics = coordinator ? try MetricsLog(directory: runDirectory) : nil

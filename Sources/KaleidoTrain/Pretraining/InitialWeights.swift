@@ -1,0 +1,29 @@
+import Foundation
+import KaleidoCheckpoint
+import KaleidoSSL
+import KaleidoSafeTensors
+
+/// `model.init`: public weights as the encoder's starting point.
+public enum InitialWeights {
+    /// Loads the safetensors state dict at `path` into the encoder of `model` — every online
+    /// entry but the SSL projector and predictor — and copies the result into the target, so
+    /// both start from the file. Strict: an encoder entry the file lacks, a file tensor the
+    /// encoder lacks, or a shape that differs stops with every problem named (the first ten of
+    /// each kind), before anything is written. Names starting with a prefix of `ignoring` are
+    /// skipped on both sides.
+    @discardableResult
+    public static func load(_ path: String, ignoring prefixes: [String], into model: ReLICv2Model) throws -> ArenaImportReport {
+        let file = try SafeTensorsFile(contentsOf: URL(fileURLWithPath: path))
+        let report: ArenaImportReport
+        do {
+            report = try ArenaSafeTensors.load(file, into: model.online, entries: { entry in
+                !LoadedCheckpoint.headPrefixes.contains { entry.spec.name.hasPrefix($0) }
+            }, ignoring: prefixes)
+        } catch var error as ArenaImportError {
+            error.skipHint = "list the prefixes to skip in model.init_ignore"
+            throw error
+        }
+        model.target.values.pointer.update(from: model.online.values.pointer, count: model.online.count)
+        return report
+    }
+}
