@@ -7,7 +7,16 @@ import KaleidoTrain
 struct EvaluationOptions: ParsableArguments {
     @Option(help: ArgumentHelp("A checkpoint directory (with manifest.json) or a run directory (its newest valid checkpoint).",
                                valueName: "path"))
-    var checkpoint: String
+    var checkpoint: String?
+
+    @Option(name: .customLong("init"), help: ArgumentHelp(
+        "Instead of --checkpoint: evaluate these weights (a .safetensors state dict with timm/torchvision names) in the "
+        + "model of --config/--set; they are written as step 0 of <run.output_dir>/<file name>-init first.", valueName: "file"))
+    var initialWeights: String?
+
+    @Option(help: ArgumentHelp("With --init: the config whose model and data the weights are evaluated with (default: the built-in debug config).",
+                               valueName: "file"))
+    var config: String?
 
     @Option(help: ArgumentHelp("`synthetic` (the embedded dataset of the run's config) or a dataset folder with train/ and val/.",
                                valueName: "synthetic|folder"))
@@ -44,12 +53,24 @@ struct EvaluationOptions: ParsableArguments {
             throw ValidationError("--encoder must be online or target, got \(encoder)")
         }
         if threads < 0 { throw ValidationError("--threads must be ≥ 0, got \(threads)") }
+        if (checkpoint == nil) == (initialWeights == nil) { throw ValidationError("give --checkpoint or --init (one of them)") }
+        if config != nil && initialWeights == nil { throw ValidationError("--config goes with --init (a checkpoint holds its config)") }
     }
 
     /// The checkpoint with --encoder, or else the encoder `defaultEncoder` picks from its config.
     func suite(defaultEncoder: (KaleidoConfig) -> TrainedEncoder = { _ in .online }) throws -> EvaluationSuite {
         let threads = self.threads > 0 ? self.threads : ProcessInfo.processInfo.activeProcessorCount
-        let checkpoint = try EvaluatedCheckpoint(path: checkpoint, encoder: { chosenEncoder ?? defaultEncoder($0) },
+        var path = checkpoint ?? ""
+        var overrides = self.overrides
+        if let initialWeights {
+            // The file's weights become step 0 of a run directory named after it.
+            let resolved = try ConfigLoader.load(file: config, overrides: overrides).config
+            let name = URL(fileURLWithPath: initialWeights).deletingPathExtension().lastPathComponent + "-init"
+            path = try InitialWeights.checkpoint(file: initialWeights, config: resolved,
+                                                 runDirectory: URL(fileURLWithPath: resolved.run.outputDir).appendingPathComponent(name)).path
+            overrides = []   // already in the checkpoint's config
+        }
+        let checkpoint = try EvaluatedCheckpoint(path: path, encoder: { chosenEncoder ?? defaultEncoder($0) },
                                                  overrides: overrides, threads: threads)
         var suite = EvaluationSuite(checkpoint: checkpoint, threads: threads)
         suite.cache = !noCache

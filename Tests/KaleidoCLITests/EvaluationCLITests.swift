@@ -48,6 +48,20 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: run.appendingPathComponent("eval/knn-image.json").path))
         let missing = try runKaleido(["eval", "linear", "--checkpoint", run.path, "--data", "/nonexistent/images-3"])
         #expect(missing.status != 0 && missing.stderr.contains("/nonexistent/images-3: dataset folder does not exist"), "\(missing.stderr)")
+
+        // The same weights exported with timm/torchvision names and evaluated with --init in the
+        // same model and data: the same kNN result, from a step-0 run directory named after the file.
+        let file = root.appendingPathComponent("encoder.safetensors")
+        let export = try runKaleido(["checkpoint", "export", run.appendingPathComponent("checkpoints").path, "--output", file.path])
+        #expect(export.status == 0, "\(export.stderr)")
+        let tinyWithoutName = tiny.filter { $0 != "--set" && $0 != "run.name=tiny" }.flatMap { ["--set", $0] }
+        let fromFile = try runKaleido(["eval", "knn", "--init", file.path, "--k", "5", "--threads", "1", "--json"] + tinyWithoutName)
+        #expect(fromFile.status == 0, "\(fromFile.stderr)")
+        let fileRecord = try JSONSerialization.jsonObject(with: Data(fromFile.stdout.utf8)) as? [String: Any]
+        #expect((fileRecord?["metrics"] as? [String: Double])?["top1"] == metrics?["top1"], "\(fromFile.stdout) vs \(knn.stdout)")
+        #expect(FileManager.default.fileExists(atPath: root.appendingPathComponent("encoder-init/eval/knn-image.json").path))
+        let both = try runKaleido(["eval", "knn", "--init", file.path, "--checkpoint", run.path])
+        #expect(both.status != 0 && both.stderr.contains("give --checkpoint or --init (one of them)"), "\(both.stderr)")
     }
 
     @Test func reportOnAMissingRunNamesIt() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import KaleidoCheckpoint
+import KaleidoDist
 import KaleidoSSL
 import KaleidoSafeTensors
 
@@ -25,5 +26,19 @@ public enum InitialWeights {
         }
         model.target.values.pointer.update(from: model.online.values.pointer, count: model.online.count)
         return report
+    }
+
+    /// The weights of `file` in `config`'s model, written as a step-0 checkpoint of the run
+    /// directory `runDirectory` (replacing one written before): what `kaleido eval` and
+    /// `finetune --init` evaluate, through the same stack as a pretrained run's checkpoint.
+    public static func checkpoint(file: String, config: KaleidoConfig, runDirectory: URL) throws -> URL {
+        var config = config
+        config.model.`init` = file
+        let model = try Pretrainer(config: config, communicator: LocalCommunicator(), threads: 1).makeModel()
+        try load(file, ignoring: config.model.initIgnore, into: model)
+        let store = CheckpointStore(directory: runDirectory.appendingPathComponent("checkpoints"), keep: 1)
+        let content = CheckpointContent(step: 0, config: try ConfigLoader.yaml(of: config),
+                                        arrays: [SavedArray(name: "online", arena: model.online), SavedArray(name: "target", arena: model.target)])
+        return try store.save(content, communicator: LocalCommunicator())
     }
 }
