@@ -217,9 +217,12 @@ public enum ArenaSafeTensors {
     /// As `load(_:into:allowMissing:allowUnexpected:)`, for the arena entries `entries` selects
     /// (others are neither required nor touched), skipping every name, in the file or the arena,
     /// that starts with one of `ignoring` (e.g. `fc.`, a classifier the arena does not have).
+    /// Entries starting with one of `optional` are loaded when the file has them and otherwise
+    /// keep their values (reported as missing, not an error).
     @discardableResult
     public static func load(_ file: SafeTensorsFile, into arena: ParameterArena, entries select: (ParameterArena.Entry) -> Bool,
-                            ignoring prefixes: [String], allowMissing: Bool = false, allowUnexpected: Bool = false) throws -> ArenaImportReport {
+                            ignoring prefixes: [String], optional: [String] = [], allowMissing: Bool = false,
+                            allowUnexpected: Bool = false) throws -> ArenaImportReport {
         var report = ArenaImportReport()
         var problems: [ArenaImportError.Problem] = []
         var pending: [(entry: ParameterArena.Entry, values: [Float])] = []
@@ -229,7 +232,9 @@ public enum ArenaSafeTensors {
             let spec = entry.spec
             guard let stored = file.tensors[spec.name] else {
                 report.missing.append(spec.name)
-                if !allowMissing { problems.append(.missing(key: spec.name, shape: spec.torchShape)) }
+                if !allowMissing && !optional.contains(where: { spec.name.hasPrefix($0) }) {
+                    problems.append(.missing(key: spec.name, shape: spec.torchShape))
+                }
                 continue
             }
             guard stored.shape == spec.torchShape else {

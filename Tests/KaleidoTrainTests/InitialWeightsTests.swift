@@ -92,6 +92,42 @@ import KaleidoSafeTensors
         #expect(report.missing.isEmpty && !report.loaded.contains { $0.hasPrefix("heads.") })
     }
 
+    /// Video-only weights (torchvision's swin3d_t has no depth patch embedding) initialise an
+    /// Omnivore trunk: every tensor of the file is loaded and the depth embedding keeps its
+    /// zero start, reported as missing rather than refused.
+    @Test func omnivoresDepthEmbeddingStaysFreshWhereTheFileHasNone() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func omnivore(seed: Int) throws -> ReLICv2Model {
+            try Pretrainer(config: Self.config(seed: seed, width: 8) { $0.model.arch = .omnivoreSwinCifar },
+                           communicator: LocalCommunicator(), threads: 1).makeModel()
+        }
+        let full = directory.appendingPathComponent("full.safetensors")
+        try Self.exportEncoder(try omnivore(seed: 0), to: full)
+        let source = try SafeTensorsFile(contentsOf: full)
+        var writer = SafeTensorsWriter()
+        for name in source.names where !name.hasPrefix("depth_patch_embed.") {
+            if source.tensors[name]!.dtype == .f32 {
+                let (shape, values) = try source.floats(name)
+                try writer.add(name, shape: shape, values: values)
+            } else {
+                let (shape, values) = try source.integers(name)
+                try writer.add(name, shape: shape, int64: values)
+            }
+        }
+        let videoOnly = directory.appendingPathComponent("video-only.safetensors")
+        try writer.write(to: videoOnly)
+
+        let model = try omnivore(seed: 1)
+        let depth = model.online.entries.filter { $0.spec.name.hasPrefix("depth_patch_embed.") }
+        #expect(!depth.isEmpty)
+        let fresh = depth.map { Array(UnsafeBufferPointer(start: model.online.values.pointer + $0.offset, count: $0.count)) }
+        let report = try InitialWeights.load(videoOnly.path, ignoring: [], into: model)
+        #expect(Set(report.missing) == Set(depth.map(\.spec.name)) && report.unexpected.isEmpty)
+        #expect(depth.map { Array(UnsafeBufferPointer(start: model.online.values.pointer + $0.offset, count: $0.count)) } == fresh)
+        #expect(report.loaded.count == source.names.count - depth.count)
+    }
+
     /// `kaleido pretrain` with model.init starts from the file: a run initialised from its own
     /// exported starting point trains the same losses as that run, and from other weights others.
     @Test func aPretrainingRunStartsFromTheFile() throws {

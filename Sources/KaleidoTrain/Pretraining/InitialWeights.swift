@@ -6,12 +6,18 @@ import KaleidoSafeTensors
 
 /// `model.init`: public weights as the encoder's starting point.
 public enum InitialWeights {
+    /// Encoder parts a file may lack and that then start from their initialisation: Omnivore's
+    /// depth patch embedding, which video-only weights (torchvision's `swin3d_t` on Kinetics)
+    /// do not have — zero-started (`model.zero_init_residual`), an RGB-D scene then begins as its
+    /// RGB image.
+    public static let freshWhereAbsent = ["depth_patch_embed."]
+
     /// Loads the safetensors state dict at `path` into the encoder of `model` — every online
     /// entry but the SSL projector and predictor — and copies the result into the target, so
     /// both start from the file. Strict: an encoder entry the file lacks, a file tensor the
     /// encoder lacks, or a shape that differs stops with every problem named (the first ten of
     /// each kind), before anything is written. Names starting with a prefix of `ignoring` are
-    /// skipped on both sides.
+    /// skipped on both sides; `freshWhereAbsent` parts may be absent (`report.missing` names them).
     @discardableResult
     public static func load(_ path: String, ignoring prefixes: [String], into model: ReLICv2Model) throws -> ArenaImportReport {
         let file = try SafeTensorsFile(contentsOf: URL(fileURLWithPath: path))
@@ -19,7 +25,7 @@ public enum InitialWeights {
         do {
             report = try ArenaSafeTensors.load(file, into: model.online, entries: { entry in
                 !LoadedCheckpoint.headPrefixes.contains { entry.spec.name.hasPrefix($0) }
-            }, ignoring: prefixes)
+            }, ignoring: prefixes, optional: Self.freshWhereAbsent)
         } catch var error as ArenaImportError {
             error.skipHint = "list the prefixes to skip in model.init_ignore"
             throw error

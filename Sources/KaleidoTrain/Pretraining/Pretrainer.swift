@@ -136,7 +136,8 @@ public final class Pretrainer {
         } else if !config.model.`init`.isEmpty {
             let report = try InitialWeights.load(config.model.`init`, ignoring: config.model.initIgnore, into: model)
             logger.info("encoder initialised from a file", metadata: ["model.init": "\(config.model.`init`)", "tensors": "\(report.loaded.count)",
-                                                                     "converted_to_f32": "\(report.converted.count)"])
+                                                                     "converted_to_f32": "\(report.converted.count)",
+                                                                     "fresh": "\(report.missing.joined(separator: ","))"])
         }
         let coordinator = communicator.isCoordinator
         let metrics = coordinator ? try MetricsLog(directory: runDirectory) : nil
