@@ -22,8 +22,11 @@ struct EvaluationOptions: ParsableArguments {
                                valueName: "synthetic|folder"))
     var data = "synthetic"
 
-    @Option(help: "Modality of the data: image, video or rgbd.")
-    var modality: Modality = .image
+    @Option(name: .customLong("modality"), help: ArgumentHelp("Modality of the data: image (the default), video or rgbd.",
+                                                              valueName: "image|video|rgbd"))
+    var chosenModality: Modality?
+
+    var modality: Modality { chosenModality ?? .image }
 
     @Option(help: ArgumentHelp("Weights to evaluate: the online encoder or the EMA target encoder (default online; "
                                + "`finetune`: eval.finetune_encoder of the checkpoint's config).", valueName: "online|target"))
@@ -96,6 +99,9 @@ extension Modality: ExpressibleByArgument {
         guard let modality = Modality.allCases.first(where: { $0.description == argument }) else { return nil }
         self = modality
     }
+
+    // By name in errors (the raw values 0, 1, 2 are the checkpoint's business).
+    public static var allValueStrings: [String] { allCases.map(\.description) }
 }
 
 extension LinearProbe.Solver: ExpressibleByArgument {}

@@ -24,6 +24,11 @@ import Testing
         #expect(fractions.status != 0 && fractions.stderr.contains("--fractions: each must be a number in (0, 1], got \"2\""))
         let pairs = try runKaleido(["eval", "retrieval", "--checkpoint", "/x", "--pairs", "image:audio"])
         #expect(pairs.status != 0 && pairs.stderr.contains("image:audio"))
+        // Modalities by name in help and errors, not the raw values.
+        let help = try runKaleido(["eval", "linear", "--help"])
+        #expect(help.stdout.contains("--modality <image|video|rgbd>") && help.stdout.contains("(values: image, video, rgbd)"), "\(help.stdout)")
+        let modality = try runKaleido(["eval", "linear", "--checkpoint", "/x", "--modality", "audio"])
+        #expect(modality.status != 0 && modality.stderr.contains("'image', 'video' or 'rgbd'"), "\(modality.stderr)")
     }
 
     /// A 2-step pretraining of a tiny model, then the eval commands on it through the CLI: the
