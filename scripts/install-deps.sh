@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages Kaleido links against, skipping what is already there.
 # Debian/Ubuntu (apt). Uses sudo when not root. Safe to run repeatedly.
+#   scripts/install-deps.sh [--browser]
 set -euo pipefail
 
 packages=(libopenmpi-dev openmpi-bin libopenblas-dev libzstd-dev pkg-config libpng-dev libturbojpeg0-dev)
+# --browser adds chromium, which the test suite renders the run report in (scripts/test.sh).
+if [ "${1:-}" = "--browser" ]; then
+    packages+=(chromium)
+fi
 
 missing=()
 for package in "${packages[@]}"; do

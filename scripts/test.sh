@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-deps.sh
+# With chromium: the report test renders the HTML report in headless chromium.
+bash scripts/install-deps.sh --browser
 # The learning test (DebugRunLearnsTests) runs the release kaleido: debug kernels are too slow.
 swift build -c release --product kaleido
 swift build --build-tests

@@ -31,9 +31,10 @@ extension Kaleido {
                 throw ValidationError("--screenshot needs chromium (apt-get install chromium) or google-chrome on PATH")
             }
             let shot = try ReportScreenshot.capture(page: page, to: URL(fileURLWithPath: screenshot), browser: browser)
+            let first = shot.seriesPixels[ReportChart.firstColour] ?? 0
             print(String(format: "screenshot %@: %d×%d, %.1f%% of pixels drawn, %d in the first series colour", screenshot,
-                         shot.width, shot.height, shot.inkFraction * 100, shot.seriesPixels))
-            if shot.inkFraction < 0.01 || (report.charts.isEmpty == false && shot.seriesPixels == 0) {
+                         shot.width, shot.height, shot.inkFraction * 100, first))
+            if shot.inkFraction < 0.01 || (report.charts.isEmpty == false && first == 0) {
                 throw ValidationError("the rendered report looks blank: \(screenshot)")
             }
         }

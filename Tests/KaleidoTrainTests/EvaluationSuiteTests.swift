@@ -326,14 +326,43 @@ final class EvaluationFixture: @unchecked Sendable {
         #expect(report.metrics.points("train", "online_probe_loss").allSatisfy { $0.value > 0 && $0.value.isFinite })
     }
 
-    @Test(.enabled(if: ReportScreenshot.browser() != nil, "needs chromium or google-chrome"))
+    /// The report as a reader's browser shows it: headless chromium (scripts/test.sh installs it,
+    /// so CI runs this) draws every series colour the charts use, and its rendered DOM holds
+    /// every chart's title, the x-axis label and the tick labels.
+    @Test(.enabled(if: ReportScreenshot.browser() != nil, "needs chromium or google-chrome (scripts/test.sh installs chromium)"))
     func reportRendersInAHeadlessBrowser() throws {
         let fixture = try fixture
         let run = fixture.trained.deletingLastPathComponent().deletingLastPathComponent()
-        let page = try RunReport(runDirectory: run).write()
-        let shot = try ReportScreenshot.capture(page: page, to: run.appendingPathComponent("shot.png"), browser: ReportScreenshot.browser()!,
-                                                width: 1200, height: 900)
-        #expect(shot.width == 1200 && shot.inkFraction > 0.02 && shot.seriesPixels > 100, "\(shot)")
+        let report = try RunReport(runDirectory: run)
+        let page = try report.write()
+        let browser = ReportScreenshot.browser()!
+        let shot = try ReportScreenshot.capture(page: page, to: run.appendingPathComponent("shot.png"), browser: browser,
+                                                width: 1200, height: 4000)
+        #expect(shot.width == 1200 && shot.inkFraction > 0.02, "\(shot)")
+        let used = Set(report.charts.flatMap { chart in chart.series.indices.map { ReportChart.seriesColours[$0 % ReportChart.seriesColours.count] } })
+        #expect(used.count >= 2, "the fixture's charts should use several series colours: \(used)")
+        // Visible in each colour (a series whose curve another covers still shows its legend).
+        for colour in used { #expect((shot.seriesPixels[colour] ?? 0) > 10, "series colour \(colour) not drawn: \(shot)") }
+
+        let dom = try ReportScreenshot.renderedDOM(page: page, browser: browser)
+        for chart in report.charts {
+            #expect(dom.contains(">\(HTML.escape(chart.title))</text>"), "chart title \(chart.title) not in the rendered DOM")
+            let (xs, ys) = chart.bounds
+            let ticks = [ReportChart.label(ys.upperBound, percent: chart.percent), "\(Int(xs.lowerBound.rounded()))", "\(Int(xs.upperBound.rounded()))"]
+            for tick in ticks { #expect(dom.contains(">\(tick)</text>"), "\(chart.title): tick label \(tick) not in the rendered DOM") }
+        }
+        #expect(dom.components(separatedBy: ">step</text>").count - 1 == report.charts.count, "one x-axis label per chart")
+        // Every series is a path in its colour with all its points, as laid out by the browser.
+        let paths = dom.components(separatedBy: "<path class=\"series\"").dropFirst()
+        #expect(paths.count == report.charts.reduce(0) { $0 + $1.series.count })
+        for chart in report.charts {
+            for (index, series) in chart.series.enumerated() {
+                let colour = ReportChart.seriesColours[index % ReportChart.seriesColours.count]
+                #expect(paths.contains { $0.contains("data-label=\"\(HTML.escape(series.label))\"") && $0.contains("stroke=\"\(colour)\"")
+                                         && $0.contains("data-points=\"\(series.points.count)\"") },
+                        "\(chart.title): series \(series.label) not drawn in \(colour)")
+            }
+        }
     }
 
     @Test func missingCheckpointAndDataNameThePath() throws {

@@ -40,6 +40,11 @@ public struct ReportChart {
     /// Show the y axis as percentages.
     public var percent = false
 
+    /// The colour of every chart's first series.
+    public static var firstColour: String { colours[0].hex }
+    /// The series colours, in order (a chart's n-th series takes the n-th, modulo their count).
+    public static var seriesColours: [String] { colours.map(\.hex) }
+
     static let colours: [(hex: String, rgb: (UInt8, UInt8, UInt8))] = [
         ("#1f77b4", (0x1f, 0x77, 0xb4)), ("#d62728", (0xd6, 0x27, 0x28)), ("#2ca02c", (0x2c, 0xa0, 0x2c)), ("#9467bd", (0x94, 0x67, 0xbd)),
     ]
@@ -327,8 +332,8 @@ public enum ReportScreenshot {
         public var height: Int
         /// Share of pixels that differ from the top-left (background) pixel.
         public var inkFraction: Double
-        /// Pixels in the first series colour of the charts (#1f77b4, within a small tolerance).
-        public var seriesPixels: Int
+        /// Pixels in each series colour of the charts (within a small tolerance), by hex colour.
+        public var seriesPixels: [String: Int]
     }
 
     /// The first headless-capable browser on PATH, if any.
@@ -364,12 +369,36 @@ public enum ReportScreenshot {
         let image = try ImageCodec.readPNG(png.path)
         let p = image.pixels
         let background = (p[0], p[1], p[2])
-        var ink = 0, series = 0
+        var ink = 0
+        var series = [Int](repeating: 0, count: ReportChart.colours.count)
         for i in stride(from: 0, to: p.count, by: 3) {
             if (p[i], p[i + 1], p[i + 2]) != background { ink += 1 }
-            if abs(Int(p[i]) - 0x1f) < 24 && abs(Int(p[i + 1]) - 0x77) < 24 && abs(Int(p[i + 2]) - 0xb4) < 24 { series += 1 }
+            for (index, colour) in ReportChart.colours.enumerated() {
+                let (r, g, b) = colour.rgb
+                if abs(Int(p[i]) - Int(r)) < 24 && abs(Int(p[i + 1]) - Int(g)) < 24 && abs(Int(p[i + 2]) - Int(b)) < 24 { series[index] += 1 }
+            }
         }
         return Measurement(width: image.width, height: image.height, inkFraction: Double(ink) / Double(image.width * image.height),
-                           seriesPixels: series)
+                           seriesPixels: Dictionary(uniqueKeysWithValues: zip(ReportChart.colours.map(\.hex), series)))
+    }
+
+    /// The page's DOM after the browser has parsed and laid it out (`--dump-dom`): what a
+    /// reader's browser has, whatever the HTML text says.
+    public static func renderedDOM(page: URL, browser: String) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: browser)
+        process.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                             "--user-data-dir=\(FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-chromium-\(getpid())").path)",
+                             "--dump-dom", page.absoluteString]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let dom = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, !dom.isEmpty else {
+            throw EvaluationError.unsupported("\(browser) --dump-dom failed (exit \(process.terminationStatus))")
+        }
+        return String(decoding: dom, as: UTF8.self)
     }
 }
