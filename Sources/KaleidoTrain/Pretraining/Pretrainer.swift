@@ -171,7 +171,6 @@ public final class Pretrainer {
         let saver = CheckpointSaver(store: checkpointStore, communicator: communicator, background: config.checkpoint.async, metrics: metrics)
         func save(after completed: Int, wait: Bool) throws {
             try saver.save(try checkpointContent(model: model, step: step, completed: completed, config: configYAML), step: completed, wait: wait)
-            summary.lastCheckpoint = saver.lastCommitted?.path
         }
         let onlineProbe = config.eval.onlineProbe && communicator.isCoordinator
             ? OnlineProbe(model: model, classes: classes, learningRate: config.eval.onlineProbeLr, pool: pool) : nil
@@ -207,7 +206,6 @@ public final class Pretrainer {
             saver.stepFinished(seconds: Double(DispatchTime.now().uptimeNanoseconds - stepStarted) / 1e9)
             let agreed = try agreeAfterStep(preemption: preemption, saver: saver)
             try saver.commitIfWritten(ranks: agreed.shardsWritten)
-            summary.lastCheckpoint = saver.lastCommitted?.path ?? summary.lastCheckpoint
             let every = config.checkpoint.everySteps
             let sliceOver = stopAfter.map { index + 1 - first >= $0 && index + 1 < config.run.steps } ?? false
             if sliceOver || agreed.stop {
@@ -222,7 +220,7 @@ public final class Pretrainer {
             }
         }
         try saver.commitPending()
-        summary.lastCheckpoint = saver.lastCommitted?.path ?? summary.lastCheckpoint
+        summary.lastCheckpoint = saver.lastCommitted?.path
         summary.stepsRun = completed - first
         summary.imagesPerSecond = Double(summary.stepsRun * config.data.batchSize) / max(Date().timeIntervalSince(started), 1e-9)
         summary.lossByFifth = Summary.blockMeans(losses, parts: 5)
