@@ -35,17 +35,9 @@ extension Kaleido.Bench {
         @Flag(help: "JSON lines only (the reference's keys), no table.") var json = false
         @Flag(help: "Print each selected model with its shape arguments, one a line, and run nothing.") var list = false
 
-        var suites: Set<StepBench.Suite>? {
-            guard let suite else { return nil }
-            let names = suite.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-            return names.contains("all") ? Set(StepBench.Suite.allCases) : Set(names.compactMap(StepBench.Suite.init(rawValue:)))
-        }
-
         /// The selected models, at their shapes with this command's overrides.
         func benches() throws -> [StepBench] {
-            let selected = try models.map { try $0.split(separator: ",").map { try StepBench.model(named: $0.trimmingCharacters(in: .whitespaces)) } }
-                ?? StepBench.models(in: suites ?? [.small, .omnivore])
-            return selected.map { model in
+            try StepBench.selection(models: models, suites: suite).map { model in
                 var bench = StepBench(model)
                 if let batch { bench.batch = batch }
                 if let large { bench.large = large }
@@ -57,18 +49,8 @@ extension Kaleido.Bench {
         }
 
         func validate() throws {
-            guard models == nil || suite == nil else { throw ValidationError("give --models or --suite, not both") }
-            if let suite {
-                let known = StepBench.Suite.allCases.map(\.rawValue) + ["all"]
-                for name in suite.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !known.contains(name) {
-                    throw ValidationError("unknown suite \"\(name)\"; choose from \(known.joined(separator: ", "))")
-                }
-            }
-            if let models {
-                let known = StepBench.models.map(\.name)
-                for name in models.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !known.contains(name) {
-                    throw ValidationError("unknown model \"\(name)\"; choose from \(known.joined(separator: ", "))")
-                }
+            do { _ = try StepBench.selection(models: models, suites: suite) } catch let error as StepBench.SelectionError {
+                throw ValidationError(error.description)
             }
             guard (batch ?? 2) >= 2, (large ?? 8) >= 8, (small ?? 8) >= 8, (frames ?? 1) >= 1, threads >= 1, warmup >= 0, steps >= 1 else {
                 throw ValidationError("--batch ≥ 2, --large/--small ≥ 8, --frames ≥ 1, --threads ≥ 1, --steps ≥ 1")

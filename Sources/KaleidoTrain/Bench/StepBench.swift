@@ -73,9 +73,44 @@ public struct StepBench {
 
     public static func model(named name: String) throws -> Model {
         guard let model = models.first(where: { $0.name == name }) else {
-            throw ModelError.unknownModel(name, known: models.map(\.name))
+            throw SelectionError.unknownModel(name, known: models.map(\.name))
         }
         return model
+    }
+
+    /// The models a command line selects: comma-separated model names, or comma-separated suites
+    /// (`all` for every suite), or, given neither, the 32-px suites (small and omnivore).
+    public static func selection(models names: String?, suites: String?) throws -> [Model] {
+        func list(_ text: String) -> [String] { text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        switch (names, suites) {
+        case (.some, .some): throw SelectionError.modelsAndSuites
+        case (let names?, nil): return try list(names).map(model(named:))
+        case (nil, let suites?):
+            let selected = try list(suites).reduce(into: Set<Suite>()) { selected, name in
+                if name == "all" { selected.formUnion(Suite.allCases); return }
+                guard let suite = Suite(rawValue: name) else {
+                    throw SelectionError.unknownSuite(name, known: Suite.allCases.map(\.rawValue) + ["all"])
+                }
+                selected.insert(suite)
+            }
+            return models(in: selected)
+        case (nil, nil): return models(in: [.small, .omnivore])
+        }
+    }
+
+    /// A selection the table cannot satisfy, in the command line's words.
+    public enum SelectionError: Error, CustomStringConvertible, Equatable {
+        case unknownModel(String, known: [String])
+        case unknownSuite(String, known: [String])
+        case modelsAndSuites
+
+        public var description: String {
+            switch self {
+            case .unknownModel(let name, let known): "unknown model \"\(name)\"; choose from \(known.joined(separator: ", "))"
+            case .unknownSuite(let name, let known): "unknown suite \"\(name)\"; choose from \(known.joined(separator: ", "))"
+            case .modelsAndSuites: "give --models or --suite, not both"
+            }
+        }
     }
 
     public let model: Model
