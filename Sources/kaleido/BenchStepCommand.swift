@@ -7,16 +7,21 @@ extension Kaleido.Bench {
         static let configuration = CommandConfiguration(
             abstract: "Images/s, GFLOP/s and peak memory of the ReLICv2 training step, on the PyTorch reference's workload.",
             discussion: """
-            The workload of ../shared/bench/pytorch_reference.py: 2 large + 2 small views of a random batch, projector and
-            predictor 1024→128, AdamW, EMA target. Each model runs at its suite's shapes unless --batch, --large, --small
-            or --frames say otherwise (--list prints them):
-              small     resnet18-cifar, convnext-atto, swin-tiny-32: batch 64, 2×32 + 2×16 px
-              paper     resnet50, convnext-tiny: batch 16, 2×224 + 2×96 px;
-                        swin3d-t (Omnivore Swin-T's trunk): batch 8, clips of 8 frames, 2×112 + 2×64 px
-              omnivore  omnivore-cifar, omnivore-cifar-joint (no reference): batch 64, 2×32 + 2×16 px, 2-frame clips
-            Each model runs in its own process so its peak RSS is its own.
-            Compare side by side with scripts/bench-vs-pytorch.sh. Under mpirun every rank steps on --batch samples and
-            gradients are all-reduced: images/s is then global, and the all-reduce wait share is reported.
+            The workload of ../shared/bench/pytorch_reference.py: 2 large + 2 small views of a random batch, \
+            projector and predictor 1024→128, AdamW, EMA target. Each model runs at its suite's shapes unless \
+            --batch, --large, --small or --frames say otherwise (--list prints them):
+
+              small     resnet18-cifar, convnext-atto, swin-tiny-32
+                        batch 64, 2×32 + 2×16 px
+              paper     resnet50, convnext-tiny: batch 16, 2×224 + 2×96 px
+                        swin3d-t (Omnivore Swin-T's trunk): batch 8, 8-frame clips,
+                        2×112 + 2×64 px
+              omnivore  omnivore-cifar, omnivore-cifar-joint (Kaleido's own, no reference)
+                        batch 64, 2×32 + 2×16 px, 2-frame clips
+
+            Each model runs in its own process so its peak RSS is its own. Compare side by side with \
+            scripts/bench-vs-pytorch.sh. Under mpirun every rank steps on --batch samples and gradients are \
+            all-reduced: images/s is then global, and the all-reduce wait share is reported.
             """)
 
         @Option(help: "Comma-separated model names (see the suites above); default: the small and omnivore suites.")
