@@ -7,57 +7,83 @@ extension Kaleido.Bench {
         static let configuration = CommandConfiguration(
             abstract: "Images/s, GFLOP/s and peak memory of the ReLICv2 training step, on the PyTorch reference's workload.",
             discussion: """
-            The workload of ../shared/bench/pytorch_reference.py: 2 large + 2 small views of a random batch, projector and
-            predictor 1024→128, AdamW, EMA target. Each model runs in its own process so its peak RSS is its own.
-            Compare side by side with scripts/bench-vs-pytorch.sh. Under mpirun every rank steps on --batch samples and
-            gradients are all-reduced: images/s is then global, and the all-reduce wait share is reported.
+            The workload of ../shared/bench/pytorch_reference.py: 2 large + 2 small views of a random batch, \
+            projector and predictor 1024→128, AdamW, EMA target. Each model runs at its suite's shapes unless \
+            --batch, --large, --small or --frames say otherwise (--list prints them):
+
+              small     resnet18-cifar, convnext-atto, swin-tiny-32
+                        batch 64, 2×32 + 2×16 px
+              paper     resnet50, convnext-tiny: batch 16, 2×224 + 2×96 px
+                        swin3d-t (Omnivore Swin-T's trunk): batch 8, 8-frame clips,
+                        2×112 + 2×64 px
+              omnivore  omnivore-cifar, omnivore-cifar-joint (Kaleido's own, no reference)
+                        batch 64, 2×32 + 2×16 px, 2-frame clips
+
+            Each model runs in its own process so its peak RSS is its own. Compare side by side with \
+            scripts/bench-vs-pytorch.sh. Under mpirun every rank steps on --batch samples and gradients are \
+            all-reduced: images/s is then global, and the all-reduce wait share is reported.
             """)
 
-        @Option(help: "Comma-separated: resnet18-cifar, convnext-atto, swin-tiny-32, omnivore-cifar, omnivore-cifar-joint.")
-        var models: String = StepBench.models.map(\.name).joined(separator: ",")
+        @Option(help: "Comma-separated model names (see the suites above); default: the small and omnivore suites.")
+        var models: String?
 
-        @Option(help: "Samples per step.") var batch: Int = 64
-        @Option(help: "Large view side in pixels.") var large: Int = 32
-        @Option(help: "Small view side in pixels.") var small: Int = 16
+        @Option(help: "Comma-separated suites: small, paper, omnivore, or all.")
+        var suite: String?
+
+        @Option(help: "Samples per step (default: the model's).") var batch: Int?
+        @Option(help: "Large view side in pixels (default: the model's).") var large: Int?
+        @Option(help: "Small view side in pixels (default: the model's).") var small: Int?
+        @Option(help: "Frames per clip, for models with clips (default: the model's).") var frames: Int?
         @Option(help: "Threads for OpenBLAS and Kaleido's loops.") var threads: Int = 2
         @Option(help: "Untimed steps first.") var warmup: Int = 2
         @Option(help: "Timed steps.") var steps: Int = 5
-        @Option(help: "Frames of the joint step's clips (omnivore-cifar-joint).") var frames: Int = StepBench().clipFrames
         @Flag(help: "JSON lines only (the reference's keys), no table.") var json = false
+        @Flag(help: "Print each selected model with its shape arguments, one a line, and run nothing.") var list = false
 
-        var names: [String] { models.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        /// The selected models, at their shapes with this command's overrides.
+        func benches() throws -> [StepBench] {
+            try StepBench.selection(models: models, suites: suite).map { model in
+                var bench = StepBench(model)
+                if let batch { bench.batch = batch }
+                if let large { bench.large = large }
+                if let small { bench.small = small }
+                if let frames { bench.clipFrames = frames }
+                (bench.threads, bench.warmup, bench.steps) = (threads, warmup, steps)
+                return bench
+            }
+        }
 
         func validate() throws {
-            let known = StepBench.models.map(\.name)
-            for name in names where !known.contains(name) {
-                throw ValidationError("unknown model \"\(name)\"; choose from \(known.joined(separator: ", "))")
+            do { _ = try StepBench.selection(models: models, suites: suite) } catch let error as StepBench.SelectionError {
+                throw ValidationError(error.description)
             }
-            guard batch >= 2, large >= 8, small >= 8, threads >= 1, warmup >= 0, steps >= 1, frames >= 1 else {
-                throw ValidationError("--batch ≥ 2, --large/--small ≥ 8, --threads ≥ 1, --steps ≥ 1, --frames ≥ 1")
+            guard (batch ?? 2) >= 2, (large ?? 8) >= 8, (small ?? 8) >= 8, (frames ?? 1) >= 1, threads >= 1, warmup >= 0, steps >= 1 else {
+                throw ValidationError("--batch ≥ 2, --large/--small ≥ 8, --frames ≥ 1, --threads ≥ 1, --steps ≥ 1")
             }
         }
 
         func run() throws {
-            if names.count > 1 {
+            let benches = try benches()
+            if list {
+                for bench in benches { print(([bench.model.name] + bench.shapeArguments).joined(separator: " ")) }
+                return
+            }
+            if benches.count > 1 {
                 // One process per model, so each peak RSS belongs to one model.
-                for name in names {
+                for bench in benches {
                     let process = Process()
                     process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-                    process.arguments = ["bench", "step", "--models", name, "--batch", "\(batch)", "--large", "\(large)",
-                                         "--small", "\(small)", "--threads", "\(threads)", "--warmup", "\(warmup)",
-                                         "--steps", "\(steps)", "--frames", "\(frames)"] + (json ? ["--json"] : [])
+                    process.arguments = ["bench", "step", "--models", bench.model.name] + bench.shapeArguments
+                        + ["--threads", "\(threads)", "--warmup", "\(warmup)", "--steps", "\(steps)"] + (json ? ["--json"] : [])
                     try process.run()
                     process.waitUntilExit()
                     guard process.terminationStatus == 0 else { throw ExitCode(process.terminationStatus) }
                 }
                 return
             }
-            var bench = StepBench()
-            (bench.batch, bench.large, bench.small, bench.threads, bench.warmup, bench.steps) = (batch, large, small, threads, warmup, steps)
-            bench.clipFrames = frames
             let communicator = try Distributed.communicator()
             defer { communicator.finalize() }
-            let result = try bench.run(model: names[0], communicator: communicator)
+            let result = try benches[0].run(communicator: communicator)
             guard communicator.isCoordinator else { return }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
