@@ -14,8 +14,9 @@ import Logging
 /// rank with the error there, and the previous checkpoint stays the newest.
 ///
 /// The cost of a save is its stall: for a blocking save its duration; for a background one the
-/// extra time of the steps in its window (staging to commit) over the median step without a save
-/// window. Both are logged per save and written to metrics.jsonl (`kind: checkpoint`).
+/// staging at the step boundary, the commit, and the extra time of the steps in its window
+/// (staging to commit) over the median step without a save window. Both are logged per save and
+/// written to metrics.jsonl (`kind: checkpoint`).
 final class CheckpointSaver {
     let store: CheckpointStore
     let communicator: Communicator
@@ -25,6 +26,8 @@ final class CheckpointSaver {
 
     private struct Window {
         var save: PendingCheckpointSave
+        /// The step boundary's part: building the content and staging it.
+        var beginSeconds: Double
         var stepSeconds: [Double] = []
     }
     private var pending: Window?
@@ -63,14 +66,14 @@ final class CheckpointSaver {
     /// save still in flight is committed first.
     func save(_ content: @autoclosure () throws -> CheckpointContent, step: Int, wait: Bool) throws {
         try commitPending()
+        let started = DispatchTime.now().uptimeNanoseconds
         if background && !wait {
             let save = try store.beginSave(try content(), communicator: communicator, staging: staging, yieldingToTraining: true)
-            pending = Window(save: save)
+            pending = Window(save: save, beginSeconds: Self.seconds(since: started))
             return
         }
-        let started = DispatchTime.now().uptimeNanoseconds
         lastCommitted = try store.save(try content(), communicator: communicator)
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        let seconds = Self.seconds(since: started)
         try report(step: step, values: ["stall_seconds": seconds, "save_seconds": seconds, "async": 0])
     }
 
@@ -84,15 +87,22 @@ final class CheckpointSaver {
     func commitPending() throws {
         guard let window = pending else { return }
         pending = nil
+        let started = DispatchTime.now().uptimeNanoseconds
         lastCommitted = try window.save.finish(communicator: communicator)
+        let commit = Self.seconds(since: started)
         let baseline = Self.median(quietSteps)
-        // Noise in single steps averages out over the window; only the total is clamped.
-        let stall = baseline.map { base in max(0, window.stepSeconds.reduce(0) { $0 + $1 - base }) }
+        // What training lost: the step boundary's staging, the commit (with any wait for the
+        // shard), and the steps of the window beyond the median quiet step. Noise in single steps
+        // averages out over the window; only the total is clamped.
+        let slowdown = baseline.map { base in max(0, window.stepSeconds.reduce(0) { $0 + $1 - base }) }
         try report(step: window.save.step, values: [
-            "stall_seconds": stall ?? .nan, "staging_ms": window.save.stagingSeconds * 1000,
-            "save_seconds": window.save.writeSeconds ?? .nan, "window_steps": Double(window.stepSeconds.count), "async": 1,
+            "stall_seconds": slowdown.map { window.beginSeconds + commit + $0 } ?? .nan, "staging_ms": window.save.stagingSeconds * 1000,
+            "commit_ms": commit * 1000, "save_seconds": window.save.writeSeconds ?? .nan,
+            "window_steps": Double(window.stepSeconds.count), "async": 1,
         ])
     }
+
+    static func seconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
 
     private func report(step: Int, values: [String: Double]) throws {
         guard communicator.isCoordinator else { return }

@@ -197,7 +197,9 @@ public final class Pretrainer {
                              samples: groups.reduce(0) { $0 + $1.samples } * communicator.worldSize)
             if let metrics, (index + 1) % config.run.logEvery == 0 || index + 1 == config.run.steps {
                 let rate = Double((index + 1 - first) * config.data.batchSize) / max(Date().timeIntervalSince(started), 1e-9)
-                try metrics.record(step: index + 1, kind: "train", values: Self.trainMetrics(result, imagesPerSecond: rate))
+                var values = Self.trainMetrics(result, imagesPerSecond: rate)
+                values["step_seconds"] = Double(DispatchTime.now().uptimeNanoseconds - stepStarted) / 1e9
+                try metrics.record(step: index + 1, kind: "train", values: values)
                 if let onlineProbe { try metrics.record(step: index + 1, kind: "train", values: onlineProbe.drain()) }
             }
             if communicator.worldSize > 1 && (index + 1) % config.dist.emaCheckEvery == 0 {
