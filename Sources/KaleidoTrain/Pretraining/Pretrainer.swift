@@ -190,6 +190,8 @@ public final class Pretrainer {
             let groups = try source.groups(step: index, rank: communicator.rank, worldSize: communicator.worldSize)
             let result = try step.run(step: index, groups: groups)
             for group in groups { onlineProbe?.update(group) }
+            let stepSeconds = Double(DispatchTime.now().uptimeNanoseconds - stepStarted) / 1e9
+            saver.stepFinished(seconds: stepSeconds)
             losses.append(Double(result.loss.total))
             summary.finalLoss = Double(result.loss.total)
             completed = index + 1
@@ -197,15 +199,13 @@ public final class Pretrainer {
                              samples: groups.reduce(0) { $0 + $1.samples } * communicator.worldSize)
             if let metrics, (index + 1) % config.run.logEvery == 0 || index + 1 == config.run.steps {
                 let rate = Double((index + 1 - first) * config.data.batchSize) / max(Date().timeIntervalSince(started), 1e-9)
-                var values = Self.trainMetrics(result, imagesPerSecond: rate)
-                values["step_seconds"] = Double(DispatchTime.now().uptimeNanoseconds - stepStarted) / 1e9
-                try metrics.record(step: index + 1, kind: "train", values: values)
+                try metrics.record(step: index + 1, kind: "train",
+                                   values: Self.trainMetrics(result, imagesPerSecond: rate, stepSeconds: stepSeconds))
                 if let onlineProbe { try metrics.record(step: index + 1, kind: "train", values: onlineProbe.drain()) }
             }
             if communicator.worldSize > 1 && (index + 1) % config.dist.emaCheckEvery == 0 {
                 try checkTargetReplicas(model: model, step: index + 1)
             }
-            saver.stepFinished(seconds: Double(DispatchTime.now().uptimeNanoseconds - stepStarted) / 1e9)
             let agreed = try agreeAfterStep(preemption: preemption, saver: saver)
             try saver.commitIfWritten(ranks: agreed.shardsWritten)
             let every = config.checkpoint.everySteps
@@ -230,14 +230,14 @@ public final class Pretrainer {
 
     /// One `train` row of metrics.jsonl: the step's loss, its parts, and each modality's own
     /// loss (`loss_video`, …) when the step held several.
-    static func trainMetrics(_ result: TrainingStep.Result, imagesPerSecond: Double) -> [String: Double] {
+    static func trainMetrics(_ result: TrainingStep.Result, imagesPerSecond: Double, stepSeconds: Double) -> [String: Double] {
         var values: [String: Double] = [
             "loss": Double(result.loss.total), "contrastive": Double(result.loss.contrastive),
             "divergence": Double(result.loss.divergence), "lr": result.learningRate, "ema_momentum": result.momentum,
             "grad_norm": result.gradientNorm, "supervised": Double(result.supervised),
             "allreduce_wait_ms": result.allReduceWaitSeconds * 1000,
             "buckets_overlapped": Double(result.overlappedBuckets), "buckets": Double(result.buckets),
-            "images_per_second": imagesPerSecond,
+            "images_per_second": imagesPerSecond, "step_seconds": stepSeconds,
         ]
         if result.groups.count > 1 {
             for group in result.groups { values["loss_\(group.dataset)"] = Double(group.loss.total) }
