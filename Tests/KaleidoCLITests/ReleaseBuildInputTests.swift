@@ -57,7 +57,9 @@ import Testing
     func expectStopped(_ outcome: Outcome, naming needles: [String]) {
         #expect(outcome.exited, "ended by a signal, not an error:\n\(outcome.output)")
         #expect(outcome.status != 0)
-        let errorLines = outcome.output.split(separator: "\n").filter { $0.hasPrefix("Error:") }.joined(separator: "\n")
+        // Lines holding the error, not starting with it: under mpirun the ranks share one output
+        // file, and their "Error:" lines can interleave ("EEError: …").
+        let errorLines = outcome.output.split(separator: "\n").filter { $0.contains("Error: ") }.joined(separator: "\n")
         for needle in needles { #expect(errorLines.contains(needle), "no error naming \(needle):\n\(outcome.output)") }
     }
 
