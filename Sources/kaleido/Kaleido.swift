@@ -11,7 +11,29 @@ struct Kaleido: ParsableCommand {
     static func main() {
         BLASCoreSelection.reexecuteIfBeneficial()
         Conv2DDirect.path = .fromEnvironment()
-        main(nil)
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exitReporting(error)
+        }
+    }
+
+    /// ArgumentParser's own exit prints the message in pieces; under mpirun every rank that fails
+    /// the same check prints it at once and the pieces interleave ("EErEror: …"). One write per
+    /// message keeps each whole (a pipe write of up to PIPE_BUF bytes is atomic), and with several
+    /// ranks the rank that failed is named in front.
+    static func exitReporting(_ error: Error) -> Never {
+        let code = exitCode(for: error)
+        let message = fullMessage(for: error)
+        if code == .success {
+            if !message.isEmpty { print(message) }
+            Foundation.exit(code.rawValue)
+        }
+        let identity = RankIdentity.fromLauncher(environment: ProcessInfo.processInfo.environment)
+        let prefix = identity.worldSize > 1 ? "[rank \(identity.rank)/\(identity.worldSize)] " : ""
+        if !message.isEmpty { FileHandle.standardError.write(Data((prefix + message + "\n").utf8)) }
+        Foundation.exit(code.rawValue)
     }
 
     static let configuration = CommandConfiguration(

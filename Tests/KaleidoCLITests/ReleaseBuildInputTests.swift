@@ -57,8 +57,7 @@ import Testing
     func expectStopped(_ outcome: Outcome, naming needles: [String]) {
         #expect(outcome.exited, "ended by a signal, not an error:\n\(outcome.output)")
         #expect(outcome.status != 0)
-        // Lines holding the error, not starting with it: under mpirun the ranks share one output
-        // file, and their "Error:" lines can interleave ("EEError: …").
+        // Lines holding the error, not starting with it: under mpirun each is prefixed with its rank.
         let errorLines = outcome.output.split(separator: "\n").filter { $0.contains("Error: ") }.joined(separator: "\n")
         for needle in needles { #expect(errorLines.contains(needle), "no error naming \(needle):\n\(outcome.output)") }
     }
@@ -107,7 +106,7 @@ import Testing
         expectStopped(oneVideo, naming: ["data.batch_size", "video group 1 samples"])
         let threeRanks = try Self.run(["pretrain"] + Self.settings(root, name: "split3", omnivore: true) + ["--set", "data.batch_size=5"],
                                       ranks: 3)
-        expectStopped(threeRanks, naming: ["data.batch_size", "1 on some of 3 ranks"])
+        expectStopped(threeRanks, naming: ["data.batch_size", "1 on some of 3 ranks", "/3] Error: "])
 
         // Mismatched shapes: a checkpoint of a 4-wide network evaluated as an 8-wide one.
         let trained = try Self.run(["pretrain"] + Self.settings(root, name: "narrow"))
