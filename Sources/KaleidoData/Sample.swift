@@ -103,3 +103,33 @@ public final class DecodeContext {
 @inline(__always) func ensureCapacity(_ buffer: inout [Float], _ count: Int) {
     if buffer.count < count { buffer = [Float](repeating: 0, count: count) }
 }
+
+/// An 8-bit image in memory, rows of interleaved channels (HWC), top row first.
+public struct Image8: Equatable, Sendable {
+    public var width: Int
+    public var height: Int
+    public var channels: Int
+    public var pixels: [UInt8]
+
+    public init(width: Int, height: Int, channels: Int, pixels: [UInt8]) {
+        precondition(pixels.count == width * height * channels, "pixel buffer does not match \(width)×\(height)×\(channels)")
+        self.width = width
+        self.height = height
+        self.channels = channels
+        self.pixels = pixels
+    }
+}
+
+/// A 16-bit single-channel image (depth maps in the SUN RGB-D layout), top row first.
+public struct Image16: Equatable, Sendable {
+    public var width: Int
+    public var height: Int
+    public var pixels: [UInt16]
+
+    public init(width: Int, height: Int, pixels: [UInt16]) {
+        precondition(pixels.count == width * height, "pixel buffer does not match \(width)×\(height)")
+        self.width = width
+        self.height = height
+        self.pixels = pixels
+    }
+}
