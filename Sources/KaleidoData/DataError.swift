@@ -20,6 +20,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable, Sendable {
     case tooManyCorrupt(path: String, attempts: Int)
     /// A saved loader state that does not fit the current data configuration.
     case stateMismatch(String)
+    /// A WebDataset shard (or its listing) that cannot be used.
+    case badShard(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -36,6 +38,7 @@ public enum DataError: Error, CustomStringConvertible, Equatable, Sendable {
         case .tooManyCorrupt(let path, let attempts):
             return "\(path): \(attempts) unreadable samples in a row; is data.root pointing at the right files?"
         case .stateMismatch(let message): return "loader state does not match the data configuration: \(message)"
+        case .badShard(let path, let reason): return "\(path): \(reason)"
         }
     }
 }

@@ -10,6 +10,8 @@ public struct DataConfiguration: Sendable, Equatable {
         case synthetic(SyntheticSpec)
         /// Folder datasets; a modality with a positive share needs its root.
         case folders(image: String?, video: String?, rgbd: String?)
+        /// WebDataset tar shards (`WebDataset`): a folder of split folders or a brace pattern per modality.
+        case shards(image: String?, video: String?, rgbd: String?)
     }
 
     public var source: Source
@@ -29,6 +31,8 @@ public struct DataConfiguration: Sendable, Equatable {
     /// Decode threads per rank, and batches kept ready ahead of the trainer.
     public var workers = 1
     public var prefetch = 2
+    /// Where WebDataset shard listings are kept between runs (nil: listed at every start).
+    public var shardIndexCache: String?
 
     public init(source: Source, recipe: MultiCropRecipe) {
         self.source = source
@@ -140,6 +144,12 @@ public final class DataPipeline: @unchecked Sendable {
                 guard let rgbd else { throw DataError.missingModality(.rgbd) }
                 return try RGBDDataset(root: Listing.splitRoot(rgbd, split: split), depthScale: configuration.depthScale)
             }
+        case .shards(let image, let video, let rgbd):
+            guard let location = [Modality.image: image, .video: video, .rgbd: rgbd][modality] ?? nil else {
+                throw DataError.missingModality(modality)
+            }
+            return try WebDataset(location: location, split: split, modality: modality, depthScale: configuration.depthScale,
+                                  indexCache: configuration.shardIndexCache)
         }
     }
 
@@ -164,7 +174,21 @@ public final class DataPipeline: @unchecked Sendable {
         var order = (0..<n).map { Int32($0) }
         if configuration.shuffle {
             var rng = SplitMix64(keys: configuration.seed, RandomStream.epochOrder.rawValue, UInt64(modality.rawValue), UInt64(epoch))
-            rng.shuffle(&order)
+            if let blocks = datasets[modality]!.readBlocks {
+                // Shards in a shuffled order, each shard's samples shuffled among themselves:
+                // a global batch reads from one or two shards, which are read ahead whole.
+                var shardOrder = Array(blocks.indices)
+                rng.shuffle(&shardOrder)
+                order = shardOrder.flatMap { shard in
+                    var members = blocks[shard].map { Int32($0) }
+                    var inShard = SplitMix64(keys: configuration.seed, RandomStream.shardMemberOrder.rawValue, UInt64(modality.rawValue),
+                                             UInt64(epoch), UInt64(shard))
+                    inShard.shuffle(&members)
+                    return members
+                }
+            } else {
+                rng.shuffle(&order)
+            }
         }
         lock.withLock {
             if permutations[key] == nil {

@@ -41,7 +41,12 @@ public enum ImageCodec {
     /// Reads a 16-bit grayscale PNG without any value conversion (depth maps store millimetres or
     /// scaled units; the scale is the dataset's business, not the codec's).
     public static func readPNG16(_ path: String) throws -> Image16 {
-        let (width, height, pixels) = try decodePNGPixels(try readFile(path), path: path, format: png_uint_32(PNG_FORMAT_LINEAR_Y),
+        try decodePNG16(try readFile(path), path: path)
+    }
+
+    /// `readPNG16` of bytes in memory (a depth map inside a WebDataset shard); `path` names them.
+    public static func decodePNG16(_ data: [UInt8], path: String) throws -> Image16 {
+        let (width, height, pixels) = try decodePNGPixels(data, path: path, format: png_uint_32(PNG_FORMAT_LINEAR_Y),
                                                           channels: 1, as: UInt16.self) { stored in
             stored & png_uint_32(PNG_FORMAT_FLAG_LINEAR) != 0 && stored & png_uint_32(PNG_FORMAT_FLAG_COLOR) == 0
                 ? nil : "expected a 16-bit grayscale PNG (depth map)"
@@ -61,6 +66,37 @@ public enum ImageCodec {
             png_image_write_to_file(&image, path, 0, bytes.baseAddress, Int32(picture.width * picture.channels), nil)
         }
         guard ok != 0 else { throw ImageDecodeError(path: path, reason: "cannot write PNG (\(message(of: &image)))") }
+    }
+
+    /// PNG bytes of an 8-bit gray or RGB image, or of a 16-bit depth map (members of WebDataset shards).
+    public static func encodePNG(_ picture: Image8) throws -> [UInt8] {
+        precondition(picture.channels == 1 || picture.channels == 3, "PNG writer takes 1 or 3 channels")
+        return try encodePNG(width: picture.width, height: picture.height,
+                             format: picture.channels == 3 ? png_uint_32(PNG_FORMAT_RGB) : png_uint_32(PNG_FORMAT_GRAY),
+                             rowStride: picture.width * picture.channels, pixels: picture.pixels)
+    }
+
+    public static func encodePNG16(_ picture: Image16) throws -> [UInt8] {
+        try encodePNG(width: picture.width, height: picture.height, format: png_uint_32(PNG_FORMAT_LINEAR_Y),
+                      rowStride: picture.width, pixels: picture.pixels)
+    }
+
+    private static func encodePNG<Pixel>(width: Int, height: Int, format: png_uint_32, rowStride: Int, pixels: [Pixel]) throws -> [UInt8] {
+        var image = png_image()
+        image.version = png_uint_32(PNG_IMAGE_VERSION)
+        image.width = png_uint_32(width)
+        image.height = png_uint_32(height)
+        image.format = format
+        return try pixels.withUnsafeBytes { source in
+            var size: png_alloc_size_t = 0
+            guard png_image_write_to_memory(&image, nil, &size, 0, source.baseAddress, Int32(rowStride), nil) != 0 else {
+                throw ImageDecodeError(path: "(memory)", reason: "cannot encode PNG (\(message(of: &image)))")
+            }
+            var bytes = [UInt8](repeating: 0, count: Int(size))
+            let ok = bytes.withUnsafeMutableBytes { png_image_write_to_memory(&image, $0.baseAddress, &size, 0, source.baseAddress, Int32(rowStride), nil) }
+            guard ok != 0 else { throw ImageDecodeError(path: "(memory)", reason: "cannot encode PNG (\(message(of: &image)))") }
+            return Array(bytes.prefix(Int(size)))
+        }
     }
 
     /// Writes a 16-bit grayscale PNG.

@@ -61,6 +61,13 @@ public protocol Dataset: Sendable {
     func path(of index: Int) -> String
     /// Decodes the frames `frames` (ascending, each < `frameCount(of:)`) of sample `index`.
     func load(_ index: Int, frames: [Int], context: DecodeContext) throws -> DecodedSample
+    /// Index ranges best read together (a WebDataset's shards): the epoch order then visits them
+    /// in turn, shuffling within each. nil: any order reads as well as another.
+    var readBlocks: [Range<Int>]? { get }
+}
+
+extension Dataset {
+    public var readBlocks: [Range<Int>]? { nil }
 }
 
 /// Per-thread resources reused across samples: a TurboJPEG handle and scratch buffers. Each

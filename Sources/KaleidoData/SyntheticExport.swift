@@ -13,7 +13,10 @@ import KaleidoTensor
 public struct SyntheticExport {
     public enum Format: String, Sendable, CaseIterable {
         case png, jpeg
-        var fileExtension: String { self == .png ? "png" : "jpg" }
+        /// WebDataset shards (`WebDataset`) of PNG members: `DIR/<modality>/{train,val}/shard-*.tar`
+        /// and `DIR/<modality>/classes.txt`.
+        case webdataset
+        var fileExtension: String { self == .jpeg ? "jpg" : "png" }
     }
 
     public var spec: SyntheticSpec
@@ -23,6 +26,8 @@ public struct SyntheticExport {
     /// Also write each image's true object mask as `<index>.mask.png`.
     public var masks = false
     public var threads = 1
+    /// Shard size of the `webdataset` format.
+    public var shardBytes = 1 << 30
 
     public init(spec: SyntheticSpec) { self.spec = spec }
 
@@ -38,6 +43,7 @@ public struct SyntheticExport {
     /// Writes everything under `directory`; returns the number of files written.
     @discardableResult
     public func write(to directory: String) throws -> Int {
+        if format == .webdataset { return try writeShards(to: directory) }
         let pool = ComputePool(threads: threads)
         var written = 0
         for modality in modalities {
@@ -92,9 +98,55 @@ public struct SyntheticExport {
         }
     }
 
+    /// The WebDataset layout: samples rendered and encoded in parallel, a chunk at a time, and
+    /// written in index order. Returns the number of samples written.
+    private func writeShards(to directory: String) throws -> Int {
+        let pool = ComputePool(threads: threads)
+        var written = 0
+        for modality in modalities {
+            for split in Split.allCases {
+                let dataset = SyntheticDataset(spec: spec, split: split, modality: modality)
+                let writer = try ShardSequenceWriter(directory: "\(directory)/\(modality)/\(split.rawValue)", shardBytes: shardBytes)
+                let chunk = 256
+                for start in stride(from: 0, to: dataset.count, by: chunk) {
+                    let range = start..<min(dataset.count, start + chunk)
+                    let encoded = UncheckedSendable(UnsafeMutableBufferPointer<[(String, [UInt8])]>.allocate(capacity: range.count))
+                    encoded.value.initialize(repeating: [])
+                    defer { encoded.value.deinitialize(); encoded.value.deallocate() }
+                    let errors = ErrorBox()
+                    pool.forEachRange(range.count) { part in
+                        for i in part where !errors.failed {
+                            do { encoded.value[i] = try shardMembers(dataset, range.lowerBound + i) } catch { errors.record(error) }
+                        }
+                    }
+                    if let error = errors.first { throw error }
+                    for (i, members) in encoded.value.enumerated() {
+                        try writer.add(key: Self.fileName(range.lowerBound + i), members: members)
+                    }
+                }
+                try writer.finish()
+                written += writer.samples
+            }
+            try (SyntheticDataset(spec: spec, split: .train, modality: modality).classes.joined(separator: "\n") + "\n")
+                .write(toFile: "\(directory)/\(modality)/classes.txt", atomically: true, encoding: .utf8)
+        }
+        return written
+    }
+
+    private func shardMembers(_ dataset: SyntheticDataset, _ index: Int) throws -> [(String, [UInt8])] {
+        let rendered = dataset.renderAll(index)
+        var members: [(String, [UInt8])]
+        switch dataset.modality {
+        case .image: members = [("png", try ImageCodec.encodePNG(rendered.frames[0]))]
+        case .video: members = try rendered.frames.enumerated().map { t, frame in (String(format: "%03d.png", t), try ImageCodec.encodePNG(frame)) }
+        case .rgbd: members = [("png", try ImageCodec.encodePNG(rendered.frames[0])), ("depth.png", try ImageCodec.encodePNG16(rendered.depth!))]
+        }
+        return members + [("cls", Array("\(dataset.label(of: index))".utf8))]
+    }
+
     private func writeImage(_ image: Image8, to path: String) throws {
         switch format {
-        case .png: try ImageCodec.writePNG(image, to: path)
+        case .png, .webdataset: try ImageCodec.writePNG(image, to: path)
         case .jpeg:
             // 4:4:4: tiny images lose too much colour to 4:2:0 for the files to stand in for the originals.
             let bytes = try ImageCodec.encodeJPEG(image, quality: quality, fullChroma: true)

@@ -21,4 +21,7 @@ public enum RandomStream: UInt64, Sendable {
     case subsetEpochOrder = 0x4550_4F43
     /// A training step's drop-path masks on one rank, keyed by (seed, step, rank) ("DROP").
     case dropPath = 0x4452_4F50
+    /// The order of one WebDataset shard's samples in an epoch, keyed by (seed, modality, epoch,
+    /// shard) ("SHRD"); the shards' own order is `epochOrder`'s.
+    case shardMemberOrder = 0x5348_5244
 }

@@ -9,8 +9,8 @@ extension Kaleido {
     struct DataCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "data",
-            abstract: "Look at what the model sees, and export the synthetic dataset.",
-            subcommands: [Inspect.self, ExportSynthetic.self])
+            abstract: "Look at what the model sees, export the synthetic dataset, pack folders into WebDataset shards.",
+            subcommands: [Inspect.self, ExportSynthetic.self, Pack.self])
     }
 }
 
@@ -61,12 +61,15 @@ extension Kaleido.DataCommand {
     struct ExportSynthetic: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "export-synthetic",
-            abstract: "Write the synthetic dataset to DIR as ImageFolder, video-frame and RGB-D folders.",
+            abstract: "Write the synthetic dataset to DIR as ImageFolder, video-frame and RGB-D folders, or as WebDataset shards.",
             discussion: """
             Layout: DIR/image/{train,val}/<NN-class>/<index>.png, DIR/video/{train,val}/<NN-class>/<index>/000001.png …,
             DIR/rgbd/{train,val}/<NN-class>/<index>/{image/<index>.png, depth/<index>.png (16-bit, mm)}.
+            With --format webdataset: DIR/<modality>/{train,val}/shard-000000.tar … holding <index>.png (video:
+            <index>.000.png …; RGB-D: <index>.png + <index>.depth.png) and <index>.cls, and DIR/<modality>/classes.txt.
             Sizes, classes and seed come from the data.synthetic_* keys of the config. Point data.root
-            (and data.video_root, data.rgbd_root) at these folders to train from files.
+            (and data.video_root, data.rgbd_root) at these folders to train from files (with
+            data.dataset=webdataset for shards).
             """)
 
         @Argument(help: "Folder to write into (created if missing).")
@@ -75,8 +78,11 @@ extension Kaleido.DataCommand {
         @OptionGroup var options: ConfigOptions
         @OptionGroup var logging: LoggingOptions
 
-        @Option(help: "Image format: png (lossless) or jpeg.")
+        @Option(help: "png (lossless) or jpeg files in folders, or webdataset (tar shards of PNG members).")
         var format = "png"
+
+        @Option(name: .customLong("shard-size"), help: "With --format webdataset: the largest shard, e.g. 1GB, 64MB.")
+        var shardSize = "1GB"
 
         @Option(help: "JPEG quality (1–100).")
         var quality = 95
@@ -95,7 +101,12 @@ extension Kaleido.DataCommand {
         }
 
         func validate() throws {
-            guard SyntheticExport.Format(rawValue: format) != nil else { throw ValidationError("--format must be png or jpeg, got \(format)") }
+            guard SyntheticExport.Format(rawValue: format) != nil else {
+                throw ValidationError("--format must be png, jpeg or webdataset, got \(format)")
+            }
+            guard ShardSequenceWriter.parseSize(shardSize) != nil else {
+                throw ValidationError("--shard-size must be a size such as 1GB, 64MB or 65536, got \(shardSize)")
+            }
             guard (1...100).contains(quality) else { throw ValidationError("--quality must be in 1…100, got \(quality)") }
             guard !chosen.isEmpty, chosen.count == modalities.split(separator: ",").count else {
                 throw ValidationError("--modalities must list image, video and/or rgbd, got \(modalities)")
@@ -112,9 +123,55 @@ extension Kaleido.DataCommand {
             export.modalities = chosen
             export.masks = masks
             export.threads = threads
+            export.shardBytes = ShardSequenceWriter.parseSize(shardSize)!
             let start = Date()
             let files = try export.write(to: directory)
-            print(String(format: "wrote %d files to %@ in %.1f s", files, directory, Date().timeIntervalSince(start)))
+            print(String(format: "wrote %d %@ to %@ in %.1f s", files, export.format == .webdataset ? "samples" : "files", directory,
+                         Date().timeIntervalSince(start)))
+        }
+    }
+
+    struct Pack: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Pack an ImageFolder into WebDataset shards.",
+            discussion: """
+            FOLDER is root/<class>/<image>.jpg|png, with train/ and val/ split folders when present (as data.root
+            takes it). Writes OUT/train/shard-000000.tar … (and OUT/val/…), each sample <key>.jpg|png + <key>.cls
+            (the class number), and OUT/classes.txt. Images are stored as they are, in an order shuffled once
+            (--seed) so that every shard holds every class. Train from them with data.dataset=webdataset
+            data.root=OUT.
+            """)
+
+        @Argument(help: "The ImageFolder to pack.")
+        var folder: String
+
+        @Argument(help: "Folder to write the shards into (created if missing).")
+        var output: String
+
+        @Option(name: .customLong("shard-size"), help: "The largest shard, e.g. 1GB, 256MB.")
+        var shardSize = "1GB"
+
+        @Option(help: "Seed of the order samples are packed in.")
+        var seed = 0
+
+        func validate() throws {
+            guard ShardSequenceWriter.parseSize(shardSize) != nil else {
+                throw ValidationError("--shard-size must be a size such as 1GB, 64MB or 65536, got \(shardSize)")
+            }
+            guard seed >= 0 else { throw ValidationError("--seed must be ≥ 0, got \(seed)") }
+        }
+
+        func run() throws {
+            var pack = WebDatasetPack()
+            pack.shardBytes = ShardSequenceWriter.parseSize(shardSize)!
+            pack.seed = UInt64(seed)
+            let start = Date()
+            let summary = try pack.pack(folder: folder, into: output)
+            for split in Split.allCases {
+                guard let samples = summary.samples[split] else { continue }
+                print("\(split.rawValue): \(samples) samples in \(summary.shards[split] ?? 0) shards")
+            }
+            print(String(format: "wrote %@ in %.1f s", output, Date().timeIntervalSince(start)))
         }
     }
 }

@@ -165,6 +165,9 @@ public enum DatasetKind: String, ConfigChoice {
     case videoFrames = "video_frames"
     /// RGB image plus 16-bit depth PNG per sample (SUN RGB-D layout).
     case rgbd
+    /// WebDataset tar shards: `data.root` (images), `data.video_root`, `data.rgbd_root`, each a
+    /// folder with `train/` and `val/` shards or a brace pattern (KaleidoData's `WebDataset`).
+    case webdataset
 }
 
 /// Proportions of the modalities in joint (Omnivore) batches.
@@ -253,7 +256,7 @@ public struct DataConfig: Codable, Equatable, Sendable {
     }
 
     /// The folder root of each modality in a run on folders (nil: none configured).
-    var imageRoot: String? { dataset == .imageFolder && !root.isEmpty ? root : nil }
+    var imageRoot: String? { (dataset == .imageFolder || dataset == .webdataset) && !root.isEmpty ? root : nil }
     var videoFolder: String? { dataset == .videoFrames && !root.isEmpty ? root : (videoRoot.isEmpty ? nil : videoRoot) }
     var rgbdFolder: String? { dataset == .rgbd && !root.isEmpty ? root : (rgbdRoot.isEmpty ? nil : rgbdRoot) }
 
@@ -285,7 +288,8 @@ public struct DataConfig: Codable, Equatable, Sendable {
         check.require(syntheticFrames >= 1, "data.synthetic_frames", "must be ≥ 1, got \(syntheticFrames)")
         check.require((1...16).contains(syntheticObjects), "data.synthetic_objects", "must be in 1…16, got \(syntheticObjects)")
         check.require(syntheticSeed >= 0, "data.synthetic_seed", "must be ≥ 0, got \(syntheticSeed)")
-        check.require(dataset == .synthetic || !root.isEmpty, "data.root", "is required for dataset \(dataset.rawValue)")
+        check.require(dataset == .synthetic || !root.isEmpty || (dataset == .webdataset && !(videoRoot + rgbdRoot).isEmpty),
+                      "data.root", "is required for dataset \(dataset.rawValue)")
         for (key, share) in [("image", mix.image), ("video", mix.video), ("rgbd", mix.rgbd)] {
             check.require(share >= 0, "data.mix.\(key)", "must be ≥ 0, got \(share)")
         }
@@ -313,6 +317,8 @@ extension KaleidoConfig {
         let source: DataConfiguration.Source
         if data.dataset == .synthetic {
             source = .synthetic(data.syntheticSpec)
+        } else if data.dataset == .webdataset {
+            source = .shards(image: data.imageRoot, video: data.videoFolder, rgbd: data.rgbdFolder)
         } else {
             source = .folders(image: data.imageRoot, video: data.videoFolder, rgbd: data.rgbdFolder)
         }
@@ -331,6 +337,7 @@ extension KaleidoConfig {
         configuration.seed = UInt64(run.seed)
         configuration.workers = data.workers
         configuration.prefetch = data.prefetch
+        configuration.shardIndexCache = run.outputDir.isEmpty ? nil : run.outputDir + "/.shard-index"
         var finetune = FineTuneRecipe(size: data.largeSize)
         finetune.scale = Float(data.finetuneScaleMin)...1
         finetune.randAugmentLayers = data.randaugmentLayers

@@ -29,11 +29,12 @@ public final class EvaluationData {
             configuration.source = .synthetic(config.data.syntheticSpec)
         } else {
             var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: spec, isDirectory: &isDirectory), isDirectory.boolValue else {
+            guard spec.contains("{") || FileManager.default.fileExists(atPath: spec, isDirectory: &isDirectory) && isDirectory.boolValue else {
                 throw EvaluationError.missingData(path: spec)
             }
-            configuration.source = .folders(image: modality == .image ? spec : nil, video: modality == .video ? spec : nil,
-                                            rgbd: modality == .rgbd ? spec : nil)
+            let (image, video, rgbd) = (modality == .image ? spec : nil, modality == .video ? spec : nil, modality == .rgbd ? spec : nil)
+            configuration.source = WebDataset.isShardLocation(spec) ? .shards(image: image, video: video, rgbd: rgbd)
+                                                                    : .folders(image: image, video: video, rgbd: rgbd)
         }
         configuration.shares = [modality: 1]
         configuration.shuffle = false
@@ -74,7 +75,7 @@ public final class EvaluationData {
         switch train.configuration.source {
         case .synthetic(let s):
             source = "synthetic(classes=\(s.classes),train=\(s.trainSize),val=\(s.valSize),size=\(s.size),frames=\(s.frames),seed=\(s.seed))"
-        case .folders:
+        case .folders, .shards:
             source = "folder(\(URL(fileURLWithPath: spec).standardizedFileURL.path),train=\(count(.train)),val=\(count(.validation)))"
         }
         return "\(source):\(modality):centre-crop(size=\(recipe.size),fraction=\(recipe.cropFraction)),"
