@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KaleidoData
 import KaleidoTrain
 
 extension Kaleido.Bench {
@@ -20,6 +21,12 @@ extension Kaleido.Bench {
 
         @Option(help: "ImageFolder to read instead of the generated one.")
         var root: String?
+
+        @Option(help: "image_folder, or webdataset: the same images packed into tar shards, timed after the folder.")
+        var format = DatasetKind.imageFolder
+
+        @Option(name: .customLong("shard-size"), help: "With --format webdataset: the largest shard, e.g. 1MB, 64MB.")
+        var shardSize = "1MB"
 
         @Option(help: "Images in the generated ImageFolder.")
         var images: Int = 2000
@@ -52,6 +59,12 @@ extension Kaleido.Bench {
             guard images >= batch else { throw ValidationError("--images (\(images)) must be at least --batch (\(batch))") }
             guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
             guard seconds > 0 else { throw ValidationError("--seconds must be positive, got \(seconds)") }
+            guard format == .imageFolder || format == .webdataset else {
+                throw ValidationError("--format must be image_folder or webdataset, got \(format.rawValue)")
+            }
+            guard ShardSequenceWriter.parseSize(shardSize) != nil else {
+                throw ValidationError("--shard-size must be a size such as 1MB or 65536, got \(shardSize)")
+            }
             if let s = stepImagesPerSecond, s <= 0 {
                 throw ValidationError("--step-images-per-second must be positive, got \(s)")
             }
@@ -63,14 +76,16 @@ extension Kaleido.Bench {
             encoder.outputFormatting = [.sortedKeys]
             encoder.keyEncodingStrategy = .convertToSnakeCase
             func line<T: Encodable>(_ value: T) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
-            if !json { print("threads   images   seconds   images/s   images/s/thread") }
-            let bench = DataBench(root: root, images: images, threadCounts: threadCounts, batch: batch, seconds: seconds,
+            if !json { print("format        threads   images   seconds   images/s   images/s/thread") }
+            var bench = DataBench(root: root, images: images, threadCounts: threadCounts, batch: batch, seconds: seconds,
                                   stepConsumption: stepImagesPerSecond)
+            bench.format = format
+            bench.shardBytes = ShardSequenceWriter.parseSize(shardSize)!
             let summary = try bench.run { result in
                 if json {
                     print((try? line(result)) ?? "")
                 } else {
-                    print(String(format: "%7d %8d %9.2f %10.0f %17.0f", result.threads, result.images, result.seconds,
+                    print(String(format: "%-12@ %7d %8d %9.2f %10.0f %17.0f", result.format, result.threads, result.images, result.seconds,
                                  result.imagesPerSecond, result.imagesPerSecondPerThread))
                 }
                 fflush(nil)
@@ -89,7 +104,12 @@ extension Kaleido.Bench {
             } else {
                 print("pass --step-images-per-second to compare with what a ReLICv2 step consumes")
             }
+            if let ratio = summary.webDatasetOverFolder {
+                print(String(format: "webdataset / image_folder on the same images: %.2f× (best thread count of each)", ratio))
+            }
             if summary.skipped > 0 { print("unreadable files skipped: \(summary.skipped)") }
         }
     }
 }
+
+extension DatasetKind: ExpressibleByArgument {}

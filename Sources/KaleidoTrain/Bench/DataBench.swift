@@ -4,6 +4,8 @@ import Logging
 
 /// One loader measurement: images (source samples, each turned into every view) per second.
 public struct DataBenchResult: Codable, Sendable {
+    /// `image_folder` or `webdataset`.
+    public let format: String
     public let threads: Int
     public let images: Int
     public let seconds: Double
@@ -25,6 +27,8 @@ public struct DataBenchSummary: Codable, Sendable {
     public let headroom: Double?
     public let threads: Int
     public let skipped: Int
+    /// With `format: webdataset`: its best images/s over the ImageFolder's on the same images.
+    public let webDatasetOverFolder: Double?
 }
 
 /// Measures the data loader on a 32-px PNG ImageFolder with the 4-view ReLICv2 recipe of the
@@ -41,6 +45,10 @@ public struct DataBench {
     /// Seconds of loading per thread count (after a warm-up batch per thread).
     public var seconds: Double
     public var stepConsumption: Double?
+    /// `.webdataset` also packs the folder into shards (`WebDatasetPack`, `shardBytes` each) and
+    /// times both, the folder first; the summary is the shards'.
+    public var format = DatasetKind.imageFolder
+    public var shardBytes = 1 << 20
 
     public init(root: String? = nil, images: Int = 2000, threadCounts: [Int] = [1, 2], batch: Int = 64,
                 seconds: Double = 3, stepConsumption: Double? = nil) {
@@ -70,11 +78,38 @@ public struct DataBench {
         }
         defer { if let temporary { try? FileManager.default.removeItem(atPath: temporary) } }
 
-        var config = KaleidoConfig()
-        config.data.dataset = .imageFolder
-        config.data.root = folder!
-        config.data.batchSize = batch
-        let pipeline = try DataPipeline(config.dataConfiguration, split: .train, logger: Logger(label: "kaleido.bench.data"))
+        var sources: [(DatasetKind, String)] = [(.imageFolder, folder!)]
+        if format == .webdataset {
+            let shards = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-bench-shards-\(UUID().uuidString)").path
+            var pack = WebDatasetPack()
+            pack.shardBytes = shardBytes
+            _ = try pack.pack(folder: folder!, into: shards)
+            sources.append((.webdataset, shards))
+        }
+        defer { for (kind, path) in sources where kind == .webdataset { try? FileManager.default.removeItem(atPath: path) } }
+        var results: [DataBenchResult] = []
+        var pipeline: DataPipeline!
+        for (kind, path) in sources {
+            var config = KaleidoConfig()
+            config.data.dataset = kind
+            config.data.root = path
+            config.data.batchSize = batch
+            config.run.outputDir = ""
+            pipeline = try DataPipeline(config.dataConfiguration, split: .train, logger: Logger(label: "kaleido.bench.data"))
+            results += try measure(pipeline, format: kind.rawValue, report: report)
+        }
+        let measured = results.filter { $0.format == format.rawValue }
+        let single = measured.first { $0.threads == 1 } ?? measured[0]
+        let best = measured.max { $0.imagesPerSecond < $1.imagesPerSecond }!
+        let folderBest = results.filter { $0.format == DatasetKind.imageFolder.rawValue }.map(\.imagesPerSecond).max()!
+        return DataBenchSummary(imagesPerSecondPerThread: single.imagesPerSecondPerThread, bar: 600, torchvisionPerWorker: 307,
+                                stepConsumption: stepConsumption, headroom: stepConsumption.map { best.imagesPerSecond / $0 },
+                                threads: best.threads, skipped: pipeline.health.skipped,
+                                webDatasetOverFolder: format == .webdataset ? best.imagesPerSecond / folderBest : nil)
+    }
+
+    /// Images/s of `pipeline` through the prefetching loader, per thread count.
+    func measure(_ pipeline: DataPipeline, format: String, report: (DataBenchResult) -> Void) throws -> [DataBenchResult] {
         var results: [DataBenchResult] = []
         for threads in threadCounts {
             let loader = try DataLoader(pipeline: pipeline, workers: threads, depth: 2 * threads)
@@ -87,16 +122,12 @@ public struct DataBench {
                 elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             } while elapsed < seconds
             loader.stop()
-            let result = DataBenchResult(threads: threads, images: count, seconds: elapsed,
+            let result = DataBenchResult(format: format, threads: threads, images: count, seconds: elapsed,
                                          imagesPerSecond: Double(count) / elapsed,
                                          imagesPerSecondPerThread: Double(count) / elapsed / Double(threads))
             results.append(result)
             report(result)
         }
-        let single = results.first { $0.threads == 1 } ?? results[0]
-        let best = results.max { $0.imagesPerSecond < $1.imagesPerSecond }!
-        return DataBenchSummary(imagesPerSecondPerThread: single.imagesPerSecondPerThread, bar: 600, torchvisionPerWorker: 307,
-                                stepConsumption: stepConsumption, headroom: stepConsumption.map { best.imagesPerSecond / $0 },
-                                threads: best.threads, skipped: pipeline.health.skipped)
+        return results
     }
 }
