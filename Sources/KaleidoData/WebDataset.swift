@@ -138,7 +138,7 @@ public struct WebDataset: Dataset {
                 pattern = directory + "/" + file.replacingCharacters(in: range, with: "val")
             }
             let shards = try BracePattern.expand(pattern)
-            for shard in shards where !FileManager.default.fileExists(atPath: shard) { throw DataError.missingRoot(path: shard) }
+            for shard in shards where !FileManager.default.fileExists(atPath: shard) { throw DataError.badShard(path: shard, reason: "no such shard") }
             return (shards, (pattern as NSString).deletingLastPathComponent + "/classes.txt")
         }
         let folder = try Listing.splitRoot(trimmed, split: split)
