@@ -158,6 +158,34 @@ import KaleidoTensor
         let loader = try DataLoader(pipeline: restarted, rank: 1, worldSize: 2, state: state, workers: 2)
         defer { loader.stop() }
         for expected in reference[step...] { #expect(flatten(try loader.next()) == expected) }
+
+        // Resumed at another world size: the three ranks' slices join into the one-rank batch.
+        let single = try (step..<(step + 3)).map { try uninterrupted.batch($0, context: DecodeContext()) }
+        let ranks = try (0..<3).map { rank in try DataLoader(pipeline: DataPipeline(c), rank: rank, worldSize: 3, state: state, workers: 1) }
+        defer { ranks.forEach { $0.stop() } }
+        for whole in single {
+            let parts = try ranks.map { try $0.next() }
+            for (g, group) in whole.groups.enumerated() {
+                #expect(parts.flatMap { $0.groups[g].labels } == group.labels)
+                #expect(parts.flatMap { $0.groups[g].largeView(1).array } == group.largeView(1).array, "\(group.modality)")
+            }
+        }
+    }
+
+    @Test func aCompressedShardIsRefusedNamingIt() throws {
+        let directory = try exportShards("gzip", modalities: [.image])
+        let shard = "\(directory)/image/train/shard-000000.tar"
+        let gzip = Process()
+        gzip.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        gzip.arguments = ["gzip", "-n", shard]
+        try gzip.run()
+        gzip.waitUntilExit()
+        try FileManager.default.moveItem(atPath: shard + ".gz", toPath: shard)
+        #expect {
+            try WebDataset(location: "\(directory)/image", split: .train, modality: .image)
+        } throws: { error in
+            "\(error)".hasPrefix(shard) && "\(error)".contains("gzip")
+        }
     }
 
     @Test func listingsAreCachedAndRedoneWhenAShardChanges() throws {
