@@ -82,7 +82,7 @@ let package = Package(
         .testTarget(name: "KaleidoTrainTests", dependencies: [
             "KaleidoTrain", "KaleidoCheckpoint", "KaleidoData", "KaleidoDist", "KaleidoNN", "KaleidoSSL", "KaleidoTensor",
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], exclude: ["Fixtures"]),  // model.init state dicts written by PyTorch (tools/fixtures/make_init_fixtures.py)
         .testTarget(name: "KaleidoCLITests", dependencies: ["kaleido"]),
         // Runs `kaleido` under mpirun on this machine (2 and 4 ranks).
         .testTarget(name: "KaleidoMPITests", dependencies: ["kaleido"]),

@@ -3,14 +3,17 @@
 weights) to a safetensors state dict that `kaleido pretrain --init` (model.init) reads.
 
     python3 tools/pth-to-safetensors.py resnet50-0676ba61.pth resnet50.safetensors
-    python3 tools/pth-to-safetensors.py omnivore_swinT.pth trunk.safetensors --key trunk --strip-prefix trunk.
+    python3 tools/pth-to-safetensors.py swinT_checkpoint.torch omnivore_swinT.safetensors
 
 It accepts a bare state dict or one nested under a key (`--key`; by default the first of
-`state_dict`, `model`, `model_state`, `trunk` that exists), drops a `module.` prefix left by
-DataParallel/DDP (and any `--strip-prefix`), keeps float and integer tensors as they are
-(contiguous, on the CPU) and prints how many tensors it wrote and their total size. The names
-stay torchvision's/timm's: kaleido checks them against its model when it loads the file, and
-`model.init_ignore` skips a classifier (`fc.`, `head.`).
+`state_dict`, `model`, `model_state`, `trunk` that exists). Omnivore's releases hold two,
+`trunk` and `heads`: both are written, as `trunk.*` and `heads.*` (an `OmnivoreModel`'s state
+dict names, which kaleido translates to its own; `--key trunk` keeps the trunk alone). It drops
+a `module.` prefix left by DataParallel/DDP (and any `--strip-prefix`), keeps float and integer
+tensors as they are (contiguous, on the CPU) and prints how many tensors it wrote and their
+total size. The names stay torchvision's/timm's (or Omnivore's): kaleido checks them against
+its model when it loads the file, and `model.init_ignore` skips a classifier (`fc.`, `head.`,
+`heads.`).
 
 Needs torch and safetensors (pip install torch safetensors). Loading a .pth runs pickle: only
 convert files from sources you trust (the script uses torch.load(weights_only=True)).
@@ -22,6 +25,8 @@ import torch
 from safetensors.torch import save_file
 
 NESTED_KEYS = ("state_dict", "model", "model_state", "trunk")
+# facebookresearch/omnivore's checkpoints: {"trunk": state dict, "heads": state dict}.
+OMNIVORE_PARTS = ("trunk", "heads")
 
 
 def main():
@@ -38,6 +43,8 @@ def main():
         if args.key not in checkpoint:
             sys.exit(f"{args.source}: no key '{args.key}' (keys: {', '.join(map(str, checkpoint))})")
         state = checkpoint[args.key]
+    elif isinstance(checkpoint, dict) and all(isinstance(checkpoint.get(k), dict) for k in OMNIVORE_PARTS):
+        state = {f"{part}.{name}": value for part in OMNIVORE_PARTS for name, value in checkpoint[part].items()}
     elif isinstance(checkpoint, dict) and not any(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         found = next((k for k in NESTED_KEYS if k in checkpoint), None)
         if found is None:

@@ -118,6 +118,9 @@ public struct ArenaImportError: Error, CustomStringConvertible, Sendable {
 
     /// How the caller lets a user skip tensors, for the hint after missing/unexpected names.
     public var skipHint = "allow missing/unexpected keys"
+    /// What the caller knows about the problems that their names alone do not say (which
+    /// setting a mis-shaped tensor points to, how the file's names were translated), one line each.
+    public var notes: [String] = []
 
     /// The problems by kind, each kind's first ten listed and the rest counted.
     public var description: String {
@@ -137,6 +140,7 @@ public struct ArenaImportError: Error, CustomStringConvertible, Sendable {
         }
         let onlyNames = problems.allSatisfy { if case .missing = $0 { return true }; if case .unexpected = $0 { return true }; return false }
         let hint = onlyNames && !problems.isEmpty ? " (to load a subset, e.g. a backbone without its head, \(skipHint))" : ""
+        lines += notes.map { "note: \($0)" }
         return "\(file): does not match the model's parameters\(hint):\n  " + lines.joined(separator: "\n  ")
     }
 }

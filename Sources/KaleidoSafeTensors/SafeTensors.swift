@@ -207,6 +207,28 @@ public struct SafeTensorsFile: Sendable {
         return entry
     }
 
+    /// The same file with each tensor under `rename(name)`: a view sharing the bytes, for a
+    /// checkpoint that spells a model's names another way. Two tensors given one name are an
+    /// error naming both (either would otherwise be silently lost).
+    public func renamingTensors(_ rename: (String) -> String) throws -> SafeTensorsFile {
+        var renamed: [String: Entry] = [:], origins: [String: String] = [:]
+        for name in names {
+            let newName = rename(name)
+            if let other = origins[newName] {
+                throw SafeTensorsError(file: source, key: name, kind: .invalidTensor,
+                                       message: "renamed to '\(newName)', which '\(other)' is renamed to as well")
+            }
+            guard newName != Self.metadataKey else {
+                throw SafeTensorsError(file: source, key: name, kind: .invalidTensor, message: "cannot be renamed to '\(newName)'")
+            }
+            origins[newName] = name
+            renamed[newName] = tensors[name]
+        }
+        var copy = self
+        copy.tensors = renamed
+        return copy
+    }
+
     /// The raw little-endian bytes of tensor `name`.
     public func rawBytes(_ name: String) throws -> Data {
         let entry = try entry(name)

@@ -115,6 +115,23 @@ import Testing
         }
     }
 
+    /// Renaming keeps each tensor's shape and values under its new name; two names made one,
+    /// or a tensor named like the metadata key, are errors naming the tensor.
+    @Test func renamingMovesTensorsAndRefusesCollisions() throws {
+        let file = try SafeTensorsFile(bytes: Data(try sampleFile()), source: "sample.safetensors")
+        let renamed = try file.renamingTensors { $0.replacingOccurrences(of: "b.", with: "trunk.b.") }
+        #expect(renamed.names == ["a.bias", "bn.num_batches_tracked", "trunk.b.weight"])
+        #expect(try renamed.floats("trunk.b.weight").values == file.floats("b.weight").values)
+        #expect(try renamed.floats("trunk.b.weight").shape == [2, 3])
+        #expect(try renamed.integers("bn.num_batches_tracked").values == [42])
+        #expect(renamed.metadata == file.metadata)
+
+        #expect { _ = try file.renamingTensors { $0.hasSuffix("weight") || $0.hasSuffix("bias") ? "x" : $0 } } throws: { error in
+            "\(error)" == "sample.safetensors: 'b.weight': renamed to 'x', which 'a.bias' is renamed to as well"
+        }
+        #expect(throws: SafeTensorsError.self) { _ = try file.renamingTensors { $0 == "a.bias" ? "__metadata__" : $0 } }
+    }
+
     // MARK: Files written by Python's safetensors
 
     @Test func readsAFileWrittenByThePythonLibrary() throws {

@@ -13,7 +13,8 @@ import KaleidoTensor
 /// `features.{2i}.{j}.attn.qkv.weight`, `features.{2i+1}.reduction.weight`, `norm`, `head`),
 /// plus Omnivore's `depth_patch_embed.*` and `heads.<dataset>.*`. Omnivore's own checkpoint
 /// calls the trunk `trunk.layers.{i}.blocks.{j}.mlp.fc1` and the video head
-/// `heads.video.1` (behind a dropout); importing it is a renaming, not a different model.
+/// `heads.video.1` (behind a dropout); importing it is a renaming, not a different model
+/// (`model.init` does it: KaleidoTrain's `OmnivoreCheckpointNames`).
 public enum SwinTransformer3D {
     public struct Config: Sendable, Equatable {
         public var embedDimension: Int

@@ -18,9 +18,16 @@ public enum InitialWeights {
     /// encoder lacks, or a shape that differs stops with every problem named (the first ten of
     /// each kind), before anything is written. Names starting with a prefix of `ignoring` are
     /// skipped on both sides; `freshWhereAbsent` parts may be absent (`report.missing` names them).
+    ///
+    /// A file in Omnivore's official naming (`trunk.layers.i.blocks.j…`) is read under Kaleido's
+    /// names first (`OmnivoreCheckpointNames`); `ignoring` then takes Kaleido's names. Relative
+    /// position tables of another attention window fail the shape check with a note naming the
+    /// windows and the `model.arch` that has the file's.
     @discardableResult
     public static func load(_ path: String, ignoring prefixes: [String], into model: ReLICv2Model) throws -> ArenaImportReport {
-        let file = try SafeTensorsFile(contentsOf: URL(fileURLWithPath: path))
+        var file = try SafeTensorsFile(contentsOf: URL(fileURLWithPath: path))
+        let official = OmnivoreCheckpointNames.isOfficial(file.names)
+        if official { file = try OmnivoreCheckpointNames.translated(file) }
         let report: ArenaImportReport
         do {
             report = try ArenaSafeTensors.load(file, into: model.online, entries: { entry in
@@ -28,6 +35,8 @@ public enum InitialWeights {
             }, ignoring: prefixes, optional: Self.freshWhereAbsent)
         } catch var error as ArenaImportError {
             error.skipHint = "list the prefixes to skip in model.init_ignore"
+            if let window = SwinWindowNote.note(for: error.problems, file: file, arena: model.online) { error.notes.append(window) }
+            if official { error.notes.append(OmnivoreCheckpointNames.translationNote) }
             throw error
         }
         model.target.values.pointer.update(from: model.online.values.pointer, count: model.online.count)
