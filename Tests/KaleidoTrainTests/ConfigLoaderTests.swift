@@ -70,7 +70,7 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         #expect(section.hasPrefix("--set optimizer.lr=1: optimizer: unknown key"))
     }
 
-    @Test func outOfRangeValuesAreErrors() {
+    @Test func outOfRangeValuesAreErrors() throws {
         let lr = message { _ = try ConfigLoader.load(yaml: "optim:\n  lr: -1\n", name: "c.yaml") }
         #expect(lr == "c.yaml: optim.lr: must be > 0, got -1.0 (line 2)")
         let crops = message { _ = try ConfigLoader.load(overrides: ["data.large_crops=1"]) }
@@ -79,6 +79,11 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         #expect(encoder == "--set eval.finetune_encoder=teacher: eval.finetune_encoder: expected one of online, target, got \"teacher\"")
         let decay = message { _ = try ConfigLoader.load(overrides: ["eval.finetune_layer_decay=0"]) }
         #expect(decay == "--set eval.finetune_layer_decay=0: eval.finetune_layer_decay: must be in (0, 1], got 0.0")
+        let window = message { _ = try ConfigLoader.load(overrides: ["model.arch=omnivore_swin_base", "model.window=[16, 7]"]) }
+        #expect(window.hasSuffix("model.window: must be [Wt, Wh, Ww], three positive sizes, got [16, 7]"), "\(window)")
+        let noWindow = message { _ = try ConfigLoader.load(overrides: ["model.window=[16, 7, 7]"]) }
+        #expect(noWindow.hasSuffix("model.window: sets a Swin-3D attention window; resnet18 has none"), "\(noWindow)")
+        #expect(try ConfigLoader.load(overrides: ["model.arch=omnivore_swin_base", "model.window=[16, 7, 7]"]).config.model.window == [16, 7, 7])
     }
 
     @Test func unknownChoiceListsTheValidOnes() {

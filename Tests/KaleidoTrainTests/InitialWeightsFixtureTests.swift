@@ -251,7 +251,7 @@ import KaleidoSafeTensors
                 && message.contains("'features.0.1.attn.relative_position_index': shape [392, 392] in the file, [32, 32] in the model")
                 && message.contains("note: relative position tables are for an attention window of 8×7×7 in the file, 2×4×4 in the model "
                                     + "('features.0.0.attn.relative_position_bias_table' and 1 more)")
-                && message.contains("model.arch: omnivore_swin_tiny / omnivore_swin_small / omnivore_swin_base")
+                && message.contains("model.arch: omnivore_swin_tiny / omnivore_swin_small / omnivore_swin_base, or set model.window: [8, 7, 7]")
                 && message.contains("note: the file uses Omnivore's official names")
                 && !message.contains("'trunk.")
         }
@@ -261,9 +261,14 @@ import KaleidoSafeTensors
             let message = "\(error)"
             return message.contains("'features.0.0.attn.relative_position_bias_table': shape [5239, 3] in the file, [147, 3] in the model")
                 && message.contains("attention window of 16×7×7 in the file, 2×4×4 in the model ('features.0.0.attn.relative_position_bias_table')")
-                && message.contains("No model.arch has a 16×7×7 window (omnivore_swin_tiny 8×7×7, omnivore_swin_small 8×7×7, "
-                                    + "omnivore_swin_base 8×7×7, omnivore_swin_cifar 2×4×4) and no config key sets the window")
+                && message.contains("No model.arch has a 16×7×7 window by default (omnivore_swin_tiny 8×7×7, omnivore_swin_small 8×7×7, "
+                                    + "omnivore_swin_base 8×7×7, omnivore_swin_cifar 2×4×4): set model.window: [16, 7, 7]")
         }
         #expect(Array(UnsafeBufferPointer(start: model.online.values.pointer, count: model.online.count)) == untouched)
+
+        // model.window builds the window the message asks for: Swin-B's tables then have the file's rows.
+        let swinB = try Self.model { Self.omnivoreCIFAR(width: 6)(&$0); $0.model.window = [16, 7, 7] }
+        let table = try #require(swinB.online.entry(named: "features.0.0.attn.relative_position_bias_table"))
+        #expect(table.spec.torchShape == [5239, 3])
     }
 }

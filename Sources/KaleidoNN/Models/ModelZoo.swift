@@ -15,6 +15,9 @@ public struct ModelOptions: Sendable {
     /// Omnivore: the per-dataset heads instead of the preset's three (ImageNet, Kinetics, SUN
     /// RGB-D); empty builds the trunk alone (pretraining registers its own heads).
     public var datasetHeads: [DatasetHeadsLayer.Head]?
+    /// Swin-3D: the attention window (Wt, Wh, Ww) instead of the preset's (Omnivore's released
+    /// Swin-B uses 16×7×7).
+    public var window: [Int]?
 
     public init(classes: Int = 0, dropPath: Float = 0, zeroInitResidual: Bool = false, baseWidth: Int? = nil,
                 stemPatch: Int? = nil, layerScaleInit: Float? = nil, datasetHeads: [DatasetHeadsLayer.Head]? = nil) {

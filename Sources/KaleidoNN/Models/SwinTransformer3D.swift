@@ -233,6 +233,7 @@ extension ModelZoo {
                 if config.datasetHeads.isEmpty { config.classes = options.classes }
                 if options.dropPath > 0 { config.dropPath = options.dropPath }
                 config.zeroInitDepth = options.zeroInitResidual
+                if let window = options.window { config.window = window }
                 if let width = options.baseWidth {
                     // A narrower model for debugging: keep the heads that still divide each stage's width.
                     func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
@@ -252,7 +253,7 @@ extension ModelZoo {
         swin("omnivore-swin-cifar", .omnivoreCIFAR,
              "Omnivore for 32-px data: swin-cifar in 3-D (patch 2×2×2, window 2×4×4) + depth embedding + heads",
              input: [1, 2, 32, 32, 3])
-        swin("omnivore-swin-b", .omnivoreBase, "Omnivore Swin-B (window 8×7×7; the release uses 16×7×7)", input: [1, 2, 224, 224, 3])
+        swin("omnivore-swin-b", .omnivoreBase, "Omnivore Swin-B (window 8×7×7; the release uses 16×7×7: model.window)", input: [1, 2, 224, 224, 3])
         return entries
     }()
 }

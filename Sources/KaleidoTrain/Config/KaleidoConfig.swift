@@ -137,17 +137,32 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     /// ConvNeXt: layer scale initial value (0 disables layer scale).
     public var layerScaleInit = 1e-6
     /// Weights to start from instead of the initialisation ("" = none): a safetensors state dict
-    /// with timm/torchvision names — public ImageNet weights (`tools/pth-to-safetensors.py`
+    /// with timm/torchvision names (or Omnivore's official ones, translated) — public ImageNet weights (`tools/pth-to-safetensors.py`
     /// converts a `.pth`), or an encoder `kaleido checkpoint export` wrote. Loaded into the
     /// encoder, online and target, with a strict name-and-shape check; not on `--resume`.
     public var `init` = ""
     /// Name prefixes `init` skips in the file and the model (a classifier head: `fc.`, `head.`).
     public var initIgnore: [String] = []
+    /// Omnivore (Swin-3D): the attention window [Wt, Wh, Ww] instead of the architecture's;
+    /// empty keeps it. Omnivore's released Swin-B was trained with [16, 7, 7].
+    public var window: [Int] = []
+
+    /// What the model zoo builds from this section (no classifier, no stochastic depth: callers
+    /// that train add theirs).
+    public var zooOptions: ModelOptions {
+        var options = ModelOptions(zeroInitResidual: zeroInitResidual, baseWidth: baseWidth > 0 ? baseWidth : nil,
+                                   stemPatch: stemPatch, layerScaleInit: Float(layerScaleInit))
+        options.window = window.isEmpty ? nil : window
+        return options
+    }
 
     func validate(_ check: inout ConfigValidator) {
         check.require(`init`.isEmpty || `init`.hasSuffix(".safetensors"), "model.init",
                       "must be a .safetensors file (convert a PyTorch .pth with tools/pth-to-safetensors.py), got \(`init`)")
         check.require(!initIgnore.contains(""), "model.init_ignore", "an empty prefix would skip every tensor")
+        check.require(window.isEmpty || (window.count == 3 && window.allSatisfy { $0 >= 1 }), "model.window",
+                      "must be [Wt, Wh, Ww], three positive sizes, got \(window)")
+        check.require(window.isEmpty || arch.takesClips, "model.window", "sets a Swin-3D attention window; \(arch.rawValue) has none")
         check.require(baseWidth >= 0, "model.base_width", "must be ≥ 0 (0 = the reference width), got \(baseWidth)")
         check.require([1, 2, 4].contains(stemPatch), "model.stem_patch", "must be 1, 2 or 4, got \(stemPatch)")
         check.require((0..<1).contains(dropPath), "model.drop_path", "must be in [0, 1), got \(dropPath)")

@@ -79,10 +79,7 @@ public struct EvaluationSuite {
                          fromScratch: Bool = false) throws -> EvaluationRecord {
         let started = Date()
         let subset = LabelSubset.indices(labels: data.labels(.train), fraction: fraction, seed: settings.seed)
-        let config = checkpoint.config.model
-        let options = ModelOptions(zeroInitResidual: config.zeroInitResidual, baseWidth: config.baseWidth > 0 ? config.baseWidth : nil,
-                                   stemPatch: config.stemPatch, layerScaleInit: Float(config.layerScaleInit))
-        let result = try settings.run(backbone: checkpoint.backboneName, options: options,
+        let result = try settings.run(backbone: checkpoint.backboneName, options: checkpoint.config.model.zooOptions,
                                       weights: fromScratch ? nil : try checkpoint.encoderWeights(), source: checkpoint.url.path,
                                       data: data, subset: subset, pool: pool, logger: logger)
         let percent = fraction * 100

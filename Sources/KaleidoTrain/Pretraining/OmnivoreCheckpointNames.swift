@@ -106,10 +106,10 @@ enum SwinWindowNote {
         let matching = omnivoreWindows.filter { $0.window == fileWindow }.map(\.arch.rawValue)
         if matching.isEmpty {
             let known = omnivoreWindows.map { "\($0.arch.rawValue) \(spelled($0.window))" }.joined(separator: ", ")
-            return note + ". No model.arch has a \(spelled(fileWindow)) window (\(known)) and no config key sets the window, "
-                + "so these weights cannot start a Kaleido model as they are (Omnivore's released Swin-B uses 16×7×7)"
+            return note + ". No model.arch has a \(spelled(fileWindow)) window by default (\(known)): "
+                + "set model.window: [\(fileWindow.map(String.init).joined(separator: ", "))] (Omnivore's released Swin-B uses 16×7×7)"
         }
         return note + ". The file's window is that of model.arch: \(matching.joined(separator: " / "))"
-            + " (the window follows model.arch; no config key sets it)"
+            + ", or set model.window: [\(fileWindow.map(String.init).joined(separator: ", "))]"
     }
 }

@@ -93,9 +93,8 @@ public final class Pretrainer {
     /// - Parameter classes: classes of the data, for the supervised heads (one per modality in
     ///   `data.mix`, `heads.<modality>`) when the objective uses them.
     public func makeModel(classes: Int = 0) throws -> ReLICv2Model {
-        let options = ModelOptions(classes: 0, dropPath: Float(config.model.dropPath), zeroInitResidual: config.model.zeroInitResidual,
-                                   baseWidth: config.model.baseWidth > 0 ? config.model.baseWidth : nil,
-                                   stemPatch: config.model.stemPatch, layerScaleInit: Float(config.model.layerScaleInit))
+        var options = config.model.zooOptions
+        options.dropPath = Float(config.model.dropPath)
         let classifiers = config.ssl.objective == .relicv2 ? [] : datasets.map { DatasetHeadsLayer.Head($0, classes: classes) }
         let heads = ReLICv2Model.Heads(projectorHidden: config.ssl.projectorHidden, projection: config.ssl.projectorDim,
                                        predictorHidden: config.ssl.predictorHidden, classifiers: classifiers)
