@@ -137,9 +137,10 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     /// ConvNeXt: layer scale initial value (0 disables layer scale).
     public var layerScaleInit = 1e-6
     /// Weights to start from instead of the initialisation ("" = none): a safetensors state dict
-    /// with timm/torchvision names (or Omnivore's official ones, translated) — public ImageNet weights (`tools/pth-to-safetensors.py`
-    /// converts a `.pth`), or an encoder `kaleido checkpoint export` wrote. Loaded into the
-    /// encoder, online and target, with a strict name-and-shape check; not on `--resume`.
+    /// with timm/torchvision names (or Omnivore's official ones, translated) — public ImageNet
+    /// weights (`tools/pth-to-safetensors.py` converts a `.pth`), or an encoder `kaleido
+    /// checkpoint export` wrote. Loaded into the encoder, online and target, with a strict
+    /// name-and-shape check; not on `--resume`.
     public var `init` = ""
     /// Name prefixes `init` skips in the file and the model (a classifier head: `fc.`, `head.`).
     public var initIgnore: [String] = []
