@@ -22,7 +22,7 @@ import Synchronization
 /// possible, and `readBlocks` tells the pipeline that each shard's samples are best read
 /// together (the epoch order visits shards in turn, each shard's samples shuffled within it).
 /// A shard is hinted to the kernel (`POSIX_FADV_WILLNEED`) when its first sample is read, so
-/// the rest of it is read ahead sequentially.
+/// the rest of it is read ahead sequentially. No descriptor is held between reads.
 public struct WebDataset: Dataset {
     public let modality: Modality
     public let classes: [String]
@@ -76,7 +76,7 @@ public struct WebDataset: Dataset {
         }
         self.samples = samples
         self.readBlocks = blocks
-        files = try ShardFiles(paths: shards)
+        files = ShardFiles(paths: shards)
     }
 
     public var count: Int { samples.count }
@@ -90,8 +90,7 @@ public struct WebDataset: Dataset {
     public func load(_ index: Int, frames: [Int], context: DecodeContext) throws -> DecodedSample {
         let sample = samples[index]
         let shard = Int(sample.shard)
-        let fd = files.open(shard)
-        func bytes(_ member: TarMember) throws -> [UInt8] { try TarArchive.read(fd, member: member, path: shards[shard]) }
+        func bytes(_ member: TarMember) throws -> [UInt8] { try files.read(member, of: shard) }
         func name(_ member: TarMember) -> String { "\(shards[shard])/\(member.name)" }
         switch modality {
         case .image:
@@ -246,37 +245,31 @@ struct ShardListing: Codable {
     }
 }
 
-/// The shards' file descriptors, opened once and shared by the decode threads (`pread` does not
-/// move a shared position), closed when the dataset goes.
+/// Reads members of the shards for the decode threads. Each read opens the shard, `pread`s the
+/// member and closes it again (what a folder dataset does per file): a dataset of thousands of
+/// shards per split and modality would otherwise hold more descriptors than a process may open.
+/// The first read of each shard asks the kernel to read the whole shard ahead.
 final class ShardFiles: Sendable {
-    let descriptors: [Int32]
+    let paths: [String]
     private let hinted: Mutex<[Bool]>
 
-    init(paths: [String]) throws {
-        var descriptors: [Int32] = []
-        for path in paths {
-            let fd = Foundation.open(path, O_RDONLY)
-            guard fd >= 0 else {
-                descriptors.forEach { _ = close($0) }
-                throw DataError.missingRoot(path: path)
-            }
-            descriptors.append(fd)
-        }
-        self.descriptors = descriptors
+    init(paths: [String]) {
+        self.paths = paths
         hinted = Mutex([Bool](repeating: false, count: paths.count))
     }
 
-    deinit { descriptors.forEach { _ = close($0) } }
-
-    /// The shard's descriptor; the first call asks the kernel to read the whole shard ahead.
-    func open(_ shard: Int) -> Int32 {
-        let fd = descriptors[shard]
+    func read(_ member: TarMember, of shard: Int) throws -> [UInt8] {
+        let fd = open(paths[shard], O_RDONLY)
+        guard fd >= 0 else {
+            throw ImageDecodeError(path: "\(paths[shard])/\(member.name)", reason: "cannot open the shard (\(String(cString: strerror(errno))))")
+        }
+        defer { close(fd) }
         let first = hinted.withLock { hinted in
             defer { hinted[shard] = true }
             return !hinted[shard]
         }
         if first { _ = posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED) }
-        return fd
+        return try TarArchive.read(fd, member: member, path: paths[shard])
     }
 }
 
