@@ -34,7 +34,12 @@ public final class TensorArena {
             used = 0
         }
         if chunkIndex == chunks.count {
-            chunks.append(TensorStorage(count: max(rounded, minimumChunk)))
+            // A tensor larger than the minimum gets its own chunk, with room after it for the small
+            // tensors that follow a large one (a normalisation's per-channel mean and rstd): without
+            // it each of those opened a fresh minimum-size chunk that the next large tensor skipped,
+            // 352 MiB of ResNet-50's step (BENCHMARKS.md).
+            let slack = minimumChunk / 64
+            chunks.append(TensorStorage(count: rounded >= minimumChunk ? rounded + slack : minimumChunk))
             used = 0
         }
         let view = Tensor(storage: chunks[chunkIndex], offset: used, shape: shape)

@@ -207,7 +207,9 @@ public enum ConvNeXt {
         // first in a block's state dict; names, not order, matter for a strict load.
         if let value = config.layerScaleInit { branch.append(LayerScaleLayer(b, channels: channels, initialValue: value)) }
         if dropPath > 0 { branch.append(DropPathLayer(probability: dropPath)) }
-        return Residual(name, branch: Sequential("branch", branch))
+        // The branch ends in a pointwise layer or layer scale (both keep their inputs), then
+        // DropPath: the sum may overwrite the branch's output.
+        return Residual(name, branch: Sequential("branch", branch), addsInPlace: true)
     }
 
     /// Global average pool → LayerNorm → linear classifier (none when `classes` is 0).

@@ -87,6 +87,7 @@ public enum ResNet {
                 BatchNormLayer(downsample.child(1), channels: outChannels),
             ])
         }
-        return Residual(name, branch: Sequential("branch", branch), shortcut: shortcut, post: ReLULayer(inPlace: true))
+        // The branch ends in BatchNorm, which keeps its input: the sum may overwrite its output.
+        return Residual(name, branch: Sequential("branch", branch), shortcut: shortcut, post: ReLULayer(inPlace: true), addsInPlace: true)
     }
 }

@@ -156,7 +156,10 @@ public enum SwinTransformer3D {
             LinearLayer(mlpScope.child(3), inFeatures: mlpRatio * channels, outFeatures: channels, initialization: .truncatedNormal(std: 0.02)),
             DropPathLayer(probability: dropPath),
         ])
-        return Sequential(name, [Residual("\(name) attention", branch: attention), Residual("\(name) mlp", branch: mlp)])
+        // Window attention's output (it keeps its qkv and probabilities) and the last Linear's
+        // (it keeps its input) are kept by no layer: the sums may overwrite them.
+        return Sequential(name, [Residual("\(name) attention", branch: attention, addsInPlace: true),
+                                 Residual("\(name) mlp", branch: mlp, addsInPlace: true)])
     }
 }
 

@@ -44,6 +44,7 @@ public struct OptimizerSettings: Sendable {
 
 /// Entries to update, split over threads by entry so each thread owns whole parameters.
 private func forEachTrainable(_ arena: ParameterArena, pool: ComputePool, _ body: (ParameterArena.Entry) -> Void) {
+    precondition(arena.hasGradients, "an optimiser step on an arena copy, which has no gradients")
     let entries = arena.entries.filter { $0.spec.role.isTrainable }
     pool.forEachRange(entries.count) { range in
         for index in range { body(entries[index]) }

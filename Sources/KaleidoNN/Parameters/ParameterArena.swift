@@ -45,13 +45,19 @@ public final class ParameterArena: @unchecked Sendable {
         self.indexByName = indexByName
         values = TensorStorage(count: offset)
         gradients = TensorStorage(count: offset)
+        hasGradients = true
         for entry in entries {
             var rng = SplitMix64(keys: seed, UInt64(entry.index))
             ParameterArena.initialize(values.pointer + entry.offset, count: entry.count, with: entry.spec.initializer, rng: &rng)
         }
     }
 
-    /// A second arena with the same layout and a copy of the values (the EMA target network).
+    /// False for a copy: its `gradients` hold nothing.
+    public let hasGradients: Bool
+
+    /// A second arena with the same layout and a copy of the values, without gradient storage:
+    /// the EMA target network and fine-tuning's weight average are never differentiated, and a
+    /// gradient buffer would be one more model-sized allocation, zero-filled and so resident.
     public func copy() -> ParameterArena {
         let twin = ParameterArena(layoutOf: self)
         twin.values.pointer.update(from: values.pointer, count: count)
@@ -62,13 +68,17 @@ public final class ParameterArena: @unchecked Sendable {
         entries = other.entries
         indexByName = other.indexByName
         values = TensorStorage(count: other.count)
-        gradients = TensorStorage(count: other.count)
+        gradients = TensorStorage(count: 0)
+        hasGradients = false
     }
 
     public func entry(named name: String) -> Entry? { indexByName[name].map { entries[$0] } }
 
     @inline(__always) public func value(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { values.pointer + ref.offset }
-    @inline(__always) public func gradient(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { gradients.pointer + ref.offset }
+    @inline(__always) public func gradient(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> {
+        precondition(hasGradients, "gradient of \(entries[ref.index].spec.name) asked of an arena copy, which has none")
+        return gradients.pointer + ref.offset
+    }
 
     /// The values of `name` as a tensor view in Kaleido's layout.
     public func tensor(named name: String) -> Tensor? {
@@ -78,7 +88,10 @@ public final class ParameterArena: @unchecked Sendable {
     /// Trainable floats (weights and no-decay parameters; buffers excluded).
     public var trainableCount: Int { entries.filter { $0.spec.role.isTrainable }.reduce(0) { $0 + $1.count } }
 
-    public func zeroGradients() { gradients.pointer.update(repeating: 0, count: count) }
+    public func zeroGradients() {
+        precondition(hasGradients, "zeroGradients on an arena copy, which has no gradients")
+        gradients.pointer.update(repeating: 0, count: count)
+    }
 
     static func initialize(_ p: UnsafeMutablePointer<Float>, count: Int, with initializer: Initializer, rng: inout SplitMix64) {
         switch initializer {
