@@ -89,8 +89,9 @@ final class NoisyCopies: MultiViewSource {
             worst = max(worst, abs(target[i] - (0.99 * before[i] + 0.01 * online[i])))
         }
         #expect(worst < 1e-6)
-        let gradients = UnsafeBufferPointer(start: model.target.gradients.pointer, count: model.target.count)
-        #expect(gradients.allSatisfy { $0 == 0 })
+        // The target has no gradient storage at all (a copy holds values only): nothing can flow into it.
+        #expect(!model.target.hasGradients && model.target.gradients.count == 0)
+        #expect(model.online.hasGradients && model.online.gradients.count == model.online.count)
         // The predictor is outside the EMA range: the target keeps its initial copy.
         let predictor = model.online.entries.first { $0.spec.name.hasPrefix("predictor.") }!
         #expect(predictor.offset >= model.targetFloats)
