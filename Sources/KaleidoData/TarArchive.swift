@@ -41,8 +41,11 @@ public enum TarArchive {
         var longName: String?
         var paxName: String?
         var paxSize: Int?
-        while offset + block <= fileSize {
-            guard try readHeader(fd, into: &header, at: offset) == block else { break }
+        while offset < fileSize {
+            guard offset + block <= fileSize, try readHeader(fd, into: &header, at: offset) == block else {
+                return (members, "\(path): the shard ends inside the header at byte \(offset); "
+                        + "\(members.count) members before it are used")
+            }
             if header.allSatisfy({ $0 == 0 }) { break }  // end-of-archive blocks
             guard checksumMatches(header) else {
                 return (members, "\(path): header at byte \(offset) is damaged (checksum mismatch); "

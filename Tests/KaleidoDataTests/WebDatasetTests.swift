@@ -86,8 +86,16 @@ import KaleidoTensor
         let (secondMembers, _) = try TarArchive.members(of: second)
         let cut = secondMembers[2]
         try #require(truncate(second, off_t(cut.offset + cut.size / 2)) == 0)
-        let (listed, _) = try TarArchive.members(of: second)
+        let (listed, cutDamage) = try TarArchive.members(of: second)
         #expect(listed.last == cut)
+        #expect(cutDamage == nil, "a cut inside a member's data is found when the member is read")
+        // Cut inside the header after it: the members before are kept, and the damage says where.
+        let (third, _) = try TarArchive.members(of: "\(directory)/image/train/shard-000002.tar")
+        let headerStart = third[3].offset - TarArchive.block
+        try #require(truncate("\(directory)/image/train/shard-000002.tar", off_t(headerStart + 100)) == 0)
+        let (beforeCut, headerDamage) = try TarArchive.members(of: "\(directory)/image/train/shard-000002.tar")
+        #expect(beforeCut == Array(third.prefix(3)))
+        #expect(headerDamage?.contains("ends inside the header at byte \(headerStart)") == true, "\(headerDamage ?? "")")
         let fd = open(second, O_RDONLY)
         defer { close(fd) }
         #expect {
