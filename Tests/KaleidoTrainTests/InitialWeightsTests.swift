@@ -27,6 +27,22 @@ import KaleidoSafeTensors
         try LoadedCheckpoint(contentsOf: saved, threads: 1).exportEncoder(to: file)
     }
 
+    /// `file`'s tensors written to `url` under `rename(name)`, those renamed to nil left out.
+    static func rewrite(_ file: SafeTensorsFile, to url: URL, _ rename: (String) -> String?) throws {
+        var writer = SafeTensorsWriter()
+        for name in file.names {
+            guard let newName = rename(name) else { continue }
+            if file.tensors[name]!.dtype == .i64 {
+                let (shape, values) = try file.integers(name)
+                try writer.add(newName, shape: shape, int64: values)
+            } else {
+                let (shape, values) = try file.floats(name)
+                try writer.add(newName, shape: shape, values: values)
+            }
+        }
+        try writer.write(to: url)
+    }
+
     static func tensors(_ file: URL) throws -> [String: [UInt32]] {
         let loaded = try SafeTensorsFile(contentsOf: file)
         var result: [String: [UInt32]] = [:]
@@ -104,19 +120,9 @@ import KaleidoSafeTensors
         }
         let full = directory.appendingPathComponent("full.safetensors")
         try Self.exportEncoder(try omnivore(seed: 0), to: full)
-        let source = try SafeTensorsFile(contentsOf: full)
-        var writer = SafeTensorsWriter()
-        for name in source.names where !name.hasPrefix("depth_patch_embed.") {
-            if source.tensors[name]!.dtype == .f32 {
-                let (shape, values) = try source.floats(name)
-                try writer.add(name, shape: shape, values: values)
-            } else {
-                let (shape, values) = try source.integers(name)
-                try writer.add(name, shape: shape, int64: values)
-            }
-        }
         let videoOnly = directory.appendingPathComponent("video-only.safetensors")
-        try writer.write(to: videoOnly)
+        let source = try SafeTensorsFile(contentsOf: full)
+        try Self.rewrite(source, to: videoOnly) { $0.hasPrefix("depth_patch_embed.") ? nil : $0 }
 
         let model = try omnivore(seed: 1)
         let depth = model.online.entries.filter { $0.spec.name.hasPrefix("depth_patch_embed.") }
