@@ -88,11 +88,14 @@ public final class WindowAttentionLayer: Layer {
         Attention.forward(output: attended.pointer, probabilities: probabilities.pointer, qkv: packed.pointer,
                           bias: bias.pointer, mask: mask(g).map { UnsafePointer($0.pointer) }, shape: s, scale: scale,
                           pool: context.pool)
+        // The projection in window order is dead once reversed into the output: the output moves
+        // down into its place, one activation-sized tensor less per attention block.
+        let beforeProjection = context.activations.mark()
         let projected = proj.forward(attended, context)
         let output = context.tensor(input.shape)
         WindowReverse.forward(output: output.pointer, windows: projected.pointer, geometry: g, pool: context.pool)
         saved.push((g, packed, probabilities), if: context.recordsForBackward)
-        return output
+        return context.activations.release(to: beforeProjection, keeping: output)
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
