@@ -7,18 +7,49 @@ import Foundation
 /// reuse the same memory. Tensors taken from the arena are valid until the next `reset()`.
 /// One arena belongs to one thread of control (a trainer, a benchmark); it is not shared.
 public final class TensorArena {
-    private var chunks: [TensorStorage] = []
-    private var chunkIndex = 0
-    private var used = 0
+    /// One bump stack over a list of chunks.
+    private struct Stack {
+        var chunks: [TensorStorage] = []
+        var chunkIndex = 0
+        var used = 0
+
+        var capacity: Int { chunks.reduce(0) { $0 + $1.count } }
+
+        /// `count` floats from the first chunk at or after the current one with room, else from a
+        /// new chunk of `newChunk` floats at the end.
+        mutating func take(_ count: Int, newChunk: Int) -> (TensorStorage, Int) {
+            while chunkIndex < chunks.count, used + count > chunks[chunkIndex].count {
+                chunkIndex += 1
+                used = 0
+            }
+            if chunkIndex == chunks.count {
+                chunks.append(TensorStorage(count: newChunk))
+                used = 0
+            }
+            defer { used += count }
+            return (chunks[chunkIndex], used)
+        }
+    }
+
+    /// Small tensors (a normalisation's statistics, an attention bias) share chunks of the
+    /// minimum size; every larger one gets a chunk of exactly its size, reused by the same
+    /// request in later steps. Mixed in one stack, each small tensor after a large one opened a
+    /// chunk the next large tensor skipped, and tensors between half and one minimum chunk left
+    /// up to half a chunk each: 352 MiB of ResNet-50's step, ≈1.6 GB of Swin-3D's (BENCHMARKS.md).
+    private var small = Stack()
+    private var large = Stack()
     private let minimumChunk: Int
 
-    /// - Parameter minimumChunkFloats: size of a new chunk when a request is smaller.
+    /// - Parameter minimumChunkFloats: size of the chunks small tensors share.
     public init(minimumChunkFloats: Int = 1 << 20) {
         self.minimumChunk = minimumChunkFloats
     }
 
+    /// Requests below this many floats go to the shared chunks.
+    private var smallLimit: Int { max(16, minimumChunk / 8) }
+
     /// Floats held by every chunk: the arena's memory footprint.
-    public var capacity: Int { chunks.reduce(0) { $0 + $1.count } }
+    public var capacity: Int { small.capacity + large.capacity }
 
     /// Floats handed out since the last `reset()`.
     public private(set) var inUse = 0
@@ -29,21 +60,9 @@ public final class TensorArena {
         // Round to 16 floats so every tensor starts on a 64-byte boundary.
         let count = shape.reduce(1, *)
         let rounded = (count + 15) & ~15
-        while chunkIndex < chunks.count, used + rounded > chunks[chunkIndex].count {
-            chunkIndex += 1
-            used = 0
-        }
-        if chunkIndex == chunks.count {
-            // A tensor larger than the minimum gets its own chunk, with room after it for the small
-            // tensors that follow a large one (a normalisation's per-channel mean and rstd): without
-            // it each of those opened a fresh minimum-size chunk that the next large tensor skipped,
-            // 352 MiB of ResNet-50's step (BENCHMARKS.md).
-            let slack = minimumChunk / 64
-            chunks.append(TensorStorage(count: rounded >= minimumChunk ? rounded + slack : minimumChunk))
-            used = 0
-        }
-        let view = Tensor(storage: chunks[chunkIndex], offset: used, shape: shape)
-        used += rounded
+        let (storage, offset) = rounded < smallLimit ? small.take(rounded, newChunk: minimumChunk)
+                                                     : large.take(rounded, newChunk: rounded)
+        let view = Tensor(storage: storage, offset: offset, shape: shape)
         inUse += rounded
         if zeroed { view.fill(0) }
         return view
@@ -51,19 +70,21 @@ public final class TensorArena {
 
     /// A position in the arena, to return to with `release(to:keeping:)`.
     public struct Mark: Sendable {
-        let chunkIndex: Int
-        let used: Int
+        let small: (chunkIndex: Int, used: Int)
+        let large: (chunkIndex: Int, used: Int)
         let inUse: Int
     }
 
-    public func mark() -> Mark { Mark(chunkIndex: chunkIndex, used: used, inUse: inUse) }
+    public func mark() -> Mark {
+        Mark(small: (small.chunkIndex, small.used), large: (large.chunkIndex, large.used), inUse: inUse)
+    }
 
     /// Frees everything handed out since `mark` except `survivor`, which is moved down to the
     /// mark and returned (a view of the same shape at its new place). Stack discipline: what a
     /// computation allocated after its mark is scratch, except its result.
     public func release(to mark: Mark, keeping survivor: Tensor) -> Tensor {
-        chunkIndex = mark.chunkIndex
-        used = mark.used
+        (small.chunkIndex, small.used) = mark.small
+        (large.chunkIndex, large.used) = mark.large
         inUse = mark.inUse
         let moved = tensor(survivor.shape)
         if moved.storage !== survivor.storage || moved.offset != survivor.offset {
@@ -75,8 +96,8 @@ public final class TensorArena {
 
     /// Forgets every tensor handed out; their memory is reused by the next requests.
     public func reset() {
-        chunkIndex = 0
-        used = 0
+        (small.chunkIndex, small.used) = (0, 0)
+        (large.chunkIndex, large.used) = (0, 0)
         inUse = 0
     }
 }
