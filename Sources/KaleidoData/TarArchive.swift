@@ -19,6 +19,9 @@ public struct TarMember: Codable, Equatable, Sendable {
 public enum TarArchive {
     static let block = 512
 
+    /// Bytes a member of `count` data bytes takes in an archive: its header and its data padded to a block.
+    static func archivedSize(_ count: Int) -> Int { block + (count + block - 1) / block * block }
+
     /// The regular files of the archive at `path`, in archive order. A header whose checksum
     /// does not add up ends the listing: what came before is returned with `damage` saying where
     /// (a shard cut short or overwritten keeps its readable members). A member whose data runs
@@ -70,7 +73,7 @@ public enum TarArchive {
             default:  // directories, links, global pax headers: nothing to train on
                 longName = nil; paxName = nil; paxSize = nil
             }
-            offset = dataOffset + (size + block - 1) / block * block
+            offset += archivedSize(size)
         }
         return (members, nil)
     }
@@ -115,11 +118,12 @@ public enum TarArchive {
             put("ustar", at: 257)
             put("00", at: 263)
             put(String(format: "%06o", TarArchive.checksum(header)) + "\0 ", at: 148)
-            let padding = (TarArchive.block - bytes.count % TarArchive.block) % TarArchive.block
+            let size = TarArchive.archivedSize(bytes.count)
             try handle.write(contentsOf: header)
             try handle.write(contentsOf: bytes)
+            let padding = size - TarArchive.block - bytes.count
             if padding > 0 { try handle.write(contentsOf: [UInt8](repeating: 0, count: padding)) }
-            bytesWritten += TarArchive.block + bytes.count + padding
+            bytesWritten += size
         }
 
         public func finish() throws {

@@ -289,8 +289,7 @@ public enum BracePattern {
             guard let lo = Int(low), let hi = Int(high), lo <= hi else {
                 throw DataError.badShard(path: pattern, reason: "{\(body)} is not a range of numbers low..high")
             }
-            let width = low.count
-            choices = (lo...hi).map { n in let digits = String(n); return String(repeating: "0", count: max(0, width - digits.count)) + digits }
+            choices = (lo...hi).map { String(format: "%0\(low.count)d", $0) }
         } else {
             choices = body.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         }

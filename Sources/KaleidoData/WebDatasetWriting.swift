@@ -20,7 +20,7 @@ public final class ShardSequenceWriter {
 
     /// Appends one sample: its members as (extension, bytes), named `key.extension`.
     public func add(key: String, members: [(String, [UInt8])]) throws {
-        let size = members.reduce(0) { $0 + TarArchive.block + ($1.1.count + TarArchive.block - 1) / TarArchive.block * TarArchive.block }
+        let size = members.reduce(0) { $0 + TarArchive.archivedSize($1.1.count) }
         if let writer = current, writer.bytesWritten > 0, writer.bytesWritten + size > shardBytes {
             try writer.finish()
             current = nil

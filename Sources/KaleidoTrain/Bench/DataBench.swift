@@ -88,15 +88,16 @@ public struct DataBench {
         }
         defer { for (kind, path) in sources where kind == .webdataset { try? FileManager.default.removeItem(atPath: path) } }
         var results: [DataBenchResult] = []
-        var pipeline: DataPipeline!
+        var skipped = 0
         for (kind, path) in sources {
             var config = KaleidoConfig()
             config.data.dataset = kind
             config.data.root = path
             config.data.batchSize = batch
             config.run.outputDir = ""
-            pipeline = try DataPipeline(config.dataConfiguration, split: .train, logger: Logger(label: "kaleido.bench.data"))
+            let pipeline = try DataPipeline(config.dataConfiguration, split: .train, logger: Logger(label: "kaleido.bench.data"))
             results += try measure(pipeline, format: kind.rawValue, report: report)
+            if kind == format { skipped = pipeline.health.skipped }
         }
         let measured = results.filter { $0.format == format.rawValue }
         let single = measured.first { $0.threads == 1 } ?? measured[0]
@@ -104,7 +105,7 @@ public struct DataBench {
         let folderBest = results.filter { $0.format == DatasetKind.imageFolder.rawValue }.map(\.imagesPerSecond).max()!
         return DataBenchSummary(imagesPerSecondPerThread: single.imagesPerSecondPerThread, bar: 600, torchvisionPerWorker: 307,
                                 stepConsumption: stepConsumption, headroom: stepConsumption.map { best.imagesPerSecond / $0 },
-                                threads: best.threads, skipped: pipeline.health.skipped,
+                                threads: best.threads, skipped: skipped,
                                 webDatasetOverFolder: format == .webdataset ? best.imagesPerSecond / folderBest : nil)
     }
 
