@@ -116,17 +116,20 @@ public struct WebDataset: Dataset {
     /// Whether `location` is a WebDataset: a brace pattern, a `.tar` file, or a folder whose
     /// split folder (or itself) holds `.tar` shards.
     public static func isShardLocation(_ location: String) -> Bool {
-        if location.contains("{") || location.hasSuffix(".tar") { return true }
+        if namesShards(location) { return true }
         for folder in [location + "/train", location] where Listing.isDirectory(folder) {
             if Listing.entries(folder).contains(where: { $0.hasSuffix(".tar") }) { return true }
         }
         return false
     }
 
+    /// A brace pattern or a single `.tar`: shard files named directly rather than a folder of them.
+    public static func namesShards(_ location: String) -> Bool { location.contains("{") || location.hasSuffix(".tar") }
+
     /// The shard files of one split, and where `classes.txt` would be.
     static func shardPaths(_ location: String, split: Split) throws -> (shards: [String], classes: String?) {
         let trimmed = location.hasSuffix("/") && location.count > 1 ? String(location.dropLast()) : location
-        if trimmed.contains("{") || trimmed.hasSuffix(".tar") {
+        if namesShards(trimmed) {
             var pattern = trimmed
             if split == .val {
                 let directory = (pattern as NSString).deletingLastPathComponent, file = (pattern as NSString).lastPathComponent

@@ -29,7 +29,7 @@ public final class EvaluationData {
             configuration.source = .synthetic(config.data.syntheticSpec)
         } else {
             var isDirectory: ObjCBool = false
-            guard spec.contains("{") || FileManager.default.fileExists(atPath: spec, isDirectory: &isDirectory) && isDirectory.boolValue else {
+            guard WebDataset.namesShards(spec) || FileManager.default.fileExists(atPath: spec, isDirectory: &isDirectory) && isDirectory.boolValue else {
                 throw EvaluationError.missingData(path: spec)
             }
             let (image, video, rgbd) = (modality == .image ? spec : nil, modality == .video ? spec : nil, modality == .rgbd ? spec : nil)
