@@ -164,18 +164,45 @@ extension NormalizationTests {
             for (value, reference) in zip(result.dInput, [1, 2, 1, 2] as [Float]) { #expect(abs(value - reference) < 1e-4) }
         }
 
-        @Test(arguments: [true, false])
-        func resultsAreBitIdenticalForOneAndTwoThreads(training: Bool) {
-            let (rows, channels) = (301, 160)
+        /// (301, 160): one block of rows, channels split 16 at a time; (9000, 22): four blocks of
+        /// rows taken by whichever thread is free, and channels beyond the last 16 and last 4.
+        @Test(arguments: [true, false], [(301, 160), (9000, 22)])
+        func resultsAreBitIdenticalForOneTwoAndThreeThreads(training: Bool, shape: (rows: Int, channels: Int)) {
+            let (rows, channels) = shape
             let input = randomValues(rows * channels, seed: 5, scale: 3), dOutput = randomValues(rows * channels, seed: 8)
             let weight = randomValues(channels, seed: 6), bias = randomValues(channels, seed: 7)
-            var states = [initialState(channels: channels), initialState(channels: channels)]
-            let runs = [ComputePool.serial, ComputePool(threads: 2)].enumerated().map { index, pool in
+            var states = Array(repeating: initialState(channels: channels), count: 3)
+            let runs = [ComputePool.serial, ComputePool(threads: 2), ComputePool(threads: 3)].enumerated().map { index, pool in
                 run(input: input, weight: weight, bias: bias, dOutput: dOutput, state: &states[index],
                     rows: rows, channels: channels, training: training, pool: pool)
             }
-            #expect(runs[0] == runs[1])
-            #expect(states[0].runningMean == states[1].runningMean && states[0].runningVariance == states[1].runningVariance)
+            #expect(runs[0] == runs[1] && runs[0] == runs[2])
+            for state in states.dropFirst() {
+                #expect(state.runningMean == states[0].runningMean && state.runningVariance == states[0].runningVariance)
+            }
+        }
+
+        /// The blocked, vectorised sums against the plain definition, over more rows than one
+        /// block holds and a channel count that leaves a tail: no row or channel is missed.
+        @Test func statisticsAndParameterGradientsAreSumsOverEveryRow() {
+            let (rows, channels) = (9000, 22)
+            let input = randomValues(rows * channels, seed: 15, scale: 3), dOutput = randomValues(rows * channels, seed: 18)
+            var state = State(runningMean: Array(repeating: 0, count: channels), runningVariance: Array(repeating: 1, count: channels))
+            let result = run(input: input, weight: Array(repeating: 1, count: channels), bias: Array(repeating: 0, count: channels),
+                             dOutput: dOutput, state: &state, rows: rows, channels: channels, training: true,
+                             pool: ComputePool(threads: 2))
+            for c in 0..<channels {
+                let column = (0..<rows).map { Double(input[$0 * channels + c]) }
+                let mean = column.reduce(0, +) / Double(rows)
+                let variance = column.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(rows)
+                let rstd = 1 / (variance + 1e-5).squareRoot()
+                #expect(abs(Double(result.mean[c]) - mean) < 1e-6)
+                #expect(abs(Double(result.rstd[c]) - rstd) < 1e-5 * rstd)
+                let dBias = (0..<rows).map { Double(dOutput[$0 * channels + c]) }.reduce(0, +)
+                let dWeight = (0..<rows).map { Double(dOutput[$0 * channels + c]) * (column[$0] - mean) * rstd }.reduce(0, +)
+                #expect(abs(Double(result.dBias[c]) - dBias) < 1e-3)
+                #expect(abs(Double(result.dWeight[c]) - dWeight) < 1e-3)
+            }
         }
     }
 }

@@ -61,7 +61,9 @@ public final class RunContext {
     /// A new activation (forward) or activation-gradient (backward) tensor; zeroed when it will
     /// be accumulated into.
     public func tensor(_ shape: [Int], zeroed: Bool = false) -> Tensor {
-        (inBackward ? gradientScratch : activations).tensor(shape, zeroed: zeroed)
+        let tensor = (inBackward ? gradientScratch : activations).tensor(shape)
+        if zeroed { Zero.fill(tensor.pointer, count: tensor.count, pool: pool) }
+        return tensor
     }
 
     /// Runs a backward pass with gradient allocations on the scratch stack.

@@ -22,9 +22,50 @@ extension ComputePool {
     func forEachChannelRange(_ channels: Int, _ body: (Range<Int>) -> Void) {
         forEachRange(channels, minimumPerThread: 64, body)
     }
+
+    /// Per-channel Float64 sums over the rows of (rows, channels) matrices, `quantities` sums per
+    /// channel: `accumulate(rows, partial)` adds the terms of those rows into `partial`
+    /// (quantities × channels, zeroed first), and the result lands in `sums` (the same layout).
+    ///
+    /// Splitting by channel (`forEachChannelRange`) leaves a narrow layer on one thread with a
+    /// strided inner loop; here the rows are cut into blocks whose size depends on the shape
+    /// alone, the pool's threads take blocks in turn, and the blocks' partial sums are added in
+    /// block order, so the result does not depend on the thread count and the inner loop runs
+    /// along contiguous channels.
+    func sumOverRows(_ rows: Int, channels: Int, quantities: Int, into sums: UnsafeMutablePointer<Double>,
+                     _ accumulate: (_ rows: Range<Int>, _ partial: UnsafeMutablePointer<Double>) -> Void) {
+        let width = quantities * channels
+        let blockRows = max(1, 4 * Self.floatsPerThread / max(1, channels))
+        let blocks = (rows + blockRows - 1) / blockRows
+        sums.initialize(repeating: 0, count: width)
+        guard blocks > 1 else {
+            accumulate(0..<rows, sums)
+            return
+        }
+        let partials = UnsafeMutablePointer<Double>.allocate(capacity: blocks * width)
+        defer { partials.deallocate() }
+        partials.initialize(repeating: 0, count: blocks * width)
+        forEachPiece(blocks) { block in
+            accumulate(block * blockRows..<min(rows, (block + 1) * blockRows), partials + block * width)
+        }
+        for block in 0..<blocks {
+            let partial = partials + block * width
+            for i in 0..<width { sums[i] += partial[i] }
+        }
+    }
 }
 
 // MARK: - Kernels
+
+/// out = 0 over `count` floats: the start of every gradient buffer that kernels accumulate into,
+/// split over the pool so that the other threads are not idle while one thread zeroes megabytes.
+public enum Zero {
+    public static func fill(_ output: UnsafeMutablePointer<Float>, count: Int, pool: ComputePool) {
+        pool.forEachElementRange(count) { range in
+            (output + range.lowerBound).update(repeating: 0, count: range.count)
+        }
+    }
+}
 
 /// Sum of two tensors of the same shape: out = a + b. a, b and out hold `count` floats.
 public enum Add {

@@ -102,6 +102,74 @@ enum RowSum {
     }
 }
 
+/// Per-channel Float64 sums of a term over a range of rows, sixteen channels at a time in four
+/// vector registers. A row-by-row loop through memory is not vectorised (the compiler cannot
+/// rule out that the sums alias the rows), and a vectorised one waits on its own stores; here
+/// each channel's running sum stays in a register while the rows go by, still adding the rows
+/// in order, so the result is the serial loop's to the bit.
+enum ColumnSums {
+    @inline(__always)
+    static func widen(_ p: UnsafePointer<Float>) -> SIMD4<Double> {
+        SIMD4<Double>(UnsafeRawPointer(p).loadUnaligned(as: SIMD4<Float>.self))
+    }
+
+    @inline(__always)
+    static func narrow(_ p: UnsafePointer<Float>) -> SIMD4<Float> {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD4<Float>.self)
+    }
+
+    /// sums[c] += Σ_{m ∈ rows} term(m, c); `vector(m, c)` gives channels c..<c+4 of the term,
+    /// `scalar(m, c)` channel c alone (for a channel count not a multiple of four).
+    @inline(__always)
+    static func add(_ rows: Range<Int>, channels: Int, into sums: UnsafeMutablePointer<Double>,
+                    vector: (_ row: Int, _ channel: Int) -> SIMD4<Double>,
+                    scalar: (_ row: Int, _ channel: Int) -> Double) {
+        func load(_ c: Int) -> SIMD4<Double> { UnsafeRawPointer(sums + c).loadUnaligned(as: SIMD4<Double>.self) }
+        func store(_ value: SIMD4<Double>, _ c: Int) {
+            UnsafeMutableRawPointer(sums + c).storeBytes(of: value, as: SIMD4<Double>.self)
+        }
+        var c = 0
+        while c + 16 <= channels {
+            var a0 = load(c), a1 = load(c + 4), a2 = load(c + 8), a3 = load(c + 12)
+            for m in rows {
+                a0 += vector(m, c)
+                a1 += vector(m, c + 4)
+                a2 += vector(m, c + 8)
+                a3 += vector(m, c + 12)
+            }
+            store(a0, c); store(a1, c + 4); store(a2, c + 8); store(a3, c + 12)
+            c += 16
+        }
+        while c + 4 <= channels {
+            var a = load(c)
+            for m in rows { a += vector(m, c) }
+            store(a, c)
+            c += 4
+        }
+        while c < channels {
+            var a = sums[c]
+            for m in rows { a += scalar(m, c) }
+            sums[c] = a
+            c += 1
+        }
+    }
+
+    /// sums[c] += Σ_{m ∈ rows} (x[m, c] − μ[c])², x being (rows, channels).
+    @inline(__always)
+    static func addSquares(_ rows: Range<Int>, of x: UnsafePointer<Float>, centredOn mu: UnsafePointer<Double>,
+                           channels: Int, into sums: UnsafeMutablePointer<Double>) {
+        add(rows, channels: channels, into: sums,
+            vector: { m, c in
+                let centred = widen(x + m * channels + c) - UnsafeRawPointer(mu + c).loadUnaligned(as: SIMD4<Double>.self)
+                return centred * centred
+            },
+            scalar: { m, c in
+                let centred = Double(x[m * channels + c]) - mu[c]
+                return centred * centred
+            })
+    }
+}
+
 /// Batch normalisation over channels-last activations, as PyTorch's `BatchNorm1d/2d/3d`.
 ///
 /// out[m, c] = (inp[m, c] − μ[c]) · rstd[c] · w[c] + b[c]
@@ -114,8 +182,8 @@ enum RowSum {
 /// Evaluation: μ and σ² are the running statistics, which are left unchanged. The cache holds them
 /// too, so the backward (e.g. through a frozen encoder) reads its statistics from the same place.
 ///
-/// Statistics are summed per channel in Float64, serially over rows, so they do not depend on the
-/// thread count.
+/// Statistics are summed per channel in Float64, in blocks of rows fixed by the shape
+/// (`ComputePool.sumOverRows`), so they do not depend on the thread count.
 ///
 /// Synchronised (SyncBN): given `sumAcrossRanks`, an in-place element-wise sum over the ranks
 /// of a data-parallel job, the statistics are those of the global batch: Σx and the row count
@@ -139,29 +207,25 @@ public enum BatchNorm {
         if training, let sumAcrossRanks {
             statisticsRows = synchronizedStatistics(mean: mean, rstd: rstd, input: input, runningMean: runningMean,
                                                     runningVariance: runningVariance, rows: rows, channels: channels,
-                                                    momentum: momentum, epsilon: epsilon, sum: sumAcrossRanks)
+                                                    momentum: momentum, epsilon: epsilon, pool: pool, sum: sumAcrossRanks)
         } else if training {
             precondition(rows > 1, "BatchNorm in training needs more than one value per channel, got \(rows) rows")
-            pool.forEachChannelRange(channels) { range in
-                var sums = [Double](repeating: 0, count: range.count)
-                for m in 0..<rows {
-                    let x = input + m * channels
-                    for c in range { sums[c - range.lowerBound] += Double(x[c]) }
+            withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * channels) { buffer in
+                let means = buffer.baseAddress!, squares = means + channels
+                pool.sumOverRows(rows, channels: channels, quantities: 1, into: means) { range, partial in
+                    ColumnSums.add(range, channels: channels, into: partial,
+                                   vector: { m, c in ColumnSums.widen(input + m * channels + c) },
+                                   scalar: { m, c in Double(input[m * channels + c]) })
                 }
-                let means = sums.map { $0 / Double(rows) }
+                for c in 0..<channels { means[c] /= Double(rows) }
                 // Second pass over centred values: the one-pass E[x²] − μ² cancels badly.
-                var squares = [Double](repeating: 0, count: range.count)
-                for m in 0..<rows {
-                    let x = input + m * channels
-                    for c in range {
-                        let centred = Double(x[c]) - means[c - range.lowerBound]
-                        squares[c - range.lowerBound] += centred * centred
-                    }
+                pool.sumOverRows(rows, channels: channels, quantities: 1, into: squares) { range, partial in
+                    ColumnSums.addSquares(range, of: input, centredOn: means, channels: channels, into: partial)
                 }
-                for c in range {
-                    let batchMean = means[c - range.lowerBound]
-                    let biasedVariance = squares[c - range.lowerBound] / Double(rows)
-                    let unbiasedVariance = squares[c - range.lowerBound] / Double(rows - 1)
+                for c in 0..<channels {
+                    let batchMean = means[c]
+                    let biasedVariance = squares[c] / Double(rows)
+                    let unbiasedVariance = squares[c] / Double(rows - 1)
                     mean[c] = Float(batchMean)
                     rstd[c] = Float(1 / (biasedVariance + Double(epsilon)).squareRoot())
                     runningMean[c] = (1 - momentum) * runningMean[c] + momentum * Float(batchMean)
@@ -196,24 +260,25 @@ public enum BatchNorm {
     static func synchronizedStatistics(
         mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
         runningMean: UnsafeMutablePointer<Float>, runningVariance: UnsafeMutablePointer<Float>,
-        rows: Int, channels: Int, momentum: Float, epsilon: Float, sum: SumAcrossRanks
+        rows: Int, channels: Int, momentum: Float, epsilon: Float, pool: ComputePool, sum: SumAcrossRanks
     ) -> Int {
         let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: channels + 1)
         defer { buffer.deallocate() }
-        var local = [Double](repeating: 0, count: channels)
-        for m in 0..<rows { for c in 0..<channels { local[c] += Double(input[m * channels + c]) } }
+        let local = UnsafeMutablePointer<Double>.allocate(capacity: 2 * channels), means = local + channels
+        defer { local.deallocate() }
+        pool.sumOverRows(rows, channels: channels, quantities: 1, into: local) { range, partial in
+            ColumnSums.add(range, channels: channels, into: partial,
+                           vector: { m, c in ColumnSums.widen(input + m * channels + c) },
+                           scalar: { m, c in Double(input[m * channels + c]) })
+        }
         for c in 0..<channels { buffer[c] = Float(local[c]) }
         buffer[channels] = Float(rows)
         sum(buffer)
         let total = Int(buffer[channels].rounded())
         precondition(total > 1, "SyncBN in training needs more than one value per channel over all ranks, got \(total)")
-        let means = (0..<channels).map { Double(buffer[$0]) / Double(total) }
-        local = [Double](repeating: 0, count: channels)
-        for m in 0..<rows {
-            for c in 0..<channels {
-                let centred = Double(input[m * channels + c]) - means[c]
-                local[c] += centred * centred
-            }
+        for c in 0..<channels { means[c] = Double(buffer[c]) / Double(total) }
+        pool.sumOverRows(rows, channels: channels, quantities: 1, into: local) { range, partial in
+            ColumnSums.addSquares(range, of: input, centredOn: means, channels: channels, into: partial)
         }
         for c in 0..<channels { buffer[c] = Float(local[c]) }
         buffer[channels] = 0
@@ -252,20 +317,26 @@ public enum BatchNorm {
             sumDOutput.deallocate()
             sumDOutputTimesNormalized.deallocate()
         }
-        pool.forEachChannelRange(channels) { range in
-            var sums = [Double](repeating: 0, count: range.count)
-            var sumsTimesNormalized = [Double](repeating: 0, count: range.count)
-            for m in 0..<rows {
-                let x = input + m * channels, dout = dOutput + m * channels
-                for c in range {
-                    let normalized = (x[c] - mean[c]) * rstd[c]
-                    sums[c - range.lowerBound] += Double(dout[c])
-                    sumsTimesNormalized[c - range.lowerBound] += Double(dout[c] * normalized)
-                }
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * channels) { buffer in
+            let sums = buffer.baseAddress!, sumsTimesNormalized = sums + channels
+            pool.sumOverRows(rows, channels: channels, quantities: 2, into: sums) { range, partial in
+                ColumnSums.add(range, channels: channels, into: partial,
+                               vector: { m, c in ColumnSums.widen(dOutput + m * channels + c) },
+                               scalar: { m, c in Double(dOutput[m * channels + c]) })
+                // Σ dout · x̂ with the product in Float32, x̂ = (x − μ) · rstd.
+                ColumnSums.add(range, channels: channels, into: partial + channels,
+                               vector: { m, c in
+                                   let normalized = (ColumnSums.narrow(input + m * channels + c) - ColumnSums.narrow(mean + c))
+                                       * ColumnSums.narrow(rstd + c)
+                                   return SIMD4<Double>(ColumnSums.narrow(dOutput + m * channels + c) * normalized)
+                               },
+                               scalar: { m, c in
+                                   Double(dOutput[m * channels + c] * ((input[m * channels + c] - mean[c]) * rstd[c]))
+                               })
             }
-            for c in range {
-                sumDOutput[c] = Float(sums[c - range.lowerBound])
-                sumDOutputTimesNormalized[c] = Float(sumsTimesNormalized[c - range.lowerBound])
+            for c in 0..<channels {
+                sumDOutput[c] = Float(sums[c])
+                sumDOutputTimesNormalized[c] = Float(sumsTimesNormalized[c])
                 dWeight?[c] += sumDOutputTimesNormalized[c]
                 dBias?[c] += sumDOutput[c]
             }
