@@ -1,7 +1,11 @@
+import Foundation
+
 /// Owned, 64-byte aligned Float32 memory. Freed when the last tensor viewing it goes away.
 public final class TensorStorage: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    /// Bytes of address space reserved by `init?(reserving:)`, 0 for allocated storage.
+    private let reservedBytes: Int
 
     public init(count: Int) {
         precondition(count >= 0, "negative tensor size \(count)")
@@ -9,9 +13,25 @@ public final class TensorStorage: @unchecked Sendable {
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         pointer.initialize(repeating: 0, count: max(count, 1))
         self.count = count
+        reservedBytes = 0
     }
 
-    deinit { pointer.deallocate() }
+    /// Address space for `count` floats that becomes memory only where it is written (an
+    /// anonymous mapping without swap reservation; the kernel hands out zeroed pages on first
+    /// touch). Nil where the system refuses the reservation (e.g. strict overcommit).
+    public init?(reserving count: Int) {
+        precondition(count > 0, "an empty reservation")
+        let bytes = count * MemoryLayout<Float>.stride
+        guard let address = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+              address != MAP_FAILED else { return nil }
+        pointer = address.bindMemory(to: Float.self, capacity: count)
+        self.count = count
+        reservedBytes = bytes
+    }
+
+    deinit {
+        if reservedBytes > 0 { munmap(pointer, reservedBytes) } else { pointer.deallocate() }
+    }
 }
 
 /// A dense, row-major Float32 tensor: a shape and a window into shared storage.

@@ -12,8 +12,15 @@ public final class TensorArena {
         var chunks: [TensorStorage] = []
         var chunkIndex = 0
         var used = 0
+        /// Whether the first chunk is a reservation (`TensorStorage(reserving:)`), whose memory
+        /// is only what was written: its high-water mark, `peak`.
+        var reserved = false
+        var peak = 0
 
-        var capacity: Int { chunks.reduce(0) { $0 + $1.count } }
+        var capacity: Int {
+            guard reserved else { return chunks.reduce(0) { $0 + $1.count } }
+            return peak + chunks.dropFirst().reduce(0) { $0 + $1.count }
+        }
 
         /// `count` floats from the first chunk at or after the current one with room, else from a
         /// new chunk of `newChunk` floats at the end.
@@ -26,23 +33,39 @@ public final class TensorArena {
                 chunks.append(TensorStorage(count: newChunk))
                 used = 0
             }
-            defer { used += count }
+            defer {
+                used += count
+                if reserved && chunkIndex == 0 { peak = max(peak, used) }
+            }
             return (chunks[chunkIndex], used)
         }
     }
 
     /// Small tensors (a normalisation's statistics, an attention bias) share chunks of the
-    /// minimum size; every larger one gets a chunk of exactly its size, reused by the same
-    /// request in later steps. Mixed in one stack, each small tensor after a large one opened a
-    /// chunk the next large tensor skipped, and tensors between half and one minimum chunk left
-    /// up to half a chunk each: 352 MiB of ResNet-50's step, ≈1.6 GB of Swin-3D's (BENCHMARKS.md).
+    /// minimum size. Larger ones are stacked in one reserved address range, each right above
+    /// the one before, so the memory the arena holds is the largest its stack ever grew to. In
+    /// chunks (the fallback where the reservation is refused, or once it is full) every larger
+    /// tensor gets a chunk of exactly its size, and a request bigger than the chunk at its place
+    /// in the stack skips to a new one: Swin-3D's step held ≈ 1.3 GB more than PyTorch's that way.
+    /// Mixed in one stack, each small tensor after a large one opened a chunk the next large
+    /// tensor skipped (352 MiB of ResNet-50's step, ≈1.6 GB of Swin-3D's, BENCHMARKS.md).
     private var small = Stack()
     private var large = Stack()
     private let minimumChunk: Int
 
+    /// Address space reserved for the larger tensors: 64 GiB, far beyond any step on one node,
+    /// and free until written.
+    public static let reservedFloats = 1 << 34
+
     /// - Parameter minimumChunkFloats: size of the chunks small tensors share.
-    public init(minimumChunkFloats: Int = 1 << 20) {
+    /// - Parameter reserving: whether larger tensors go to a reserved address range (else to
+    ///   chunks of their size, as where the system refuses the reservation).
+    public init(minimumChunkFloats: Int = 1 << 20, reserving: Bool = true) {
         self.minimumChunk = minimumChunkFloats
+        if reserving, let reservation = TensorStorage(reserving: Self.reservedFloats) {
+            large.chunks = [reservation]
+            large.reserved = true
+        }
     }
 
     /// Requests below this many floats go to the shared chunks.

@@ -29,6 +29,29 @@ import Testing
         #expect(arena.inUse == 0)
     }
 
+    /// Larger tensors stack in one reserved range: a request bigger than the one released at its
+    /// place goes right above the stack instead of into a new chunk, and the arena holds only the
+    /// stack's high-water mark. In exact-size chunks the same sequence holds more.
+    @Test(arguments: [true, false])
+    func reservedStackHoldsOnlyItsHighWaterMark(reserving: Bool) {
+        let arena = TensorArena(minimumChunkFloats: 64, reserving: reserving)  // ≥ 16 floats: the large stack
+        let first = arena.tensor([100])                       // 112 floats once rounded to 16
+        let mark = arena.mark()
+        _ = arena.tensor([50])                                // 64
+        let survivor = arena.tensor([30])                     // 32
+        let moved = arena.release(to: mark, keeping: survivor)
+        let big = arena.tensor([200])                         // 208
+        if reserving {
+            #expect(moved.storage === first.storage && moved.offset == 112)
+            #expect(big.storage === first.storage && big.offset == 112 + 32, "stacked right above the survivor")
+            #expect(arena.capacity == 112 + 32 + 208)
+        } else {
+            #expect(arena.capacity > 112 + 32 + 208, "exact-size chunks skipped for the larger request")
+        }
+        arena.reset()
+        #expect(arena.tensor([100]).offset == first.offset, "a reset rewinds to the start")
+    }
+
     @Test func keyedGeneratorsAreIndependentOfVisitingOrder() {
         var first = SplitMix64(keys: 7, 1, 42, 0)
         var again = SplitMix64(keys: 7, 1, 42, 0)
