@@ -67,9 +67,10 @@ public struct RunConfig: Codable, Equatable, Sendable {
     public var outputDir = "runs"
     /// Seed of every random stream (initialisation, data order, augmentations, drop path).
     public var seed = 0
-    /// Optimiser steps of the whole run. The debug run's 2000 take ≈ 8 minutes on 2 cores; at
-    /// 1000 its probe cleared the random network by 14.6–16.0 points, too near the 15 it must.
-    public var steps = 2000
+    /// Optimiser steps of the whole run. The debug run's 1300 take ≈ 8.5 minutes on 2 AVX2 cores
+    /// (the 10 it may take, with room for a slower machine); at 1000 its probe cleared the random
+    /// network by 14.6–16.0 points, too near the 15 it must, at 1300 by 15.8 and 18.8.
+    public var steps = 1300
     /// Metrics are logged every this many steps.
     public var logEvery = 10
 
