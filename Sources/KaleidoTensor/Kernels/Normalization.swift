@@ -106,7 +106,7 @@ enum RowSum {
 /// vector registers. A row-by-row loop through memory is not vectorised (the compiler cannot
 /// rule out that the sums alias the rows), and a vectorised one waits on its own stores; here
 /// each channel's running sum stays in a register while the rows go by, still adding the rows
-/// in order, so the result is the serial loop's to the bit.
+/// in order, so the sums are the serial loop's over the same rows to the bit.
 enum ColumnSums {
     @inline(__always)
     static func widen(_ p: UnsafePointer<Float>) -> SIMD4<Double> {
@@ -212,16 +212,10 @@ public enum BatchNorm {
             precondition(rows > 1, "BatchNorm in training needs more than one value per channel, got \(rows) rows")
             withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * channels) { buffer in
                 let means = buffer.baseAddress!, squares = means + channels
-                pool.sumOverRows(rows, channels: channels, quantities: 1, into: means) { range, partial in
-                    ColumnSums.add(range, channels: channels, into: partial,
-                                   vector: { m, c in ColumnSums.widen(input + m * channels + c) },
-                                   scalar: { m, c in Double(input[m * channels + c]) })
-                }
+                channelSums(of: input, rows: rows, channels: channels, pool: pool, into: means)
                 for c in 0..<channels { means[c] /= Double(rows) }
                 // Second pass over centred values: the one-pass E[x²] − μ² cancels badly.
-                pool.sumOverRows(rows, channels: channels, quantities: 1, into: squares) { range, partial in
-                    ColumnSums.addSquares(range, of: input, centredOn: means, channels: channels, into: partial)
-                }
+                centredSquareSums(of: input, around: means, rows: rows, channels: channels, pool: pool, into: squares)
                 for c in 0..<channels {
                     let batchMean = means[c]
                     let biasedVariance = squares[c] / Double(rows)
@@ -256,6 +250,24 @@ public enum BatchNorm {
         return statisticsRows
     }
 
+    /// sums[c] = Σ_m x[m, c] over this rank's rows, x being (rows, channels).
+    static func channelSums(of input: UnsafePointer<Float>, rows: Int, channels: Int, pool: ComputePool,
+                            into sums: UnsafeMutablePointer<Double>) {
+        pool.sumOverRows(rows, channels: channels, quantities: 1, into: sums) { range, partial in
+            ColumnSums.add(range, channels: channels, into: partial,
+                           vector: { m, c in ColumnSums.widen(input + m * channels + c) },
+                           scalar: { m, c in Double(input[m * channels + c]) })
+        }
+    }
+
+    /// sums[c] = Σ_m (x[m, c] − μ[c])² over this rank's rows.
+    static func centredSquareSums(of input: UnsafePointer<Float>, around mean: UnsafePointer<Double>, rows: Int,
+                                  channels: Int, pool: ComputePool, into sums: UnsafeMutablePointer<Double>) {
+        pool.sumOverRows(rows, channels: channels, quantities: 1, into: sums) { range, partial in
+            ColumnSums.addSquares(range, of: input, centredOn: mean, channels: channels, into: partial)
+        }
+    }
+
     /// Global batch statistics for SyncBN, in two summed passes (mean, then centred squares).
     static func synchronizedStatistics(
         mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
@@ -266,20 +278,14 @@ public enum BatchNorm {
         defer { buffer.deallocate() }
         let local = UnsafeMutablePointer<Double>.allocate(capacity: 2 * channels), means = local + channels
         defer { local.deallocate() }
-        pool.sumOverRows(rows, channels: channels, quantities: 1, into: local) { range, partial in
-            ColumnSums.add(range, channels: channels, into: partial,
-                           vector: { m, c in ColumnSums.widen(input + m * channels + c) },
-                           scalar: { m, c in Double(input[m * channels + c]) })
-        }
+        channelSums(of: input, rows: rows, channels: channels, pool: pool, into: local)
         for c in 0..<channels { buffer[c] = Float(local[c]) }
         buffer[channels] = Float(rows)
         sum(buffer)
         let total = Int(buffer[channels].rounded())
         precondition(total > 1, "SyncBN in training needs more than one value per channel over all ranks, got \(total)")
         for c in 0..<channels { means[c] = Double(buffer[c]) / Double(total) }
-        pool.sumOverRows(rows, channels: channels, quantities: 1, into: local) { range, partial in
-            ColumnSums.addSquares(range, of: input, centredOn: means, channels: channels, into: partial)
-        }
+        centredSquareSums(of: input, around: means, rows: rows, channels: channels, pool: pool, into: local)
         for c in 0..<channels { buffer[c] = Float(local[c]) }
         buffer[channels] = 0
         sum(buffer)
