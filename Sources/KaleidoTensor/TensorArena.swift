@@ -77,9 +77,9 @@ public final class TensorArena {
     /// Floats handed out since the last `reset()`.
     public private(set) var inUse = 0
 
-    /// A tensor of `shape` from the arena, zero-filled when `zeroed` (backward buffers are
-    /// accumulated into, so they must start at zero).
-    public func tensor(_ shape: [Int], zeroed: Bool = false) -> Tensor {
+    /// A tensor of `shape` from the arena, zero-filled on `zeroingPool`'s threads when given
+    /// (backward buffers are accumulated into, so they must start at zero).
+    public func tensor(_ shape: [Int], zeroingOn zeroingPool: ComputePool? = nil) -> Tensor {
         // Round to 16 floats so every tensor starts on a 64-byte boundary.
         let count = shape.reduce(1, *)
         let rounded = (count + 15) & ~15
@@ -87,7 +87,7 @@ public final class TensorArena {
                                                      : large.take(rounded, newChunk: rounded)
         let view = Tensor(storage: storage, offset: offset, shape: shape)
         inUse += rounded
-        if zeroed { view.fill(0) }
+        if let zeroingPool { Zero.fill(view.pointer, count: view.count, pool: zeroingPool) }
         return view
     }
 

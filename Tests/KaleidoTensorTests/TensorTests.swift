@@ -15,7 +15,7 @@ import Testing
     @Test func arenaReusesItsMemoryAfterReset() {
         let arena = TensorArena(minimumChunkFloats: 64)
         let a = arena.tensor([10, 10])
-        let b = arena.tensor([7], zeroed: true)
+        let b = arena.tensor([7], zeroingOn: .serial)
         #expect(b.array.allSatisfy { $0 == 0 })
         #expect(a.storage !== b.storage || a.offset + 112 <= b.offset, "tensors from one step must not overlap")
         let capacity = arena.capacity

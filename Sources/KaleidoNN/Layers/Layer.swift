@@ -61,9 +61,7 @@ public final class RunContext {
     /// A new activation (forward) or activation-gradient (backward) tensor; zeroed when it will
     /// be accumulated into.
     public func tensor(_ shape: [Int], zeroed: Bool = false) -> Tensor {
-        let tensor = (inBackward ? gradientScratch : activations).tensor(shape)
-        if zeroed { Zero.fill(tensor.pointer, count: tensor.count, pool: pool) }
-        return tensor
+        (inBackward ? gradientScratch : activations).tensor(shape, zeroingOn: zeroed ? pool : nil)
     }
 
     /// Runs a backward pass with gradient allocations on the scratch stack.
