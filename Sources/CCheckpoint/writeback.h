@@ -12,3 +12,17 @@ static inline int kaleido_start_writeback(int fd, int64_t offset, int64_t count)
 #else
 static inline int kaleido_start_writeback(int fd, int64_t offset, int64_t count) { (void)fd; (void)offset; (void)count; return 0; }
 #endif
+
+// open(2)'s O_DIRECT: glibc names it O_DIRECT only under _GNU_SOURCE, which Swift's Glibc module
+// does not set, but always defines the per-architecture value as __O_DIRECT. 0 (buffered I/O)
+// elsewhere.
+#if defined(__linux__)
+#include <fcntl.h>
+#endif
+static inline int kaleido_direct_io_flag(void) {
+#if defined(__linux__) && defined(__O_DIRECT)
+    return __O_DIRECT;
+#else
+    return 0;
+#endif
+}

@@ -497,6 +497,40 @@ func zstdFrames(_ url: URL) throws -> Int {
         }
     }
 
+    /// The shard writer stages pieces for direct I/O in 4 MiB blocks and pads the last one; the
+    /// file must hold exactly the pieces, whatever their sizes, and the same through the page
+    /// cache. /dev/shm (tmpfs) tries a second file system where it exists.
+    @Test func directAndBufferedShardWritesHoldExactlyThePieces() throws {
+        let sizes = [1, 4095, 4097, 3 << 20, (5 << 20) + 3, 0, 17, 4 << 20]
+        let pieces = sizes.enumerated().map { k, n in
+            [UInt8](unsafeUninitializedCapacity: n) { bytes, count in
+                for i in 0..<n { bytes[i] = UInt8(truncatingIfNeeded: (i &+ 977 &* k) &* 2_654_435_761 >> 13) }
+                count = n
+            }
+        }
+        let expected = Data(pieces.joined())
+        var roots = [try temporaryDirectory()]
+        if FileManager.default.isWritableFile(atPath: "/dev/shm") {
+            let shm = URL(fileURLWithPath: "/dev/shm/kaleido-test-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: shm, withIntermediateDirectories: true)
+            roots.append(shm)
+        }
+        defer { for root in roots { try? FileManager.default.removeItem(at: root) } }
+        for root in roots {
+            for direct in [true, false] {
+                let path = root.appendingPathComponent("shard-\(direct)").path
+                let writer = try DurableFile.Writer(path, direct: direct)
+                if !direct { #expect(!writer.isDirect) }
+                for piece in pieces { try piece.withUnsafeBytes { try writer.append($0) } }
+                #expect(writer.offset == expected.count)
+                try writer.finish()
+                let written = try Data(contentsOf: URL(fileURLWithPath: path))
+                #expect(written.count == expected.count, "\(path): \(written.count) bytes, not \(expected.count)")
+                #expect(written == expected, "\(path) differs from its pieces")
+            }
+        }
+    }
+
     @Test func diskFullDuringSaveKeepsThePreviousCheckpoint() throws {
         guard FileManager.default.fileExists(atPath: "/dev/full") else { return }
         let directory = try temporaryDirectory()
