@@ -12,7 +12,8 @@ import Logging
 ///   2. one all-reduce gathers every rank's size, raw size and CRC-32C, and whether it failed —
 ///      if any rank failed, every rank throws `saveFailed` in this same call and nobody hangs;
 ///   3. the coordinator writes `manifest.json` last, fsyncs it and the directory, renames the
-///      directory to `step-NNNNNNNN/`, fsyncs the parent, then prunes to the newest `keep`;
+///      directory to `step-NNNNNNNN/`, fsyncs the parent, then prunes to the newest `keep` (a
+///      background save prunes on a thread of its own, which the next commit waits for);
 ///   4. a last all-reduce tells every rank whether the commit succeeded.
 ///
 /// A crash at any point leaves either the old set of checkpoints or the old set plus the new one:
@@ -43,6 +44,10 @@ public final class CheckpointStore: @unchecked Sendable {
     var shardWriteFault: (@Sendable (_ rank: Int) -> Error?)?
     /// Fault injection for process-level crash tests (`kaleido pretrain` under a test).
     public let pause: SavePause?
+    /// A background save's pruning, left running after its commit (the coordinator's): deleting
+    /// the oldest checkpoint's shards took 50–70 ms of the training thread per save. The next
+    /// commit waits for it.
+    private let pruning = DispatchGroup()
 
     public init(directory: URL, keep: Int = 3, zstdLevel: Int = CheckpointStore.defaultZstdLevel, byteShuffle: Bool = true,
                 threads: Int = ProcessInfo.processInfo.activeProcessorCount, chunkBytes: Int = CheckpointStore.defaultChunkBytes,
@@ -119,9 +124,11 @@ public final class CheckpointStore: @unchecked Sendable {
         }
     }
 
-    /// Steps 2–4 of a save, after this rank's shard write succeeded or failed.
+    /// Steps 2–4 of a save, after this rank's shard write succeeded or failed. `pruneInBackground`
+    /// prunes on an idle-priority thread after the commit instead of before returning.
     func commit(_ content: CheckpointContent, shard: Result<CheckpointManifest.ShardRecord, Error>,
-                communicator: Communicator) throws -> URL {
+                communicator: Communicator, pruneInBackground: Bool = false) throws -> URL {
+        pruning.wait()
         let (rank, worldSize) = (communicator.rank, communicator.worldSize)
         let step = content.step
         // Every rank fills its row: failed, compressed bytes, raw bytes, CRC.
@@ -156,7 +163,18 @@ public final class CheckpointStore: @unchecked Sendable {
             }
             do {
                 committed = try commitDirectory(content, shards: records, worldSize: worldSize)
-                prune(after: step, committed: committed)
+                if pruneInBackground {
+                    pruning.enter()
+                    let thread = Thread { [self, committed] in
+                        _ = kaleido_make_thread_idle_priority()
+                        prune(after: step, committed: committed)
+                        pruning.leave()
+                    }
+                    thread.name = "kaleido-checkpoint-pruner"
+                    thread.start()
+                } else {
+                    prune(after: step, committed: committed)
+                }
             } catch {
                 if error is SimulatedCrash { throw error }
                 commitError = error
@@ -213,7 +231,7 @@ public final class CheckpointStore: @unchecked Sendable {
     /// be a copy in progress); they are only reported.
     func prune(after step: Int, committed: URL) {
         var complete: [URL] = []
-        for (_, url) in checkpoints() {
+        for (_, url) in listedCheckpoints() {
             do {
                 try Self.checkComplete(url)
                 complete.append(url)
@@ -241,8 +259,14 @@ public final class CheckpointStore: @unchecked Sendable {
 
     // MARK: - Finding
 
-    /// Directories named `step-NNNNNNNN` in the store, oldest step first (complete or not).
+    /// Directories named `step-NNNNNNNN` in the store, oldest step first (complete or not), once
+    /// any pruning still running is done.
     public func checkpoints() -> [(step: Int, url: URL)] {
+        pruning.wait()
+        return listedCheckpoints()
+    }
+
+    private func listedCheckpoints() -> [(step: Int, url: URL)] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
         return names.compactMap { name in CheckpointNames.step(ofDirectory: name).map { ($0, directory.appendingPathComponent(name, isDirectory: true)) } }
             .sorted { $0.step < $1.step }
@@ -345,6 +369,7 @@ public final class PendingCheckpointSave: @unchecked Sendable {
     public private(set) var writeSeconds: Double?
 
     private let staging: CheckpointStagingBuffer
+    private let yieldingToTraining: Bool
 
     init(store: CheckpointStore, content: CheckpointContent, staging: CheckpointStagingBuffer, rank: Int, worldSize: Int,
          stagingSeconds: Double, yieldingToTraining: Bool) {
@@ -352,6 +377,7 @@ public final class PendingCheckpointSave: @unchecked Sendable {
         self.content = content
         self.staging = staging
         self.stagingSeconds = stagingSeconds
+        self.yieldingToTraining = yieldingToTraining
         let started = DispatchTime.now().uptimeNanoseconds
         let thread = Thread { [self] in
             if yieldingToTraining { _ = kaleido_make_thread_idle_priority() }
@@ -381,7 +407,8 @@ public final class PendingCheckpointSave: @unchecked Sendable {
         finished = true
         written.wait()
         defer { staging.release() }   // the shard is written: the staged copy is no longer read
-        return try store.commit(content, shard: lock.withLock { shard! }, communicator: communicator)
+        return try store.commit(content, shard: lock.withLock { shard! }, communicator: communicator,
+                                pruneInBackground: yieldingToTraining)
     }
 
 }

@@ -352,6 +352,13 @@ func zstdFrames(_ url: URL) throws -> Int {
         let names = Set(try FileManager.default.contentsOfDirectory(atPath: directory.path))
         #expect(names == ["step-00000005", "step-00000007"])
         #expect(store.newestValid()?.lastPathComponent == "step-00000007")
+        // Background saves prune after their commit on a thread of their own; listing waits for it.
+        for step in [9, 11] {
+            try store.beginSave(fixture.content(step: step), communicator: LocalCommunicator(), yieldingToTraining: true)
+                .finish(communicator: LocalCommunicator())
+        }
+        #expect(store.checkpoints().map(\.step) == [9, 11])
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: directory.path)) == ["step-00000009", "step-00000011"])
     }
 
     @Test func crashLeftoversAndBrokenDirectoriesAreIgnored() throws {
