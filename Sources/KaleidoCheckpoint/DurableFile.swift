@@ -47,9 +47,9 @@ import Darwin
     /// page cache, a background save's every byte was copied once more by the kernel, written
     /// back by kernel threads at normal priority and later reclaimed; on a 2-core machine
     /// training on both cores that kernel work, not the compression, was most of what the save
-    /// cost the training steps (BENCHMARKS.md). Without `O_DIRECT` (tmpfs, other systems) each
-    /// piece is written through the page cache and its writeback started at once, so `finish`'s
-    /// fsync only waits for the tail.
+    /// cost the training steps (BENCHMARKS.md). Where `O_DIRECT` is refused (by the file system,
+    /// or outside Linux) each piece is written through the page cache and its writeback started
+    /// at once, so `finish`'s fsync only waits for the tail.
     final class Writer {
         let path: String
         private var fd: Int32
