@@ -2,6 +2,7 @@
 // instruction set: conv3x3_direct.c includes this file with
 //   ISA        name suffix (avx512, avx2)        ISA_TARGET  the target attribute's string
 //   VEC        vector type of LANES floats       TILE        pixels (or channels) per tile
+//   GRADIENT_RUN  pixels per run of the weight gradient
 //   VEC_LOAD, VEC_STORE, VEC_FMA(a, b, c) = a·b + c, VEC_SET1, VEC_ZERO
 // A panel is two vectors wide (2·LANES output channels). Every tile keeps 2·TILE accumulators,
 // two weight (or output-gradient) vectors and one broadcast in registers: 31 of AVX-512's 32,
@@ -85,8 +86,9 @@ TILES_OF(1) TILES_OF(2) TILES_OF(3) TILES_OF(4) TILES_OF(5) TILES_OF(6)
 TILES_OF(7) TILES_OF(8) TILES_OF(9) TILES_OF(10) TILES_OF(11) TILES_OF(12) TILES_OF(13) TILES_OF(14)
 #endif
 
+_Static_assert(GRADIENT_RUN <= gradient_run_pixels, "a weight-gradient run fits the pixel arrays");
 static const kernel_set ISA_FN(kernels) = {
-    TILE, 2 * LANES,
+    TILE, 2 * LANES, GRADIENT_RUN,
     {0, CAT(ISA_FN(conv_tile), 1), CAT(ISA_FN(conv_tile), 2), CAT(ISA_FN(conv_tile), 3), CAT(ISA_FN(conv_tile), 4),
      CAT(ISA_FN(conv_tile), 5), CAT(ISA_FN(conv_tile), 6),
 #if TILE > 6
