@@ -258,7 +258,6 @@ void kaleido_conv3x3_direct(int instruction_set, const float *input, int batch, 
     }
 }
 
-
 long kaleido_conv3x3_weight_gradient_tiles(int instruction_set, int in_channels, int out_channels) {
     const kernel_set *k = kernels_for(instruction_set);
     if (!k) return 0;
