@@ -165,13 +165,10 @@ public final class CheckpointStore: @unchecked Sendable {
                 committed = try commitDirectory(content, shards: records, worldSize: worldSize)
                 if pruneInBackground {
                     pruning.enter()
-                    let thread = Thread { [self, committed] in
-                        _ = kaleido_make_thread_idle_priority()
+                    SaveThread.start("kaleido-checkpoint-pruner", idlePriority: true) { [self, committed] in
                         prune(after: step, committed: committed)
                         pruning.leave()
                     }
-                    thread.name = "kaleido-checkpoint-pruner"
-                    thread.start()
                 } else {
                     prune(after: step, committed: committed)
                 }
@@ -379,8 +376,7 @@ public final class PendingCheckpointSave: @unchecked Sendable {
         self.stagingSeconds = stagingSeconds
         self.yieldingToTraining = yieldingToTraining
         let started = DispatchTime.now().uptimeNanoseconds
-        let thread = Thread { [self] in
-            if yieldingToTraining { _ = kaleido_make_thread_idle_priority() }
+        SaveThread.start("kaleido-checkpoint-writer", idlePriority: yieldingToTraining) { [self] in
             let result = Result { try store.writeShard(content, rank: rank, worldSize: worldSize, idlePriority: yieldingToTraining) }
             lock.withLock {
                 shard = result
@@ -388,8 +384,6 @@ public final class PendingCheckpointSave: @unchecked Sendable {
             }
             written.signal()
         }
-        thread.name = "kaleido-checkpoint-writer"
-        thread.start()
     }
 
     /// The step being saved.

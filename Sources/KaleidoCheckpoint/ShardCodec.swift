@@ -337,6 +337,19 @@ import Foundation
     }
 }
 
+/// A save's own threads: named, and at idle scheduling priority when they yield to training
+/// (SCHED_IDLE: they run only on a core no training thread wants).
+enum SaveThread {
+    static func start(_ name: String, idlePriority: Bool, _ body: @escaping @Sendable () -> Void) {
+        let thread = Thread {
+            if idlePriority { _ = kaleido_make_thread_idle_priority() }
+            body()
+        }
+        thread.name = name
+        thread.start()
+    }
+}
+
 /// Items `0..<count` split over `workers` threads that pull indices from a shared counter, so
 /// uneven items (a last short chunk) balance. `body(worker, item)`: `worker < workers` indexes
 /// per-thread state (a zstd context, a scratch buffer). The first error stops the remaining
@@ -386,13 +399,10 @@ enum Parallel {
             if idlePriority {
                 for worker in 1..<max(1, threads) {
                     state.done.enter()
-                    let thread = Thread {
-                        _ = kaleido_make_thread_idle_priority()
+                    SaveThread.start("kaleido-checkpoint-codec", idlePriority: true) {
                         state.work(worker)
                         state.done.leave()
                     }
-                    thread.name = "kaleido-checkpoint-codec"
-                    thread.start()
                 }
                 state.work(0)   // the calling thread (already at the background priority) takes part
                 state.done.wait()
