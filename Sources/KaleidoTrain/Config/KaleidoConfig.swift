@@ -69,7 +69,8 @@ public struct RunConfig: Codable, Equatable, Sendable {
     public var seed = 0
     /// Optimiser steps of the whole run. The debug run's 1300 take ≈ 8.5 minutes on 2 AVX2 cores
     /// (the 10 it may take, with room for a slower machine); at 1000 its probe cleared the random
-    /// network by 14.6–16.0 points, too near the 15 it must, at 1300 by 15.8 and 18.8.
+    /// network by 14.6–16.0 points, too near the 15 it must; at 1300 by 15.4–15.8 (seeds 0 and 1,
+    /// two threads) and 15.6 / 18.8 (one thread each): still a thin margin.
     public var steps = 1300
     /// Metrics are logged every this many steps.
     public var logEvery = 10
