@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Geometry of multi-head self-attention over B independent token sets (Swin windows ×
@@ -35,6 +36,13 @@ public struct AttentionShape: Equatable, Sendable {
 /// through leading dimensions, so no transpose is copied; out is (B, L, heads, D); bias is
 /// (heads, L, L) (Swin's relative position bias already gathered), mask is (nW, L, L) with
 /// 0 or a large negative value (shifted windows).
+///
+/// Swin's windows make these products tiny (L = 16 or 49 tokens, D = 16 or 32) and countless
+/// (one per window, head and image): as OpenBLAS calls they ran at 16–60 GFLOP/s on two cores,
+/// paying more for each call's buffers and packing than for its arithmetic. They run in
+/// `kaleido_small_gemm` (CKernels/small_gemm.c) instead, reading Q, K, V and dO where they lie;
+/// only Kᵀ (forward) and Vᵀ (backward) are copied, per set and head, into the thread's scratch.
+/// Every element is one sum in a fixed order, whatever the thread count.
 public enum Attention {
     public static func forward(
         output: UnsafeMutablePointer<Float>, probabilities: UnsafeMutablePointer<Float>,
@@ -43,18 +51,21 @@ public enum Attention {
     ) {
         let l = s.tokens, d = s.headDim, width = s.qkvWidth, heads = s.heads
         pool.forEachRange(s.batch * heads) { range in
-            for item in range {
-                let b = item / heads, h = item % heads
-                let q = qkv + b * l * width + h * d
-                let k = q + heads * d, v = q + 2 * heads * d
-                let p = probabilities + item * l * l
-                BLAS.sgemm(transposeA: false, transposeB: true, m: l, n: l, k: d, alpha: scale,
-                           a: q, lda: width, b: k, ldb: width, beta: 0, c: p, ldc: l)
-                addBiasAndMask(p, count: l * l, bias: bias.map { $0 + h * l * l },
-                               mask: mask.map { $0 + (b % s.maskWindows) * l * l })
-                softmaxRows(p, rows: l)
-                BLAS.sgemm(transposeA: false, transposeB: false, m: l, n: d, k: l,
-                           a: p, lda: l, b: v, ldb: width, beta: 0, c: output + b * l * s.outputWidth + h * d, ldc: s.outputWidth)
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: d * l) { scratch in
+                let kT = scratch.baseAddress!
+                for item in range {
+                    let b = item / heads, h = item % heads
+                    let q = qkv + b * l * width + h * d
+                    let k = q + heads * d, v = q + 2 * heads * d
+                    let p = probabilities + item * l * l
+                    transpose(k, rows: l, columns: d, stride: width, into: kT)
+                    product(m: l, n: l, k: d, alpha: scale, a: q, aRow: width, b: kT, ldb: l, c: p, ldc: l)
+                    addBiasAndMask(p, count: l * l, bias: bias.map { $0 + h * l * l },
+                                   mask: mask.map { $0 + (b % s.maskWindows) * l * l })
+                    softmaxRows(p, rows: l)
+                    product(m: l, n: d, k: l, a: p, aRow: l, b: v, ldb: width,
+                            c: output + b * l * s.outputWidth + h * d, ldc: s.outputWidth)
+                }
             }
         }
     }
@@ -70,24 +81,25 @@ public enum Attention {
     ) {
         let l = s.tokens, d = s.headDim, width = s.qkvWidth, heads = s.heads
         pool.forEachRange(s.batch * heads) { range in
-            for item in range {
-                let b = item / heads, h = item % heads
-                let q = qkv + b * l * width + h * d
-                let k = q + heads * d, v = q + 2 * heads * d
-                let dq = dQKV + b * l * width + h * d
-                let dk = dq + heads * d, dv = dq + 2 * heads * d
-                let dOut = dOutput + b * l * s.outputWidth + h * d
-                let p = probabilities + item * l * l
-                let dS = workspace + item * l * l
-                BLAS.sgemm(transposeA: false, transposeB: true, m: l, n: l, k: d,
-                           a: dOut, lda: s.outputWidth, b: v, ldb: width, beta: 0, c: dS, ldc: l)
-                softmaxBackwardRows(dScores: dS, probabilities: p, rows: l)
-                BLAS.sgemm(transposeA: false, transposeB: false, m: l, n: d, k: l, alpha: scale,
-                           a: dS, lda: l, b: k, ldb: width, beta: 1, c: dq, ldc: width)
-                BLAS.sgemm(transposeA: true, transposeB: false, m: l, n: d, k: l, alpha: scale,
-                           a: dS, lda: l, b: q, ldb: width, beta: 1, c: dk, ldc: width)
-                BLAS.sgemm(transposeA: true, transposeB: false, m: l, n: d, k: l,
-                           a: p, lda: l, b: dOut, ldb: s.outputWidth, beta: 1, c: dv, ldc: width)
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: d * l) { scratch in
+                let vT = scratch.baseAddress!
+                for item in range {
+                    let b = item / heads, h = item % heads
+                    let q = qkv + b * l * width + h * d
+                    let k = q + heads * d, v = q + 2 * heads * d
+                    let dq = dQKV + b * l * width + h * d
+                    let dk = dq + heads * d, dv = dq + 2 * heads * d
+                    let dOut = dOutput + b * l * s.outputWidth + h * d
+                    let p = probabilities + item * l * l
+                    let dS = workspace + item * l * l
+                    transpose(v, rows: l, columns: d, stride: width, into: vT)
+                    product(m: l, n: l, k: d, a: dOut, aRow: s.outputWidth, b: vT, ldb: l, c: dS, ldc: l)
+                    softmaxBackwardRows(dScores: dS, probabilities: p, rows: l)
+                    product(m: l, n: d, k: l, alpha: scale, a: dS, aRow: l, b: k, ldb: width, c: dq, ldc: width, accumulate: true)
+                    // dSᵀ and Pᵀ: A(r, i) = dS[i, r], read down the columns.
+                    product(m: l, n: d, k: l, alpha: scale, a: dS, aRow: 1, aStep: l, b: q, ldb: width, c: dk, ldc: width, accumulate: true)
+                    product(m: l, n: d, k: l, a: p, aRow: 1, aStep: l, b: dOut, ldb: s.outputWidth, c: dv, ldc: width, accumulate: true)
+                }
             }
         }
         guard let dBias else { return }
@@ -100,6 +112,23 @@ public enum Attention {
                 }
             }
         }
+    }
+
+    /// Whether this CPU runs `kaleido_small_gemm`'s vector tiles (asked once).
+    static let vectorized: Int32 = kaleido_small_gemm_vectorized()
+
+    /// C (m×n) (+)= alpha · A B with A(r, i) = a[r·aRow + i·aStep] and B's rows `ldb` apart.
+    @inline(__always) static func product(
+        m: Int, n: Int, k: Int, alpha: Float = 1, a: UnsafePointer<Float>, aRow: Int, aStep: Int = 1,
+        b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false
+    ) {
+        kaleido_small_gemm(vectorized, Int32(m), Int32(n), Int32(k), alpha, a, aRow, aStep, b, ldb, c, ldc, accumulate ? 1 : 0)
+    }
+
+    /// out (columns × rows) = the transpose of the rows × columns matrix at `m`, rows `stride` apart.
+    @inline(__always) static func transpose(_ m: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int,
+                                            into out: UnsafeMutablePointer<Float>) {
+        kaleido_small_transpose(vectorized, Int32(rows), Int32(columns), m, stride, out)
     }
 
     /// S += bias + mask over the L·L scores of one set and head; a missing term adds nothing.
