@@ -104,15 +104,23 @@ public final class TensorArena {
 
     /// Frees everything handed out since `mark` except `survivor`, which is moved down to the
     /// mark and returned (a view of the same shape at its new place). Stack discipline: what a
-    /// computation allocated after its mark is scratch, except its result.
-    public func release(to mark: Mark, keeping survivor: Tensor) -> Tensor {
+    /// computation allocated after its mark is scratch, except its result. The move runs on
+    /// `pool`'s threads when the old and new places do not overlap (a backward pass moves an
+    /// activation-sized gradient after most layers; on one thread the others sat idle).
+    public func release(to mark: Mark, keeping survivor: Tensor, pool: ComputePool = .serial) -> Tensor {
         (small.chunkIndex, small.used) = mark.small
         (large.chunkIndex, large.used) = mark.large
         inUse = mark.inUse
         let moved = tensor(survivor.shape)
-        if moved.storage !== survivor.storage || moved.offset != survivor.offset {
-            // The regions may overlap (the survivor sits above the mark): memmove semantics.
-            memmove(moved.pointer, survivor.pointer, survivor.count * MemoryLayout<Float>.stride)
+        guard moved.storage !== survivor.storage || moved.offset != survivor.offset else { return moved }
+        let count = survivor.count, source = survivor.pointer, target = moved.pointer
+        if moved.storage !== survivor.storage || abs(moved.offset - survivor.offset) >= count {
+            pool.forEachRange(count, minimumPerThread: 1 << 16) { range in
+                (target + range.lowerBound).update(from: source + range.lowerBound, count: range.count)
+            }
+        } else {
+            // The regions overlap (the survivor sits just above the mark): memmove semantics.
+            memmove(target, source, count * MemoryLayout<Float>.stride)
         }
         return moved
     }

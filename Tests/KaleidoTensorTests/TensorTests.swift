@@ -88,4 +88,18 @@ import Testing
         let next = arena.tensor([1])
         #expect(next.offset == moved.offset + 16, "the released scratch is reused")
     }
+
+    /// A large survivor moved on two threads: far from the mark (no overlap, the parallel copy)
+    /// and just above it (overlapping, the serial memmove); both arrive whole.
+    @Test(arguments: [300_000, 5_000])
+    func releaseMovesALargeSurvivorOnThePoolsThreads(scratchFloats: Int) {
+        let arena = TensorArena(minimumChunkFloats: 1024)
+        let mark = arena.mark()
+        _ = arena.tensor([scratchFloats])
+        let survivor = arena.tensor([200_000])
+        for i in 0..<survivor.count { survivor.pointer[i] = Float(i % 9973) }
+        let moved = arena.release(to: mark, keeping: survivor, pool: ComputePool(threads: 2))
+        #expect(moved.offset < survivor.offset)
+        #expect((0..<moved.count).allSatisfy { moved.pointer[$0] == Float($0 % 9973) })
+    }
 }

@@ -175,7 +175,7 @@ public final class Sequential: Layer {
         var gradient = dOutput
         for layer in layers.reversed() {
             gradient = layer.backward(gradient, context)
-            if let mark { gradient = context.gradientScratch.release(to: mark, keeping: gradient) }
+            if let mark { gradient = context.gradientScratch.release(to: mark, keeping: gradient, pool: context.pool) }
             if let range = layer.parameterRange { context.gradientsFinal?(range.lowerBound) }
         }
         return gradient

@@ -40,7 +40,12 @@ public final class Residual: Layer {
         // Backward passes pop their saved state in reverse order of the forward calls.
         let dSkip = shortcut?.backward(dSum, context) ?? dSum
         let dBranch = branch.backward(dSum, context)
-        let dInput = context.tensor(dBranch.shape)
+        // The sum goes over the branch's gradient, a scratch tensor of its own, unless the branch
+        // handed back the gradient it was given (an empty branch): one tensor fewer, and the
+        // enclosing Sequential finds it already at its mark instead of moving it there.
+        let inPlace = !(dBranch.storage === dSum.storage && dBranch.offset == dSum.offset)
+            && !(dBranch.storage === dSkip.storage && dBranch.offset == dSkip.offset)
+        let dInput = inPlace ? dBranch : context.tensor(dBranch.shape)
         Add.forward(output: dInput.pointer, a: dBranch.pointer, b: dSkip.pointer, count: dInput.count, pool: context.pool)
         return dInput
     }

@@ -95,7 +95,7 @@ public final class WindowAttentionLayer: Layer {
         let output = context.tensor(input.shape)
         WindowReverse.forward(output: output.pointer, windows: projected.pointer, geometry: g, pool: context.pool)
         saved.push((g, packed, probabilities), if: context.recordsForBackward)
-        return context.activations.release(to: beforeProjection, keeping: output)
+        return context.activations.release(to: beforeProjection, keeping: output, pool: context.pool)
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
