@@ -49,24 +49,16 @@ public enum Attention {
         qkv: UnsafePointer<Float>, bias: UnsafePointer<Float>?, mask: UnsafePointer<Float>?,
         shape s: AttentionShape, scale: Float, pool: ComputePool
     ) {
-        let l = s.tokens, d = s.headDim, width = s.qkvWidth, heads = s.heads
-        pool.forEachRange(s.batch * heads) { range in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: d * l) { scratch in
-                let kT = scratch.baseAddress!
-                for item in range {
-                    let b = item / heads, h = item % heads
-                    let q = qkv + b * l * width + h * d
-                    let k = q + heads * d, v = q + 2 * heads * d
-                    let p = probabilities + item * l * l
-                    transpose(k, rows: l, columns: d, stride: width, into: kT)
-                    product(m: l, n: l, k: d, alpha: scale, a: q, aRow: width, b: kT, ldb: l, c: p, ldc: l)
-                    addBiasAndMask(p, count: l * l, bias: bias.map { $0 + h * l * l },
-                                   mask: mask.map { $0 + (b % s.maskWindows) * l * l })
-                    softmaxRows(p, rows: l)
-                    product(m: l, n: d, k: l, a: p, aRow: l, b: v, ldb: width,
-                            c: output + b * l * s.outputWidth + h * d, ldc: s.outputWidth)
-                }
-            }
+        let l = s.tokens, d = s.headDim, width = s.qkvWidth
+        forEachSetAndHead(s, qkv: qkv, pool: pool) { item, b, h, q, k, v, kT in
+            let p = probabilities + item * l * l
+            transpose(k, rows: l, columns: d, stride: width, into: kT)
+            product(m: l, n: l, k: d, alpha: scale, a: q, aRow: width, b: kT, ldb: l, c: p, ldc: l)
+            addBiasAndMask(p, count: l * l, bias: bias.map { $0 + h * l * l },
+                           mask: mask.map { $0 + (b % s.maskWindows) * l * l })
+            softmaxRows(p, rows: l)
+            product(m: l, n: d, k: l, a: p, aRow: l, b: v, ldb: width,
+                    c: output + b * l * s.outputWidth + h * d, ldc: s.outputWidth)
         }
     }
 
@@ -80,27 +72,19 @@ public enum Attention {
         shape s: AttentionShape, scale: Float, workspace: UnsafeMutablePointer<Float>, pool: ComputePool
     ) {
         let l = s.tokens, d = s.headDim, width = s.qkvWidth, heads = s.heads
-        pool.forEachRange(s.batch * heads) { range in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: d * l) { scratch in
-                let vT = scratch.baseAddress!
-                for item in range {
-                    let b = item / heads, h = item % heads
-                    let q = qkv + b * l * width + h * d
-                    let k = q + heads * d, v = q + 2 * heads * d
-                    let dq = dQKV + b * l * width + h * d
-                    let dk = dq + heads * d, dv = dq + 2 * heads * d
-                    let dOut = dOutput + b * l * s.outputWidth + h * d
-                    let p = probabilities + item * l * l
-                    let dS = workspace + item * l * l
-                    transpose(v, rows: l, columns: d, stride: width, into: vT)
-                    product(m: l, n: l, k: d, a: dOut, aRow: s.outputWidth, b: vT, ldb: l, c: dS, ldc: l)
-                    softmaxBackwardRows(dScores: dS, probabilities: p, rows: l)
-                    product(m: l, n: d, k: l, alpha: scale, a: dS, aRow: l, b: k, ldb: width, c: dq, ldc: width, accumulate: true)
-                    // dSᵀ and Pᵀ: A(r, i) = dS[i, r], read down the columns.
-                    product(m: l, n: d, k: l, alpha: scale, a: dS, aRow: 1, aStep: l, b: q, ldb: width, c: dk, ldc: width, accumulate: true)
-                    product(m: l, n: d, k: l, a: p, aRow: 1, aStep: l, b: dOut, ldb: s.outputWidth, c: dv, ldc: width, accumulate: true)
-                }
-            }
+        forEachSetAndHead(s, qkv: qkv, pool: pool) { item, b, h, q, k, v, vT in
+            let dq = dQKV + b * l * width + h * d
+            let dk = dq + heads * d, dv = dq + 2 * heads * d
+            let dOut = dOutput + b * l * s.outputWidth + h * d
+            let p = probabilities + item * l * l
+            let dS = workspace + item * l * l
+            transpose(v, rows: l, columns: d, stride: width, into: vT)
+            product(m: l, n: l, k: d, a: dOut, aRow: s.outputWidth, b: vT, ldb: l, c: dS, ldc: l)
+            softmaxBackwardRows(dScores: dS, probabilities: p, rows: l)
+            product(m: l, n: d, k: l, alpha: scale, a: dS, aRow: l, b: k, ldb: width, c: dq, ldc: width, accumulate: true)
+            // dSᵀ and Pᵀ: A(r, i) = dS[i, r], read down the columns.
+            product(m: l, n: d, k: l, alpha: scale, a: dS, aRow: 1, aStep: l, b: q, ldb: width, c: dk, ldc: width, accumulate: true)
+            product(m: l, n: d, k: l, a: p, aRow: 1, aStep: l, b: dOut, ldb: s.outputWidth, c: dv, ldc: width, accumulate: true)
         }
         guard let dBias else { return }
         pool.forEachRange(heads) { range in
@@ -109,6 +93,26 @@ public enum Attention {
                 for b in 0..<s.batch {
                     let source = workspace + (b * heads + h) * l * l
                     for i in 0..<(l * l) { target[i] += source[i] }
+                }
+            }
+        }
+    }
+
+    /// Calls `body(item, b, h, Q, K, V, scratch)` for every set b and head h (item = b·heads + h)
+    /// on `pool`'s threads, with that set and head's (L, D) slices of qkv and a scratch of D·L
+    /// floats per thread (for Kᵀ or Vᵀ).
+    @inline(__always) static func forEachSetAndHead(
+        _ s: AttentionShape, qkv: UnsafePointer<Float>, pool: ComputePool,
+        _ body: (_ item: Int, _ set: Int, _ head: Int, _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>,
+                 _ v: UnsafePointer<Float>, _ scratch: UnsafeMutablePointer<Float>) -> Void
+    ) {
+        let l = s.tokens, d = s.headDim, width = s.qkvWidth, heads = s.heads
+        pool.forEachRange(s.batch * heads) { range in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: d * l) { scratch in
+                for item in range {
+                    let b = item / heads, h = item % heads
+                    let q = qkv + b * l * width + h * d
+                    body(item, b, h, q, q + heads * d, q + 2 * heads * d, scratch.baseAddress!)
                 }
             }
         }
