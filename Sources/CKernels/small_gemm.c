@@ -1,7 +1,8 @@
 // Small matrix products (see include/small_gemm.h). A register tile holds R rows × NV vectors of
-// 8 columns of C (R·NV ≤ 9, so nothing spills from AVX2's 16 registers): every step over i broadcasts R elements of A and loads NV vectors of B's row
+// 8 columns of C: every step over i broadcasts R elements of A and loads NV vectors of B's row
 // i, so R·NV independent FMA chains hide the FMA latency. R and NV are constants in each
-// instantiation (the switch below), so the tile's arrays live in registers.
+// instantiation (the switch below), so the tile's arrays live in registers; R·NV ≤ 9, so the
+// accumulators, B's vectors and the broadcast fit AVX2's 16 registers (at 3 × 4 they spilled).
 #include "small_gemm.h"
 
 #if defined(__x86_64__)
@@ -58,7 +59,7 @@ static void small_gemm_avx2(int m, int n, int k, float alpha, const float *a, lo
     for (int vector = 0; vector < vectors; vector += 4) {
         const int nv = vectors - vector < 4 ? vectors - vector : 4;
         const int masked = tail_lanes != 0 && vector + nv == vectors;
-        // Accumulators, B's vectors and the broadcast within the 16 registers (no spills).
+        // Every (rows, nv) pair this can produce has a case below.
         const int rows_per_tile = nv <= 2 ? 4 : (nv == 3 ? 3 : 2);
         for (int row = 0; row < m; row += rows_per_tile) {
             const int rows = m - row < rows_per_tile ? m - row : rows_per_tile;

@@ -14,9 +14,10 @@ extension BLAS {
 
     /// `batch` independent products C[i] = alpha · op(A[i]) · op(B[i]) + beta · C[i], where the
     /// i-th matrices start `strideA`, `strideB`, `strideC` floats after the previous ones.
-    /// Used by attention, whose matrices (tokens per window × head dim) are too small for
-    /// OpenBLAS to parallelise inside one call: the batch is split over `pool` instead, and each
-    /// thread's call runs single-threaded in OpenBLAS.
+    /// For products too small for OpenBLAS to parallelise inside one call: the batch is split
+    /// over `pool` instead, and each thread's call runs single-threaded in OpenBLAS. (Window
+    /// attention's products are smaller still and use `kaleido_small_gemm`, which has no call
+    /// overhead or packing.)
     public static func sgemmStridedBatched(
         transposeA: Bool, transposeB: Bool,
         m: Int, n: Int, k: Int, alpha: Float = 1,
