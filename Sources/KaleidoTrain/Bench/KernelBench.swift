@@ -56,10 +56,13 @@ public struct KernelBench {
             let s = DepthwiseConv2DShape(batch: n, height: side, width: side, channels: channels, kernel: 7, stride: 1, padding: 3)
             depthwise(s, pool: pool).forEach(record)
         }
-        // Swin windows: swin-tiny-32 (16 tokens of 16 dims, 3 heads, 16 windows per image) and
-        // Swin-T at 224 px (49 tokens of 32 dims, 64 windows per image).
+        // Swin windows: swin-tiny-32 (16 tokens of 16 dims, 3 heads, 16 windows per image),
+        // Swin-T at 224 px (49 tokens of 32 dims, 64 windows per image) and Video Swin-T's first
+        // stage on the paper suite's clips (8 frames of 112 px: 4×7×7 = 196 tokens, 16 windows
+        // per clip, 8 clips).
         for s in [AttentionShape(batch: batch * 16, heads: 3, tokens: 16, headDim: 16),
-                  AttentionShape(batch: 8 * 64, heads: 3, tokens: 49, headDim: 32)] where wants("attention") {
+                  AttentionShape(batch: 8 * 64, heads: 3, tokens: 49, headDim: 32),
+                  AttentionShape(batch: 8 * 16, heads: 3, tokens: 196, headDim: 32)] where wants("attention") {
             attention(s, pool: pool).forEach(record)
         }
         return results
