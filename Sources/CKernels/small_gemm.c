@@ -5,6 +5,10 @@
 // accumulators, B's vectors and the broadcast fit AVX2's 16 registers (at 3 × 4 they spilled).
 #include "small_gemm.h"
 
+// Each multiply and add rounds on its own as written: no fusing by the compiler, whatever the
+// flags, so the vector tiles and the plain loops keep the same bits.
+#pragma clang fp contract(off)
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 
