@@ -98,6 +98,10 @@ public struct Tensor: @unchecked Sendable {
     /// A copy of the elements, for tests and serialisation.
     public var array: [Float] { Array(buffer) }
 
+    /// Whether both views start at the same float: the same storage at the same offset (a layer
+    /// that handed back the tensor it was given, a survivor already at its mark).
+    public func startsAtSameFloat(as other: Tensor) -> Bool { pointer == other.pointer }
+
     /// Copies `other`'s elements into this tensor (shapes must hold the same count).
     public func copy(from other: Tensor) {
         precondition(other.count == count, "copy of \(other.shape) into \(shape)")

@@ -112,10 +112,10 @@ public final class TensorArena {
         (large.chunkIndex, large.used) = mark.large
         inUse = mark.inUse
         let moved = tensor(survivor.shape)
-        guard moved.storage !== survivor.storage || moved.offset != survivor.offset else { return moved }
+        guard !moved.startsAtSameFloat(as: survivor) else { return moved }
         let count = survivor.count, source = survivor.pointer, target = moved.pointer
         if moved.storage !== survivor.storage || abs(moved.offset - survivor.offset) >= count {
-            pool.forEachRange(count, minimumPerThread: 1 << 16) { range in
+            pool.forEachElementRange(count) { range in
                 (target + range.lowerBound).update(from: source + range.lowerBound, count: range.count)
             }
         } else {

@@ -29,7 +29,7 @@ public final class Residual: Layer {
         precondition(residual.shape == skip.shape, "\(name): branch \(residual.shape) and shortcut \(skip.shape) differ")
         // In place only when the branch made a tensor of its own: a branch that returns its input
         // (DropPath at rate 0 on an empty branch) would have the block's input overwritten.
-        let inPlace = addsInPlace && !(residual.storage === input.storage && residual.offset == input.offset)
+        let inPlace = addsInPlace && !residual.startsAtSameFloat(as: input)
         let sum = inPlace ? residual : context.tensor(residual.shape)
         Add.forward(output: sum.pointer, a: residual.pointer, b: skip.pointer, count: sum.count, pool: context.pool)
         return post?.forward(sum, context) ?? sum
@@ -43,8 +43,7 @@ public final class Residual: Layer {
         // The sum goes over the branch's gradient, a scratch tensor of its own, unless the branch
         // handed back the gradient it was given (an empty branch): one tensor fewer, and the
         // enclosing Sequential finds it already at its mark instead of moving it there.
-        let inPlace = !(dBranch.storage === dSum.storage && dBranch.offset == dSum.offset)
-            && !(dBranch.storage === dSkip.storage && dBranch.offset == dSkip.offset)
+        let inPlace = !dBranch.startsAtSameFloat(as: dSum) && !dBranch.startsAtSameFloat(as: dSkip)
         let dInput = inPlace ? dBranch : context.tensor(dBranch.shape)
         Add.forward(output: dInput.pointer, a: dBranch.pointer, b: dSkip.pointer, count: dInput.count, pool: context.pool)
         return dInput
