@@ -58,7 +58,7 @@ let package = Package(
         .target(name: "KaleidoDist", dependencies: ["CMPI", "KaleidoTensor", .product(name: "Logging", package: "swift-log")]),
         // Foundation only: the tensor, NN and SSL tests read their parity fixtures with it.
         .target(name: "KaleidoSafeTensors"),
-        .target(name: "KaleidoCheckpoint", dependencies: ["CZstd", "CCheckpoint", "KaleidoSafeTensors", "KaleidoNN", "KaleidoDist", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "KaleidoCheckpoint", dependencies: ["CZstd", "CCheckpoint", "KaleidoSafeTensors", "KaleidoTensor", "KaleidoNN", "KaleidoDist", .product(name: "Logging", package: "swift-log")]),
         .target(name: "KaleidoData", dependencies: ["CPNG", "CTurboJPEG", "KaleidoTensor", .product(name: "Logging", package: "swift-log")], swiftSettings: fast),
         .target(name: "KaleidoTrain", dependencies: [
             "KaleidoTensor", "KaleidoNN", "KaleidoSSL", "KaleidoDist", "KaleidoCheckpoint", "KaleidoData",
@@ -77,7 +77,7 @@ let package = Package(
         .testTarget(name: "KaleidoNNTests", dependencies: ["KaleidoNN", "KaleidoTensor", "KaleidoSafeTensors", "KaleidoCheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoSSLTests", dependencies: ["KaleidoSSL", "KaleidoNN", "KaleidoTensor", "KaleidoSafeTensors"], exclude: ["Fixtures"]),
         .testTarget(name: "KaleidoDistTests", dependencies: ["KaleidoDist"]),
-        .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint", "KaleidoSafeTensors", "KaleidoNN", "KaleidoDist", "CZstd"]),
+        .testTarget(name: "KaleidoCheckpointTests", dependencies: ["KaleidoCheckpoint", "KaleidoSafeTensors", "KaleidoTensor", "KaleidoNN", "KaleidoDist", "CZstd"]),
         .testTarget(name: "KaleidoDataTests", dependencies: ["KaleidoData", "KaleidoTensor", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "KaleidoTrainTests", dependencies: [
             "KaleidoTrain", "KaleidoCheckpoint", "KaleidoData", "KaleidoDist", "KaleidoNN", "KaleidoSSL", "KaleidoTensor",

@@ -1,6 +1,7 @@
 import CCheckpoint
 import Foundation
 import KaleidoDist
+import KaleidoTensor
 import Logging
 
 /// The checkpoints of one run: a directory of `step-NNNNNNNN/` checkpoints, saved collectively by
@@ -86,14 +87,16 @@ public final class CheckpointStore: @unchecked Sendable {
     ///   and take none a training thread wants; false: normal priority, as `save`.
     /// - Parameter staging: where this rank's slices are copied; reuse one buffer across saves
     ///   (each save must be finished before the next begins with the same buffer).
+    /// - Parameter copyPool: the threads that copy into `staging` (the training threads, idle at
+    ///   the step boundary).
     public func beginSave(_ content: CheckpointContent, communicator: Communicator, staging: CheckpointStagingBuffer = CheckpointStagingBuffer(),
-                          yieldingToTraining: Bool = false) throws -> PendingCheckpointSave {
+                          copyPool: ComputePool = .serial, yieldingToTraining: Bool = false) throws -> PendingCheckpointSave {
         try content.validate()
         guard staging.acquire() else {
             throw CheckpointError.invalidArgument("checkpoint of step \(content.step): the staging buffer still holds an unfinished save")
         }
         let started = DispatchTime.now().uptimeNanoseconds
-        let snapshot = content.snapshot(rank: communicator.rank, worldSize: communicator.worldSize, into: staging)
+        let snapshot = content.snapshot(rank: communicator.rank, worldSize: communicator.worldSize, into: staging, pool: copyPool)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         return PendingCheckpointSave(store: self, content: snapshot, staging: staging, rank: communicator.rank,
                                      worldSize: communicator.worldSize, stagingSeconds: seconds, yieldingToTraining: yieldingToTraining)

@@ -1,6 +1,7 @@
 import Foundation
 import KaleidoDist
 import KaleidoNN
+import KaleidoTensor
 import Testing
 import CZstd
 @_spi(Bench) @testable import KaleidoCheckpoint
@@ -596,6 +597,47 @@ func zstdFrames(_ url: URL) throws -> Int {
         try fixture.expectMatches(try store.load(url), step: 2)
         // keep 1: the previous one goes only after the new one is committed.
         #expect(!FileManager.default.fileExists(atPath: previous.path))
+    }
+
+    @Test func stagingOnSeveralThreadsCopiesEveryRanksSliceExactly() throws {
+        let fixture = Fixture()
+        let content = fixture.content(step: 4)
+        let pool = ComputePool(threads: 2)
+        for worldSize in [1, 3] {
+            for rank in 0..<worldSize {
+                let staging = CheckpointStagingBuffer()
+                // 37-float pieces: most pieces straddle two arrays, and the two threads interleave.
+                let staged = content.snapshot(rank: rank, worldSize: worldSize, into: staging, pool: pool, pieceFloats: 37)
+                for (original, copy) in zip(content.arrays, staged.arrays) {
+                    let range = ShardPlan.range(count: original.count, rank: rank, worldSize: worldSize)
+                    let expected = original.withValues(range) { $0.map(\.bitPattern) }
+                    #expect(copy.withValues(range) { $0.map(\.bitPattern) } == expected, "\(original.name), rank \(rank) of \(worldSize)")
+                }
+                #expect(staging.capacity == CheckpointContent.stagedFloats(arrayCounts: content.arrays.map(\.count), rank: rank,
+                                                                          worldSize: worldSize))
+            }
+        }
+    }
+
+    @Test func aPreparedStagingBufferIsMappedBeforeTheFirstSaveAndThenUsed() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fixture = Fixture()
+        let store = makeStore(directory)
+        let content = fixture.content(step: 6)
+        let floats = CheckpointContent.stagedFloats(arrayCounts: content.arrays.map(\.count), rank: 0, worldSize: 1)
+        let staging = CheckpointStagingBuffer()
+        staging.prepare(floats: floats)
+        // The save waits for the preparing thread instead of refusing the buffer as taken.
+        let pending = try store.beginSave(content, communicator: LocalCommunicator(), staging: staging, copyPool: ComputePool(threads: 2),
+                                          yieldingToTraining: true)
+        #expect(staging.capacity == floats)
+        #expect(throws: CheckpointError.self) {
+            try store.beginSave(fixture.content(step: 7), communicator: LocalCommunicator(), staging: staging)
+        }
+        try fixture.expectMatches(try store.load(try pending.finish(communicator: LocalCommunicator())), step: 6)
+        staging.prepare(floats: floats)   // already that large: nothing to do, and the buffer stays free
+        _ = try store.beginSave(fixture.content(step: 8), communicator: LocalCommunicator(), staging: staging).finish(communicator: LocalCommunicator())
     }
 
     @Test func resavingACommittedStepReplacesIt() throws {

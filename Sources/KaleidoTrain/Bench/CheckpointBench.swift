@@ -1,5 +1,6 @@
 import Foundation
 @_spi(Bench) import KaleidoCheckpoint
+import KaleidoTensor
 import KaleidoDist
 
 /// Measurements behind the checkpoint defaults (`kaleido bench checkpoint`).
@@ -94,6 +95,8 @@ public enum CheckpointBench {
         // One staging buffer for every background save, as a run reuses it: the first staging
         // maps its pages, the later ones (the fastest counts) copy into mapped memory.
         let staging = CheckpointStagingBuffer()
+        // The trainer stages on its training threads; here the same count of threads.
+        let copyPool = ComputePool(threads: threads, splitsMatrixProducts: false)
         for repetition in 1...max(1, repetitions) {
             // Steps in order, so each commit prunes exactly the one checkpoint before it (keep 1).
             var start = DispatchTime.now().uptimeNanoseconds
@@ -102,7 +105,8 @@ public enum CheckpointBench {
             best.save = min(best.save, seconds(since: start))
             start = DispatchTime.now().uptimeNanoseconds
             let pending = try store.beginSave(CheckpointContent(step: 2 * repetition, config: "bench", arrays: arrays),
-                                              communicator: LocalCommunicator(), staging: staging, yieldingToTraining: true)
+                                              communicator: LocalCommunicator(), staging: staging, copyPool: copyPool,
+                                              yieldingToTraining: true)
             best.staging = min(best.staging, pending.stagingSeconds)
             let backgroundURL = try pending.finish(communicator: LocalCommunicator())
             // finish waited for the shard, then committed: the commit is what came after the write.

@@ -1,6 +1,7 @@
 import Foundation
 import KaleidoCheckpoint
 import KaleidoDist
+import KaleidoTensor
 import Logging
 
 /// The training loop's checkpoint saves, blocking or in the background (`checkpoint.async`),
@@ -22,6 +23,8 @@ final class CheckpointSaver {
     let communicator: Communicator
     let background: Bool
     let metrics: MetricsLog?
+    /// The training threads, which copy a background save's state at the step boundary.
+    let copyPool: ComputePool
     let logger = Logger(label: "kaleido.checkpoint")
 
     private struct Window {
@@ -38,11 +41,20 @@ final class CheckpointSaver {
     /// The newest committed checkpoint.
     private(set) var lastCommitted: URL?
 
-    init(store: CheckpointStore, communicator: Communicator, background: Bool, metrics: MetricsLog?) {
+    init(store: CheckpointStore, communicator: Communicator, background: Bool, metrics: MetricsLog?, copyPool: ComputePool) {
         self.store = store
         self.communicator = communicator
         self.background = background
         self.metrics = metrics
+        self.copyPool = copyPool
+    }
+
+    /// Maps the staging buffer for arrays of these sizes while the first steps run (background
+    /// saves only), so the first save's staging is a copy like every later one.
+    func prepareStaging(arrayCounts: [Int]) {
+        guard background else { return }
+        staging.prepare(floats: CheckpointContent.stagedFloats(arrayCounts: arrayCounts, rank: communicator.rank,
+                                                               worldSize: communicator.worldSize))
     }
 
     /// Whether a background save is in flight (the loop then agrees on its progress every step).
@@ -68,7 +80,8 @@ final class CheckpointSaver {
         try commitPending()
         let started = DispatchTime.now().uptimeNanoseconds
         if background && !wait {
-            let save = try store.beginSave(try content(), communicator: communicator, staging: staging, yieldingToTraining: true)
+            let save = try store.beginSave(try content(), communicator: communicator, staging: staging, copyPool: copyPool,
+                                             yieldingToTraining: true)
             pending = Window(save: save, beginSeconds: Self.seconds(since: started))
             return
         }

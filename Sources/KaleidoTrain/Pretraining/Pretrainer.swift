@@ -167,7 +167,12 @@ public final class Pretrainer {
     func train(model: ReLICv2Model, step: TrainingStep, from first: Int, source: MultiViewSource, metrics: MetricsLog?,
                classes: Int, preemption: PreemptionSignal?, stopAfter: Int?, summary: inout Summary) throws {
         let configYAML = try ConfigLoader.yaml(of: config)
-        let saver = CheckpointSaver(store: checkpointStore, communicator: communicator, background: config.checkpoint.async, metrics: metrics)
+        let saver = CheckpointSaver(store: checkpointStore, communicator: communicator, background: config.checkpoint.async, metrics: metrics,
+                                    copyPool: pool)
+        if config.checkpoint.everySteps > 0 && config.checkpoint.everySteps < config.run.steps {
+            saver.prepareStaging(arrayCounts: [model.online.count, model.target.count] + step.optimizer.state.map { $0.storage.count }
+                                     + step.queues.map { $0.queue.values.count })
+        }
         func save(after completed: Int, wait: Bool) throws {
             try saver.save(try checkpointContent(model: model, step: step, completed: completed, config: configYAML), step: completed, wait: wait)
         }
