@@ -108,6 +108,11 @@ for model in dict.fromkeys(r["model"] for r in rows):
         best_per_round = [max(ps[2 * i:2 * i + 2], key=lambda r: r["images_per_s"]) for i in range(len(ks))]
         each = ", ".join(f"{kr['images_per_s'] / pr['images_per_s']:.2f}" for pr, kr in zip(best_per_round, ks))
         print(f"{'':16} rounds' ratios: {each}")
+    if all("cores_delivered" in r for r in ks):
+        # Kaleido's check before and after its timed steps: below the thread count, the machine
+        # was not all there for that run (and likely not for the PyTorch run next to it).
+        cores = ", ".join("%.2f" % r["cores_delivered"] for r in ks)
+        print(f"{'':16} cores delivered to Kaleido's runs: {cores}")
 print("(images/s are clips/s for clip models; PyTorch's faster memory format; peak RSS is each process's"
       " getrusage maximum; with --rounds, each side's fastest round and its largest peak RSS)")
 PY

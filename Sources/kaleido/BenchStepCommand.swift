@@ -91,9 +91,9 @@ extension Kaleido.Bench {
             print(String(decoding: try encoder.encode(result), as: UTF8.self))
             if !json {
                 print(String(format: "%@: %.1f images/s over %d rank(s), %.3f s/step, %.1f GFLOP/s, peak RSS %.0f MiB, %d parameters, "
-                             + "%.1f%% of the step waiting on all-reduce",
+                             + "%.1f%% of the step waiting on all-reduce, %.2f of %d cores delivered",
                              result.model, result.imagesPerS, result.ranks, result.stepS, result.gflopsPerS, result.peakRssMib,
-                             result.onlineParams, result.allreduceWaitShare * 100))
+                             result.onlineParams, result.allreduceWaitShare * 100, result.coresDelivered, result.threads))
             }
             fflush(nil)
         }

@@ -9,6 +9,12 @@ public enum Linear {
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
         rows: Int, inChannels: Int, outChannels: Int, pool: ComputePool
     ) {
+        if BLAS.prefersPackedProduct(m: rows, n: outChannels, k: inChannels, accumulate: false) {
+            // Wᵀ packed, the bias added in registers: out is written once.
+            BLAS.packedProduct(m: rows, n: outChannels, k: inChannels, a: input, lda: inChannels, b: weight, bRow: 1,
+                               bColumn: inChannels, bias: bias, c: output, ldc: outChannels, accumulate: false, pool: pool)
+            return
+        }
         // With a bias, out starts as the bias rows and the product adds onto it (beta 1): one
         // pass over out fewer than zeroing it for the product and adding the bias after.
         if let bias { Bias.broadcast(output: output, bias: bias, rows: rows, channels: outChannels, pool: pool) }
@@ -25,7 +31,10 @@ public enum Linear {
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
         rows: Int, inChannels: Int, outChannels: Int, pool: ComputePool
     ) {
-        if let dInput {
+        if let dInput, BLAS.prefersPackedProduct(m: rows, n: inChannels, k: outChannels, accumulate: true) {
+            BLAS.packedProduct(m: rows, n: inChannels, k: outChannels, a: dOutput, lda: outChannels, b: weight, bRow: inChannels,
+                               bColumn: 1, bias: nil, c: dInput, ldc: inChannels, accumulate: true, pool: pool)
+        } else if let dInput {
             BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: inChannels, k: outChannels,
                        a: dOutput, lda: outChannels, b: weight, ldb: inChannels, beta: 1, c: dInput, ldc: inChannels, pool: pool)
         }

@@ -21,7 +21,7 @@ public struct KernelBench {
     public var batch: Int
     /// Each case is repeated until this much time has passed; the fastest repetition counts.
     public var secondsPerCase: Double
-    /// Kernel families to run (sgemm, conv3x3, depthwise7x7, attention); all when empty.
+    /// Kernel families to run (sgemm, conv3x3, depthwise7x7, attention, linear); all when empty.
     /// The FMA peak is always measured.
     public var only: Set<String>
 
@@ -32,7 +32,7 @@ public struct KernelBench {
         self.only = only
     }
 
-    public static let families: Set<String> = ["sgemm", "conv3x3", "depthwise7x7", "attention"]
+    public static let families: Set<String> = ["sgemm", "conv3x3", "depthwise7x7", "attention", "linear"]
 
     func wants(_ family: String) -> Bool { only.isEmpty || only.contains(family) }
 
@@ -64,6 +64,13 @@ public struct KernelBench {
                   AttentionShape(batch: 8 * 64, heads: 3, tokens: 49, headDim: 32),
                   AttentionShape(batch: 8 * 16, heads: 3, tokens: 196, headDim: 32)] where wants("attention") {
             attention(s, pool: pool).forEach(record)
+        }
+        // Linear layers over tokens and pixels: swin-tiny-32's qkv and MLP on its first stage
+        // (64 images × 256 tokens, 48 channels), ConvNeXt-T's first-stage MLP at 224 px (8 images
+        // × 56 × 56 pixels, 96 channels). Each as the layer runs it, and as OpenBLAS pieces.
+        for (rows, inChannels, outChannels) in [(batch * 256, 48, 144), (batch * 256, 48, 192), (batch * 256, 192, 48),
+                                                (8 * 56 * 56, 96, 384), (8 * 56 * 56, 384, 96)] where wants("linear") {
+            linear(rows: rows, inChannels: inChannels, outChannels: outChannels, pool: pool).forEach(record)
         }
         return results
     }
@@ -149,6 +156,44 @@ public struct KernelBench {
         }
         return [measurement("depthwise7x7", name, "forward", flops: s.forwardFLOPs, seconds: forward),
                 measurement("depthwise7x7", name, "backward", flops: 2 * s.forwardFLOPs, seconds: backward)]
+    }
+
+    /// A linear layer's forward (out = inp · Wᵀ + b) and input gradient (dinp += dout · W) as
+    /// `Linear` computes them ("forward", "dinput"), and as OpenBLAS pieces on the same pool
+    /// ("… openblas"), the path `Linear` takes where `BLAS.prefersPackedProduct` says no.
+    func linear(rows: Int, inChannels: Int, outChannels: Int, pool: ComputePool) -> [KernelMeasurement] {
+        var rng = SplitMix64(seed: 5)
+        let input = Tensor(randomNormal: [rows, inChannels], rng: &rng)
+        let weight = Tensor(randomNormal: [outChannels, inChannels], std: 0.05, rng: &rng)
+        let bias = Tensor(randomNormal: [outChannels], rng: &rng)
+        let output = Tensor(zeros: [rows, outChannels]), dInput = Tensor(zeros: input.shape)
+        let splitting = ComputePool(threads: pool.threads, splitsMatrixProducts: true)
+        let oldThreads = BLAS.threadCount
+        BLAS.threadCount = 1
+        defer { BLAS.threadCount = oldThreads }
+        let name = "M\(rows) \(inChannels)→\(outChannels)"
+        let flops = 2 * Double(rows) * Double(inChannels) * Double(outChannels)
+        let forward = time {
+            Linear.forward(output: output.pointer, input: input.pointer, weight: weight.pointer, bias: bias.pointer,
+                           rows: rows, inChannels: inChannels, outChannels: outChannels, pool: splitting)
+        }
+        let forwardBLAS = time {
+            Bias.broadcast(output: output.pointer, bias: bias.pointer, rows: rows, channels: outChannels, pool: splitting)
+            BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: outChannels, k: inChannels, a: input.pointer, lda: inChannels,
+                       b: weight.pointer, ldb: inChannels, beta: 1, c: output.pointer, ldc: outChannels, pool: splitting)
+        }
+        let backward = time {
+            Linear.backward(dInput: dInput.pointer, dWeight: nil, dBias: nil, dOutput: output.pointer, input: input.pointer,
+                            weight: weight.pointer, rows: rows, inChannels: inChannels, outChannels: outChannels, pool: splitting)
+        }
+        let backwardBLAS = time {
+            BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: inChannels, k: outChannels, a: output.pointer, lda: outChannels,
+                       b: weight.pointer, ldb: inChannels, beta: 1, c: dInput.pointer, ldc: inChannels, pool: splitting)
+        }
+        return [measurement("linear", name, "forward", flops: flops, seconds: forward),
+                measurement("linear", name, "forward openblas", flops: flops, seconds: forwardBLAS),
+                measurement("linear", name, "dinput", flops: flops, seconds: backward),
+                measurement("linear", name, "dinput openblas", flops: flops, seconds: backwardBLAS)]
     }
 
     func attention(_ s: AttentionShape, pool: ComputePool) -> [KernelMeasurement] {

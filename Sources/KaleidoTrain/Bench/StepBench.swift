@@ -159,6 +159,11 @@ public struct StepBench {
         public var ranks = 1
         /// Share of the step spent waiting on the gradient all-reduce after backward.
         public var allreduceWaitShare = 0.0
+        /// FMA throughput of all `threads` threads at once over one thread's, the lower of a check
+        /// just before and just after the timed steps: `threads` when each thread had a core of
+        /// its own, less when the machine gave fewer (a virtual machine's cores shared with a
+        /// neighbour, another process). Says whether a row was measured on the whole machine.
+        public var coresDelivered = 1.0
     }
 
     /// - Parameter communicator: under mpirun every rank runs the step on its own batch of
@@ -180,6 +185,7 @@ public struct StepBench {
             queueSize: 0, communicator: communicator, pool: pool, seed: 0, datasets: views.map(\.dataset))
         var loss: Float = .nan
         for index in 0..<warmup { loss = try step.run(step: index, groups: views).loss.total }
+        let coresBefore = Self.coresDelivered(pool)
         try communicator.barrier()
         let start = DispatchTime.now().uptimeNanoseconds
         var waiting = 0.0
@@ -189,13 +195,31 @@ public struct StepBench {
             waiting += result.allReduceWaitSeconds
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(steps)
+        let coresAfter = Self.coresDelivered(pool)
         let ranks = communicator.worldSize
         return Result(model: model.name, batch: batch, large: large, small: small, frames: hasClips ? clipFrames : nil,
                       threads: threads, stepS: seconds, imagesPerS: Double(batch * ranks) / seconds,
                       onlineParams: network.online.trainableCount, loss: loss.isFinite ? Double(loss) : nil,
                       peakRssMib: Self.peakResidentMiB(),
                       gflopsPerS: stepFLOPs(network, groups: views) * Double(ranks) / seconds / 1e9, ranks: ranks,
-                      allreduceWaitShare: waiting / Double(steps) / seconds)
+                      allreduceWaitShare: waiting / Double(steps) / seconds, coresDelivered: min(coresBefore, coresAfter))
+    }
+
+    /// `pool`'s FMA throughput over one thread's (`Result.coresDelivered`), each the best of
+    /// three runs of about 10 ms.
+    static func coresDelivered(_ pool: ComputePool) -> Double {
+        guard pool.threads > 1 else { return 1 }
+        let sink = Tensor(zeros: [pool.threads])
+        func flopsPerSecond(_ pool: ComputePool) -> Double {
+            var best = 0.0
+            for _ in 0..<3 {
+                let start = DispatchTime.now().uptimeNanoseconds
+                let flops = PeakThroughput.fmaChains(iterations: 500_000, pool: pool, sink: sink.pointer)
+                best = max(best, flops / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
+            }
+            return best
+        }
+        return flopsPerSecond(pool) / flopsPerSecond(.serial)
     }
 
     /// The step's groups: one of images or clips, or the joint step's three.
