@@ -26,7 +26,7 @@ extension BLAS {
     public static func packedProduct(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                                      b: UnsafePointer<Float>, bRow: Int, bColumn: Int, bias: UnsafePointer<Float>?,
                                      c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, pool: ComputePool) {
-        precondition(packedProductAvailable, "packedProduct needs AVX2 and FMA")
+        precondition(packedProductAvailable, "packedProduct runs only where packedProductAvailable (AVX2 + FMA, no AVX-512)")
         guard m > 0, n > 0 else { return }
         let packed = UnsafeMutablePointer<Float>.allocate(capacity: kaleido_packed_b_floats(Int32(k), Int32(n)))
         defer { packed.deallocate() }
