@@ -15,12 +15,32 @@ public enum Linear {
                                bColumn: inChannels, bias: bias, c: output, ldc: outChannels, accumulate: false, pool: pool)
             return
         }
+        forwardThroughOpenBLAS(output: output, input: input, weight: weight, bias: bias, rows: rows, inChannels: inChannels,
+                               outChannels: outChannels, pool: pool)
+    }
+
+    /// `forward` where `BLAS.prefersPackedProduct` says no: OpenBLAS pieces on `pool`.
+    public static func forwardThroughOpenBLAS(
+        output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+        rows: Int, inChannels: Int, outChannels: Int, pool: ComputePool
+    ) {
         // With a bias, out starts as the bias rows and the product adds onto it (beta 1): one
         // pass over out fewer than zeroing it for the product and adding the bias after.
         if let bias { Bias.broadcast(output: output, bias: bias, rows: rows, channels: outChannels, pool: pool) }
         BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: outChannels, k: inChannels,
                    a: input, lda: inChannels, b: weight, ldb: inChannels, beta: bias == nil ? 0 : 1,
                    c: output, ldc: outChannels, pool: pool)
+    }
+
+    /// dinp += dout · W through OpenBLAS pieces on `pool` (`backward`'s path where
+    /// `BLAS.prefersPackedProduct` says no).
+    public static func inputGradientThroughOpenBLAS(
+        dInput: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        rows: Int, inChannels: Int, outChannels: Int, pool: ComputePool
+    ) {
+        BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: inChannels, k: outChannels,
+                   a: dOutput, lda: outChannels, b: weight, ldb: inChannels, beta: 1, c: dInput, ldc: inChannels, pool: pool)
     }
 
     /// dinp += dout · W          (M, OC)·(OC, IC)
@@ -35,8 +55,8 @@ public enum Linear {
             BLAS.packedProduct(m: rows, n: inChannels, k: outChannels, a: dOutput, lda: outChannels, b: weight, bRow: inChannels,
                                bColumn: 1, bias: nil, c: dInput, ldc: inChannels, accumulate: true, pool: pool)
         } else if let dInput {
-            BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: inChannels, k: outChannels,
-                       a: dOutput, lda: outChannels, b: weight, ldb: inChannels, beta: 1, c: dInput, ldc: inChannels, pool: pool)
+            inputGradientThroughOpenBLAS(dInput: dInput, dOutput: dOutput, weight: weight, rows: rows, inChannels: inChannels,
+                                         outChannels: outChannels, pool: pool)
         }
         if let dWeight {
             BLAS.sgemm(transposeA: true, transposeB: false, m: outChannels, n: inChannels, k: rows,

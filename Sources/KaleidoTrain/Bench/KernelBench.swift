@@ -178,17 +178,16 @@ public struct KernelBench {
                            rows: rows, inChannels: inChannels, outChannels: outChannels, pool: splitting)
         }
         let forwardBLAS = time {
-            Bias.broadcast(output: output.pointer, bias: bias.pointer, rows: rows, channels: outChannels, pool: splitting)
-            BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: outChannels, k: inChannels, a: input.pointer, lda: inChannels,
-                       b: weight.pointer, ldb: inChannels, beta: 1, c: output.pointer, ldc: outChannels, pool: splitting)
+            Linear.forwardThroughOpenBLAS(output: output.pointer, input: input.pointer, weight: weight.pointer, bias: bias.pointer,
+                                          rows: rows, inChannels: inChannels, outChannels: outChannels, pool: splitting)
         }
         let backward = time {
             Linear.backward(dInput: dInput.pointer, dWeight: nil, dBias: nil, dOutput: output.pointer, input: input.pointer,
                             weight: weight.pointer, rows: rows, inChannels: inChannels, outChannels: outChannels, pool: splitting)
         }
         let backwardBLAS = time {
-            BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: inChannels, k: outChannels, a: output.pointer, lda: outChannels,
-                       b: weight.pointer, ldb: inChannels, beta: 1, c: dInput.pointer, ldc: inChannels, pool: splitting)
+            Linear.inputGradientThroughOpenBLAS(dInput: dInput.pointer, dOutput: output.pointer, weight: weight.pointer, rows: rows,
+                                                inChannels: inChannels, outChannels: outChannels, pool: splitting)
         }
         return [measurement("linear", name, "forward", flops: flops, seconds: forward),
                 measurement("linear", name, "forward openblas", flops: flops, seconds: forwardBLAS),

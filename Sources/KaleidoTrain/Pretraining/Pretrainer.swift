@@ -170,8 +170,7 @@ public final class Pretrainer {
         let saver = CheckpointSaver(store: checkpointStore, communicator: communicator, background: config.checkpoint.async, metrics: metrics,
                                     copyPool: pool)
         if config.checkpoint.everySteps > 0 && config.checkpoint.everySteps < config.run.steps {
-            saver.prepareStaging(arrayCounts: [model.online.count, model.target.count] + step.optimizer.state.map { $0.storage.count }
-                                     + step.queues.map { $0.queue.values.count })
+            saver.prepareStaging(arrayCounts: savedArrays(model: model, step: step).map(\.count))
         }
         func save(after completed: Int, wait: Bool) throws {
             try saver.save(try checkpointContent(model: model, step: step, completed: completed, config: configYAML), step: completed, wait: wait)
@@ -339,13 +338,7 @@ extension Pretrainer {
     /// ranks' BatchNorm statistics first).
     func checkpointContent(model: ReLICv2Model, step: TrainingStep, completed: Int, config yaml: String) throws -> CheckpointContent {
         try averageBatchNormStatistics(model)
-        let layout = LayoutEntry.of(model.online)
-        var arrays = [SavedArray(name: "online", arena: model.online), SavedArray(name: "target", arena: model.target)]
-        for (name, storage) in step.optimizer.state {
-            arrays.append(SavedArray(name: "optimizer.\(name)", borrowing: UnsafeBufferPointer(start: storage.pointer, count: storage.count),
-                                     layout: layout))
-        }
-        for (name, queue) in step.queues { arrays.append(SavedArray(name: name, values: queue.values)) }
+        let arrays = savedArrays(model: model, step: step)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         // No RNG state: the step's drop-path stream is keyed by (seed, step, rank) and the data's by
@@ -355,6 +348,19 @@ extension Pretrainer {
         return CheckpointContent(step: completed, config: yaml, arrays: arrays,
                                  optimizer: OptimizerRecord(kind: config.optim.name.rawValue, stepCount: step.optimizer.stepCount),
                                  schedulerStep: completed, queueSize: step.queues.first?.queue.capacity, blobs: blobs)
+    }
+
+    /// The float arrays of a checkpoint: both arenas and the optimiser state borrowed, the
+    /// negative queues copied.
+    func savedArrays(model: ReLICv2Model, step: TrainingStep) -> [SavedArray] {
+        let layout = LayoutEntry.of(model.online)
+        var arrays = [SavedArray(name: "online", arena: model.online), SavedArray(name: "target", arena: model.target)]
+        for (name, storage) in step.optimizer.state {
+            arrays.append(SavedArray(name: "optimizer.\(name)", borrowing: UnsafeBufferPointer(start: storage.pointer, count: storage.count),
+                                     layout: layout))
+        }
+        for (name, queue) in step.queues { arrays.append(SavedArray(name: name, values: queue.values)) }
+        return arrays
     }
 
     /// Restores a checkpoint into the model and step; returns the number of completed steps.
