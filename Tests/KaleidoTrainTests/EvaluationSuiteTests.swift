@@ -219,7 +219,8 @@ final class EvaluationFixture: @unchecked Sendable {
         #expect(trained.linear.metrics["top1"]! > random.linear.metrics["top1"]! + 0.15)
         #expect(trained.knn.metrics["top1"]! > random.knn.metrics["top1"]! + 0.15)
         #expect(trained.linear.metrics["top5"]! == 1, "4 classes: top-5 covers them all")
-        // Features were cached on disk: a second extraction reads the same numbers back.
+        // Features were cached on disk: a second extraction reads the same numbers back, and
+        // they are the bits a serial extraction computes.
         let cache = fixture.trained.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("eval-cache")
         #expect(try FileManager.default.contentsOfDirectory(atPath: cache.path).count == 2)
         let suite = try fixture.suite(fixture.trained)
