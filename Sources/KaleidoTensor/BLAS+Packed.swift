@@ -1,18 +1,30 @@
 import CKernels
 
 extension BLAS {
-    /// Whether this CPU runs `packedProduct`'s vector tiles (AVX2 and FMA) and has no AVX-512,
-    /// where OpenBLAS's own kernels were the ones measured fast.
-    public static let packedProductAvailable = kaleido_small_gemm_vectorized() == 1 && kaleido_cpu_has_avx512f() == 0
+    /// The widest tiles `packedProduct` runs here (`kaleido_packed_gemm_isa`): 2 AVX-512, 1 AVX2
+    /// and FMA, 0 neither.
+    public static let packedProductLevel = kaleido_packed_gemm_isa()
+
+    /// Whether this CPU runs `packedProduct`'s vector tiles (AVX2 and FMA, or AVX-512).
+    public static let packedProductAvailable = packedProductLevel > 0
 
     /// Whether `packedProduct` is the faster way to C (m×n) = A (m×k) · B (k×n) (+ C when
     /// `accumulate`) here: a long A against a small B (linear layers over tokens or pixels).
-    /// Measured on one core of the AVX2 EPYC of BENCHMARKS.md against OpenBLAS with the bias
-    /// rows copied first: 1.09–1.35× faster for k ≤ 384 and n ≤ 384 (n ≤ 192 when accumulating);
-    /// beyond, OpenBLAS was as fast or faster (0.91–1.05×: n = 576 or 768, k = 768, and
-    /// n = 384 accumulating). `kaleido bench kernels --only linear` compares the two.
+    /// `kaleido bench kernels --only linear` compares the two; BENCHMARKS.md has the tables.
+    /// - AVX2 tiles, on one core of the AVX2 EPYC against OpenBLAS with the bias rows copied
+    ///   first: 1.09–1.35× faster for k ≤ 384 and n ≤ 384 (n ≤ 192 when accumulating); beyond,
+    ///   OpenBLAS was as fast or faster (0.91–1.05×: n = 576 or 768, k = 768, and n = 384
+    ///   accumulating).
+    /// - AVX-512 tiles, 2 threads on the Emerald Rapids Xeon against OpenBLAS's SkylakeX kernels:
+    ///   1.24–1.52× for k = 48 (48→144, 48→192), a wash for k ≥ 96 (0.87–1.18× between runs)
+    ///   and for the accumulating input gradient (0.86–1.02×).
     public static func prefersPackedProduct(m: Int, n: Int, k: Int, accumulate: Bool) -> Bool {
-        packedProductAvailable && m >= 1024 && k <= 384 && n <= (accumulate ? 192 : 384)
+        guard m >= 1024 else { return false }
+        switch packedProductLevel {
+        case 1: return k <= 384 && n <= (accumulate ? 192 : 384)
+        case 2: return !accumulate && k <= 64 && n <= 384
+        default: return false
+        }
     }
 
     /// C (m×n) = A (m×k) · B (k×n), plus `bias` on every row when given, plus C's old value when
@@ -21,12 +33,12 @@ extension BLAS {
     ///
     /// B is copied once into 16-column panels; the rows of C are cut into pieces that `pool`'s
     /// threads take in turn, each piece register tiles of 6 rows × 16 columns over the whole k
-    /// (see packed_gemm.h). Every element is one sum over k in order, so the result does not
+    /// (8 × 32 with AVX-512; see packed_gemm.h). Every element is one sum over k in order, so the result does not
     /// depend on the thread count. Needs `packedProductAvailable`.
     public static func packedProduct(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                                      b: UnsafePointer<Float>, bRow: Int, bColumn: Int, bias: UnsafePointer<Float>?,
                                      c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, pool: ComputePool) {
-        precondition(packedProductAvailable, "packedProduct runs only where packedProductAvailable (AVX2 + FMA, no AVX-512)")
+        precondition(packedProductAvailable, "packedProduct runs only where packedProductAvailable (AVX2 + FMA or AVX-512)")
         guard m > 0, n > 0 else { return }
         let packed = UnsafeMutablePointer<Float>.allocate(capacity: kaleido_packed_b_floats(Int32(k), Int32(n)))
         defer { packed.deallocate() }
@@ -37,7 +49,7 @@ extension BLAS {
         let pieces = (m + pieceRows - 1) / pieceRows
         pool.forEachPiece(pieces) { piece in
             let start = piece * pieceRows, end = min(m, start + pieceRows)
-            kaleido_packed_gemm(1, Int32(start), Int32(end), Int32(n), Int32(k), a, lda, packed, bias, c, ldc, accumulate ? 1 : 0)
+            kaleido_packed_gemm(packedProductLevel, Int32(start), Int32(end), Int32(n), Int32(k), a, lda, packed, bias, c, ldc, accumulate ? 1 : 0)
         }
     }
 }

@@ -4,9 +4,9 @@ import Testing
 @testable import KaleidoTensor
 
 /// `kaleido_packed_gemm` (linear layers with a short inner dimension): the vector tiles bit for
-/// bit against the plain loops and against Float64, with row tiles of every height, column tails,
-/// a bias, accumulation, B as a weight's transpose and as itself; and `BLAS.packedProduct` on two
-/// threads against one.
+/// bit against the plain loops and against Float64 (AVX2 tiles, and AVX-512 ones where the CPU
+/// has it), with row tiles of every height, column tails, a bias, accumulation, B as a weight's
+/// transpose and as itself; and `BLAS.packedProduct` on two threads against one.
 @Suite struct PackedGEMMTests {
     struct Case: CustomStringConvertible, Sendable {
         let m, n, k: Int
@@ -14,8 +14,10 @@ import Testing
         var description: String { "\(m)×\(n)×\(k)\(transposedB ? " Wᵀ" : " W")\(bias ? " +b" : "")\(accumulate ? " +=" : "")" }
     }
 
-    // Heights 1–6 and several 48-row blocks; widths with no tail, a tail under 8 and over 8.
-    static let cases: [Case] = [(1, 16, 5), (7, 33, 48), (53, 144, 48), (100, 9, 3), (6, 24, 96), (101, 48, 192)]
+    // Tile heights 1–8 and several 48-row blocks; widths with no tail, a tail under 8 and over 8,
+    // an odd and an even number of 16-column panels.
+    static let cases: [Case] = [(1, 16, 5), (7, 33, 48), (53, 144, 48), (100, 9, 3), (6, 24, 96), (101, 48, 192),
+                                (3, 40, 17), (50, 64, 20)]
         .flatMap { m, n, k in [(true, true, false), (false, false, true), (true, false, false), (false, true, true)]
             .map { Case(m: m, n: n, k: k, transposedB: $0.0, bias: $0.1, accumulate: $0.2) } }
 
@@ -45,13 +47,16 @@ import Testing
         return out
     }
 
-    @Test(arguments: cases)
-    func productMatchesFloat64AndThePlainLoops(_ c: Case) throws {
+    /// Every tile width this CPU runs (AVX2, and AVX-512 where present), else the plain loops.
+    static let levels: [Int32] = BLAS.packedProductLevel > 0 ? Array(1...BLAS.packedProductLevel) : [0]
+
+    @Test(arguments: cases, levels)
+    func productMatchesFloat64AndThePlainLoops(_ c: Case, level: Int32) throws {
         let o = operands(c)
-        let vector = run(c, o, vectorized: kaleido_small_gemm_vectorized(), rows: [0..<c.m])
+        let vector = run(c, o, vectorized: level, rows: [0..<c.m])
         #expect(vector == run(c, o, vectorized: 0, rows: [0..<c.m]), "the vector tiles must sum in the plain loops' order")
         // Rows in uneven pieces (as threads take them) give the same bits.
-        #expect(vector == run(c, o, vectorized: kaleido_small_gemm_vectorized(), rows: [0..<(c.m / 3), (c.m / 3)..<c.m]))
+        #expect(vector == run(c, o, vectorized: level, rows: [0..<(c.m / 3), (c.m / 3)..<c.m]))
         for r in 0..<c.m {
             for j in 0..<o.ldc {
                 let index = r * o.ldc + j
@@ -67,8 +72,8 @@ import Testing
         }
     }
 
-    // Only where Linear uses it: AVX2 + FMA without AVX-512 (elsewhere the kernel is still tested
-    // above, in its plain loops and, with AVX2, its vector tiles).
+    // Only where Linear can use it: AVX2 + FMA or AVX-512 (elsewhere the kernel is still tested
+    // above, in its plain loops).
     @Test(.enabled(if: BLAS.packedProductAvailable)) func theLinearLayersProductIsTheSameOnTwoThreadsAsOnOne() throws {
         let m = 2000, n = 144, k = 48
         let a = randomValues(m * k, seed: 21), weight = randomValues(n * k, seed: 22), bias = randomValues(n, seed: 23)

@@ -7,8 +7,8 @@
 /// as much as the arithmetic; here only B, a few kilobytes, is repacked and A is read in place.
 ///
 /// B is packed once per product into panels of 16 columns: panel p holds B(i, 16p ..< 16p + 16)
-/// for i = 0 ..< k, 16 floats per i, the columns beyond n zero. A tile of up to 6 rows × 16 columns
-/// of C stays in 12 vector registers over the whole sum; every element of C is one sum over
+/// for i = 0 ..< k, 16 floats per i, the columns beyond n zero. A tile of C stays in vector
+/// registers over the whole sum; every element of C is one sum over
 /// i = 0 ..< k in order (then plus C's old value when accumulating): the bits depend on the
 /// instruction set, not on how callers split the rows.
 
@@ -26,9 +26,14 @@ long kaleido_packed_b_floats(int k, int n);
 /// as Wᵀ is b_row = 1, b_column = k; W itself as B (k×n) is b_row = n, b_column = 1).
 void kaleido_pack_b(int k, int n, const float *b, long b_row, long b_column, float *packed);
 
+/// The widest tiles this CPU runs: 2 AVX-512 (8 rows × 32 columns in 16 registers of 16 lanes),
+/// 1 AVX2 + FMA (6 rows × 16 columns in 12 registers of 8 lanes), 0 neither.
+int kaleido_packed_gemm_isa(void);
+
 /// Rows [row_begin, row_end) of C = A · B (+ bias[j] on every row when bias is not NULL; + C's
 /// old value when accumulate is 1). A(r, i) = a[r·lda + i], C(r, j) = c[r·ldc + j]. `vectorized`:
-/// AVX2 + FMA tiles (ask `kaleido_small_gemm_vectorized`), else plain loops with the same sums.
+/// the tiles of `kaleido_packed_gemm_isa`'s level 2 or 1 (no higher than it returns), or 0 for
+/// plain loops with the same sums.
 void kaleido_packed_gemm(int vectorized, int row_begin, int row_end, int n, int k, const float *a, long lda,
                          const float *packed, const float *bias, float *c, long ldc, int accumulate);
 
