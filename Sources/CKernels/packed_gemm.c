@@ -8,15 +8,6 @@
 
 enum { PANEL = 16, MAX_ROWS = 6 };
 
-int kaleido_cpu_has_avx512f(void) {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") ? 1 : 0;
-#else
-    return 0;
-#endif
-}
-
 long kaleido_packed_b_floats(int k, int n) { return (long)k * ((n + PANEL - 1) / PANEL) * PANEL; }
 
 void kaleido_pack_b(int k, int n, const float *b, long b_row, long b_column, float *packed) {

@@ -32,9 +32,9 @@ extension BLAS {
     /// weight W (n×k) serves as Wᵀ with bRow 1, bColumn k, and as itself with bRow n, bColumn 1.
     ///
     /// B is copied once into 16-column panels; the rows of C are cut into pieces that `pool`'s
-    /// threads take in turn, each piece register tiles of 6 rows × 16 columns over the whole k
-    /// (8 × 32 with AVX-512; see packed_gemm.h). Every element is one sum over k in order, so the result does not
-    /// depend on the thread count. Needs `packedProductAvailable`.
+    /// threads take in turn, each piece register tiles of 6 rows × 16 columns (8 × 32 with
+    /// AVX-512) over the whole k (see packed_gemm.h). Every element is one sum over k in order,
+    /// so the result does not depend on the thread count. Needs `packedProductAvailable`.
     public static func packedProduct(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                                      b: UnsafePointer<Float>, bRow: Int, bColumn: Int, bias: UnsafePointer<Float>?,
                                      c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, pool: ComputePool) {

@@ -8,16 +8,13 @@
 ///
 /// B is packed once per product into panels of 16 columns: panel p holds B(i, 16p ..< 16p + 16)
 /// for i = 0 ..< k, 16 floats per i, the columns beyond n zero. A tile of C stays in vector
-/// registers over the whole sum; every element of C is one sum over
-/// i = 0 ..< k in order (then plus C's old value when accumulating): the bits depend on the
-/// instruction set, not on how callers split the rows.
+/// registers over the whole sum; every element of C is one sum over i = 0 ..< k in order (then
+/// plus the bias, then plus C's old value when accumulating): the same bits for AVX-512 tiles,
+/// AVX2 tiles and plain loops, however callers split the rows.
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/// 1 when this CPU has AVX-512F.
-int kaleido_cpu_has_avx512f(void);
 
 /// Floats of B packed for `n` columns of depth `k`.
 long kaleido_packed_b_floats(int k, int n);
