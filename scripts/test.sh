@@ -12,7 +12,7 @@ swift build --build-tests
 # (it re-executes with OPENBLAS_CORETYPE where OpenBLAS 0.3.21 misjudges the CPU; see
 # Sources/kaleido/BLASCoreSelection.swift), not OpenBLAS's fallback.
 if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
-    core=$(.build/release/kaleido version | awk '/^openblas /{for (i = 1; i <= NF; i++) if ($i ~ /^MAX_THREADS=/) print $(i - 1)}')
+    core=$(.build/release/kaleido version | awk '/^openblas /{for (i = 1; i <= NF; i++) if ($i ~ /^MAX_THREADS=/) print $(i - 1)}') || core=""
     if [ -n "$core" ]; then export OPENBLAS_CORETYPE="$core"; fi
 fi
 swift test --skip-build "$@"
