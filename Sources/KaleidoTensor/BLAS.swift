@@ -82,4 +82,55 @@ public enum BLAS {
             }
         }
     }
+
+    /// C (m×n) += Aᵀ · B = Σ_r A(r, :)ᵀ B(r, :), a sum of outer products over the k rows of A
+    /// (k×m) and B (k×n), both row-major: a weight gradient, dW += doutᵀ · inp over every row of a
+    /// batch. C is small (a layer's weight) and k long (tokens or pixels), so `sgemm(…, pool:)`,
+    /// which cuts C, leaves threads idle: a 144×48 C is one piece, one thread; a 384×96 C three
+    /// pieces, two on one thread and one on the other.
+    ///
+    /// Where C would give fewer than 4 pieces and k holds at least two chunks of 2048 rows, the
+    /// rows are cut instead: each chunk is a single-threaded OpenBLAS product into its own
+    /// partial C, and the partial C's are added to C in chunk order. The chunks depend on the
+    /// shape only (at most 16, and at most 4 MB of partials), so the result is the same for any
+    /// thread count, on a pool that cuts products or not. Other shapes go to `sgemm(…, pool:)`.
+    public static func accumulateOuterProducts(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+                                               b: UnsafePointer<Float>, ldb: Int,
+                                               c: UnsafeMutablePointer<Float>, ldc: Int, pool: ComputePool) {
+        let chunks = outerProductChunks(m: m, n: n, k: k)
+        guard chunks > 1 else {
+            sgemm(transposeA: true, transposeB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                  beta: 1, c: c, ldc: ldc, pool: pool)
+            return
+        }
+        let partials = UnsafeMutablePointer<Float>.allocate(capacity: chunks * m * n)
+        defer { partials.deallocate() }
+        func product(_ chunk: Int) {
+            let start = k * chunk / chunks, end = k * (chunk + 1) / chunks
+            sgemm(transposeA: true, transposeB: false, m: m, n: n, k: end - start, a: a + start * lda, lda: lda,
+                  b: b + start * ldb, ldb: ldb, beta: 0, c: partials + chunk * m * n, ldc: n)
+        }
+        if pool.splitsMatrixProducts {
+            pool.forEachPiece(chunks, product)
+        } else {
+            // OpenBLAS's own threads run each chunk; the pool's must not call it at the same time.
+            for chunk in 0..<chunks { product(chunk) }
+        }
+        pool.forEachRange(m, minimumPerThread: max(1, 4096 / max(1, n))) { rows in
+            for row in rows {
+                for column in 0..<n {
+                    var sum: Float = 0
+                    for chunk in 0..<chunks { sum += partials[(chunk * m + row) * n + column] }
+                    c[row * ldc + column] += sum
+                }
+            }
+        }
+    }
+
+    /// How many row chunks `accumulateOuterProducts` cuts k into; 1 means it does not.
+    static func outerProductChunks(m: Int, n: Int, k: Int) -> Int {
+        let minimumChunkRows = 2048, maximumChunks = 16, maximumPartialFloats = 1 << 20
+        guard max(m, n) / 128 < 4 else { return 1 }
+        return max(1, min(maximumChunks, k / minimumChunkRows, maximumPartialFloats / max(1, m * n)))
+    }
 }

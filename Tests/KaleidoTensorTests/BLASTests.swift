@@ -89,6 +89,51 @@ import Testing
         }
     }
 
+    /// A weight gradient's shape, dW (m×n) += doutᵀ · inp over k rows, with strides wider than
+    /// the matrices, and C's old value kept.
+    @Test(arguments: [(144, 48, 16384), (96, 384, 4500), (48, 192, 4096), (144, 48, 3000), (640, 96, 2100)])
+    func outerProductsMatchFloat64AndDoNotDependOnTheThreads(m: Int, n: Int, k: Int) {
+        let lda = m + 3, ldb = n + 1, ldc = n + 2
+        let a = randomValues(k * lda, seed: 31), b = randomValues(k * ldb, seed: 32), before = randomValues(m * ldc, seed: 33)
+        func run(_ pool: ComputePool) -> [Float] {
+            var c = before
+            BLAS.accumulateOuterProducts(m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: &c, ldc: ldc, pool: pool)
+            return c
+        }
+        BLAS.threadCount = 1
+        let serial = run(.serial)
+        #expect(run(ComputePool(threads: 2, splitsMatrixProducts: true)) == serial, "\(m)×\(n)×\(k): two threads, one")
+        #expect(run(ComputePool(threads: 3, splitsMatrixProducts: true)) == serial, "\(m)×\(n)×\(k): three threads, one")
+        var worst = 0.0
+        for i in 0..<m {
+            for j in 0..<ldc {
+                let index = i * ldc + j
+                guard j < n else {
+                    #expect(serial[index] == before[index], "column \(j) beyond n must be untouched")
+                    continue
+                }
+                // Against the sum of the terms' magnitudes, which bounds Float32's rounding of
+                // a sum of k terms; a lost or doubled chunk would be off by thousands of times more.
+                var sum = Double(before[index]), magnitude = abs(Double(before[index]))
+                for r in 0..<k {
+                    let term = Double(a[r * lda + i]) * Double(b[r * ldb + j])
+                    sum += term
+                    magnitude += abs(term)
+                }
+                worst = max(worst, abs(Double(serial[index]) - sum) / magnitude)
+            }
+        }
+        #expect(worst < 1e-6, "\(m)×\(n)×\(k): error \(worst) of the terms' magnitude")
+    }
+
+    @Test func outerProductsCutTheRowsOnlyWhereCuttingCWouldIdleThreads() {
+        #expect(BLAS.outerProductChunks(m: 144, n: 48, k: 16384) == 8)      // C is one piece: 8 chunks of 2048 rows
+        #expect(BLAS.outerProductChunks(m: 384, n: 96, k: 50176) == 16)     // three pieces of C: at most 16 chunks
+        #expect(BLAS.outerProductChunks(m: 144, n: 48, k: 3000) == 1)       // one chunk's worth of rows
+        #expect(BLAS.outerProductChunks(m: 768, n: 192, k: 50176) == 1)     // six pieces of C keep two threads busy
+        #expect(BLAS.outerProductChunks(m: 500, n: 500, k: 50176) == 4)     // 4 MB of partials at most
+    }
+
     @Test func configurationNamesOpenBLASAndThreadCountIsSettable() {
         #expect(BLAS.configuration.contains("OpenBLAS"))
         // Left at 1, the count every Kaleido pool runs OpenBLAS with: the tests share one process,

@@ -59,8 +59,8 @@ public enum Linear {
                                          outChannels: outChannels, pool: pool)
         }
         if let dWeight {
-            BLAS.sgemm(transposeA: true, transposeB: false, m: outChannels, n: inChannels, k: rows,
-                       a: dOutput, lda: outChannels, b: input, ldb: inChannels, beta: 1, c: dWeight, ldc: inChannels, pool: pool)
+            BLAS.accumulateOuterProducts(m: outChannels, n: inChannels, k: rows, a: dOutput, lda: outChannels,
+                                         b: input, ldb: inChannels, c: dWeight, ldc: inChannels, pool: pool)
         }
         if let dBias {
             Bias.backward(dBias: dBias, dOutput: dOutput, rows: rows, channels: outChannels, pool: pool)

@@ -158,9 +158,11 @@ public struct KernelBench {
                 measurement("depthwise7x7", name, "backward", flops: 2 * s.forwardFLOPs, seconds: backward)]
     }
 
-    /// A linear layer's forward (out = inp · Wᵀ + b) and input gradient (dinp += dout · W) as
-    /// `Linear` computes them ("forward", "dinput"), and as OpenBLAS pieces on the same pool
-    /// ("… openblas"), the path `Linear` takes where `BLAS.prefersPackedProduct` says no.
+    /// A linear layer's forward (out = inp · Wᵀ + b), input gradient (dinp += dout · W) and weight
+    /// gradient (dW += doutᵀ · inp) as `Linear` computes them ("forward", "dinput", "dweight"),
+    /// and as OpenBLAS pieces of C on the same pool ("… openblas"): the path `Linear` takes where
+    /// `BLAS.prefersPackedProduct` says no, and for the weight gradient where
+    /// `BLAS.accumulateOuterProducts` does not cut the rows.
     func linear(rows: Int, inChannels: Int, outChannels: Int, pool: ComputePool) -> [KernelMeasurement] {
         var rng = SplitMix64(seed: 5)
         let input = Tensor(randomNormal: [rows, inChannels], rng: &rng)
@@ -189,10 +191,21 @@ public struct KernelBench {
             Linear.inputGradientThroughOpenBLAS(dInput: dInput.pointer, dOutput: output.pointer, weight: weight.pointer, rows: rows,
                                                 inChannels: inChannels, outChannels: outChannels, pool: splitting)
         }
+        let dWeight = Tensor(zeros: weight.shape)
+        let weightGradient = time {
+            Linear.backward(dInput: nil, dWeight: dWeight.pointer, dBias: nil, dOutput: output.pointer, input: input.pointer,
+                            weight: weight.pointer, rows: rows, inChannels: inChannels, outChannels: outChannels, pool: splitting)
+        }
+        let weightGradientBLAS = time {
+            BLAS.sgemm(transposeA: true, transposeB: false, m: outChannels, n: inChannels, k: rows, a: output.pointer,
+                       lda: outChannels, b: input.pointer, ldb: inChannels, beta: 1, c: dWeight.pointer, ldc: inChannels, pool: splitting)
+        }
         return [measurement("linear", name, "forward", flops: flops, seconds: forward),
                 measurement("linear", name, "forward openblas", flops: flops, seconds: forwardBLAS),
                 measurement("linear", name, "dinput", flops: flops, seconds: backward),
-                measurement("linear", name, "dinput openblas", flops: flops, seconds: backwardBLAS)]
+                measurement("linear", name, "dinput openblas", flops: flops, seconds: backwardBLAS),
+                measurement("linear", name, "dweight", flops: flops, seconds: weightGradient),
+                measurement("linear", name, "dweight openblas", flops: flops, seconds: weightGradientBLAS)]
     }
 
     func attention(_ s: AttentionShape, pool: ComputePool) -> [KernelMeasurement] {
