@@ -92,8 +92,9 @@ public enum BLAS {
     /// Where C would give fewer than 4 pieces and k holds at least two chunks of 2048 rows, the
     /// rows are cut instead: each chunk is a single-threaded OpenBLAS product into its own
     /// partial C, and the partial C's are added to C in chunk order. The chunks depend on the
-    /// shape only (at most 16, and at most 4 MB of partials), so the result is the same for any
-    /// thread count, on a pool that cuts products or not. Other shapes go to `sgemm(…, pool:)`.
+    /// shape only (at most 16, and at most 4 MB of partials), so with OpenBLAS at one thread (as
+    /// pools that cut products run it) the result is the same for any thread count of the pool,
+    /// and the same as `.serial`'s. Other shapes go to `sgemm(…, pool:)`.
     public static func accumulateOuterProducts(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                                                b: UnsafePointer<Float>, ldb: Int,
                                                c: UnsafeMutablePointer<Float>, ldc: Int, pool: ComputePool) {
