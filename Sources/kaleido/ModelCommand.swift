@@ -44,6 +44,10 @@ extension Kaleido.Model {
                 throw ValidationError(ModelError.unknownModel(name, known: ModelZoo.names).description)
             }
             if let inputSize, inputSize < 1 { throw ValidationError("--input-size must be positive, got \(inputSize)") }
+            let minimum = try ModelZoo.minimumInputSide(name)
+            if let inputSize, inputSize < minimum.side {
+                throw ValidationError("--input-size \(inputSize): \(name) needs at least \(minimum.side) pixels (\(minimum.reason))")
+            }
             guard classes >= 0 else { throw ValidationError("--classes must be 0 or more, got \(classes)") }
         }
 

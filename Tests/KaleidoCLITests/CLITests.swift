@@ -71,6 +71,11 @@ func runKaleido(_ arguments: [String]) throws -> (status: Int32, stdout: String,
         #expect(result.stdout.contains("layer4.2"))
         let unknown = try runKaleido(["model", "summary", "resnet51"])
         #expect(unknown.status != 0 && unknown.stderr.contains("unknown model \"resnet51\""))
+        // Too small for ConvNeXt's stem and downsamplings: an error, not a stop inside a layer.
+        let tiny = try runKaleido(["model", "summary", "convnext-atto", "--input-size", "16"])
+        #expect(tiny.status != 0 && tiny.stderr.contains("--input-size 16: convnext-atto needs at least 32 pixels (a 4×4 stem, then 3 downsamplings by 2)"),
+                "\(tiny.stderr)")
+        #expect(try runKaleido(["model", "summary", "convnext-atto", "--input-size", "32"]).status == 0)
     }
 }
 

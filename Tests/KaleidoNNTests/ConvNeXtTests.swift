@@ -230,6 +230,19 @@ import KaleidoTensor
         #expect(output.array.allSatisfy { $0.isFinite })
     }
 
+    /// `model.base_width` narrows every stage, and the zoo reports the narrowed feature width
+    /// (it once reported the preset's, and the projector after it expected 320 features).
+    @Test func zooReportsTheFeatureWidthOfANarrowedConvNeXt() throws {
+        for name in ["convnext-atto", "convnext-atto-32"] {
+            let builder = ParameterBuilder()
+            let built = try ModelZoo.make(name, options: ModelOptions(baseWidth: 16), builder: builder)
+            #expect(built.featureDimension == 128, "\(name)")
+            let arena = builder.makeArena(seed: 1)
+            let context = RunContext(arena: arena, pool: .serial, training: false, recordsForBackward: false)
+            #expect(built.network.forward(Tensor(zeros: [1, 32, 32, 3]), context).shape == [1, built.featureDimension], "\(name)")
+        }
+    }
+
     @Test func classifierAndIsotropicShapes() {
         var config = Self.tiny(classes: 10)
         let context = { (arena: ParameterArena) in RunContext(arena: arena, pool: .serial, training: false, recordsForBackward: false) }

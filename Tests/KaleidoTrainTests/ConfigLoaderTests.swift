@@ -36,7 +36,7 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
 
     @Test func fileValuesAndOverridesApplyInOrder() throws {
         let resolved = try ConfigLoader.load(
-            yaml: "optim:\n  lr: 0.5\n  name: lars\nmodel:\n  arch: convnext_tiny\n", name: "configs/x.yaml",
+            yaml: "optim:\n  lr: 0.5\n  name: lars\nmodel:\n  arch: convnext_tiny\n  stem_patch: 2\n", name: "configs/x.yaml",
             overrides: ["optim.lr=0.25", "data.mix.image=0.5"])
         #expect(resolved.config.optim.lr == 0.25)
         #expect(resolved.config.optim.name == .lars)
@@ -99,6 +99,12 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         #expect(video.contains("resnet18 takes images only"))
         let rgbd = message { _ = try ConfigLoader.load(overrides: ["model.arch=convnext_atto", "data.mix.rgbd=1"]) }
         #expect(rgbd.contains("data.mix.rgbd: needs an Omnivore backbone"), "\(rgbd)")
+        // ConvNeXt's stem and downsamplings need views of at least 8 × stem_patch pixels.
+        let convnext = message { _ = try ConfigLoader.load(overrides: ["model.arch=convnext_atto"]) }
+        #expect(convnext.contains("data.small_size: must be ≥ 32 pixels for convnext_atto with model.stem_patch 4 (a 4×4 stem, then 3 downsamplings by 2), got 16"), "\(convnext)")
+        #expect(!convnext.contains("data.large_size"), "\(convnext)")
+        _ = try ConfigLoader.load(overrides: ["model.arch=convnext_atto", "model.stem_patch=2"])
+        _ = try ConfigLoader.load(overrides: ["model.arch=convnext_atto", "data.small_crops=0"])
         // Omnivore takes every modality; alternate steps need no minimum per group.
         _ = try ConfigLoader.load(overrides: ["model.arch=omnivore_swin_cifar", "data.mix.video=1", "data.mix.rgbd=1"])
         // Joint: 5 samples over three modalities leave one modality with 1.

@@ -66,6 +66,8 @@ public enum ModelZoo {
     struct Entry: Sendable {
         let summary: String
         let inputShape: [Int]
+        /// The smallest input side the network runs on with these options, and why.
+        var minimumSide: @Sendable (ModelOptions) -> (side: Int, reason: String) = { _ in (1, "") }
         let make: @Sendable (ParameterBuilder, ModelOptions) -> (Layer, Int)
     }
 
@@ -90,17 +92,20 @@ public enum ModelZoo {
             let isotropic = preset.kind == .isotropic
             let summary = isotropic ? "ConvNeXt \(name.dropFirst("convnext-".count)) (official repo's names)"
                                     : "timm \(name.replacingOccurrences(of: "-", with: "_"))"
-            entries[name] = Entry(summary: summary,
-                                  inputShape: [1, 224, 224, 3]) { builder, options in
-                (ConvNeXt.make(convNeXtConfig(preset, options), builder), preset.featureDimension)
+            entries[name] = Entry(summary: summary, inputShape: [1, 224, 224, 3],
+                                  minimumSide: { convNeXtMinimumSide(convNeXtConfig(preset, $0)) }) { builder, options in
+                let config = convNeXtConfig(preset, options)  // model.base_width changes the feature width
+                return (ConvNeXt.make(config, builder), config.featureDimension)
             }
         }
         // The benchmark model: ConvNeXt-atto with a 2×2 stem for 32-px images.
-        entries["convnext-atto-32"] = Entry(summary: "ConvNeXt-atto with a 2×2 stem, for 32-px images", inputShape: [1, 32, 32, 3]) {
-            builder, options in
-            var preset = ConvNeXt.Config.atto
-            preset.stemPatch = 2
-            return (ConvNeXt.make(convNeXtConfig(preset, options), builder), preset.featureDimension)
+        var atto32 = ConvNeXt.Config.atto
+        atto32.stemPatch = 2
+        entries["convnext-atto-32"] = Entry(summary: "ConvNeXt-atto with a 2×2 stem, for 32-px images", inputShape: [1, 32, 32, 3],
+                                            minimumSide: { [atto32] in convNeXtMinimumSide(convNeXtConfig(atto32, $0)) }) {
+            [atto32] builder, options in
+            let config = convNeXtConfig(atto32, options)
+            return (ConvNeXt.make(config, builder), config.featureDimension)
         }
         entries.merge(swinEntries) { current, _ in current }
         return entries
@@ -116,7 +121,21 @@ public enum ModelZoo {
         return config
     }
 
+    /// A ConvNeXt's stem and 2×2 stride-2 downsamplings each need a pixel to work on.
+    static func convNeXtMinimumSide(_ config: ConvNeXt.Config) -> (side: Int, reason: String) {
+        let downsamplings = config.kind == .hierarchical ? config.dims.count - 1 : 0
+        return (config.totalStride, "a \(config.stemPatch)×\(config.stemPatch) stem"
+                + (downsamplings > 0 ? ", then \(downsamplings) downsamplings by 2" : ""))
+    }
+
     public static var names: [String] { entries.keys.sorted() }
+
+    /// The smallest input side in pixels `name` runs on with `options`, and why: a view or
+    /// `--input-size` below it is refused before any layer sees it.
+    public static func minimumInputSide(_ name: String, options: ModelOptions = ModelOptions()) throws -> (side: Int, reason: String) {
+        guard let entry = entries[name] else { throw ModelError.unknownModel(name, known: names) }
+        return entry.minimumSide(options)
+    }
 
     public static func summary(of name: String) -> String? { entries[name]?.summary }
 

@@ -40,6 +40,16 @@ public struct KaleidoConfig: Codable, Equatable, Sendable {
                               + "\(model.arch.rawValue) takes images only, got \(share)")
             }
         }
+        // A view smaller than the backbone can take would stop in the middle of a forward pass.
+        if let minimum = try? ModelZoo.minimumInputSide(model.arch.zooName(cifarStem: model.cifarStem), options: model.zooOptions) {
+            var views = [("data.large_size", data.largeSize)]
+            if data.smallCrops > 0 { views.append(("data.small_size", data.smallSize)) }
+            for (key, size) in views {
+                check.require(size >= minimum.side, key,
+                              "must be ≥ \(minimum.side) pixels for \(model.arch.rawValue) with model.stem_patch \(model.stemPatch) "
+                              + "(\(minimum.reason)), got \(size)")
+            }
+        }
         validateGroups(&check, worldSize: 1)
     }
 
