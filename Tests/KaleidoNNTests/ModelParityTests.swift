@@ -30,8 +30,8 @@ import Testing
             config.classes = 5
             return ResNet.make(config, builder)
         }
-        func swin(window: [Int], patch: [Int]) -> Layer {
-            var config = SwinTransformer3D.Config(embedDimension: 8, depths: [2, 2], heads: [1, 2], window: window, patch: patch)
+        func swin(window: [Int], patch: [Int], embed: Int = 8, heads: [Int] = [1, 2]) -> Layer {
+            var config = SwinTransformer3D.Config(embedDimension: embed, depths: [2, 2], heads: heads, window: window, patch: patch)
             config.classes = 5
             return SwinTransformer3D.make(config, builder)
         }
@@ -45,12 +45,13 @@ import Testing
                                                  classes: 5), builder)
         case "swin3d_tiny": return swin(window: [2, 2, 2], patch: [2, 2, 2])
         case "swin2d_tiny": return swin(window: [1, 3, 3], patch: [1, 2, 2])
+        case "swin_cifar_heads16": return swin(window: [2, 4, 4], patch: [2, 2, 2], embed: 32, heads: [2, 4])
         default: preconditionFailure("no model for fixture \(name)")
         }
     }
 
     static let models = ["resnet_basic_cifar", "resnet_bottleneck", "convnext_tiny_linear", "convnext_tiny_convmlp",
-                         "swin3d_tiny", "swin2d_tiny"]
+                         "swin3d_tiny", "swin2d_tiny", "swin_cifar_heads16"]
 
     /// The model with the fixture's weights imported strictly, the state dict file, and the test case.
     func load(_ name: String) throws -> (network: Layer, arena: ParameterArena, state: SafeTensorsFile, io: SafeTensorsFile) {
