@@ -31,9 +31,10 @@ let vectorISA: [SwiftSetting] = []
 #endif
 
 /// Release builds of the kernels want the optimiser to see through generic code. They keep
-/// Swift's checks (-O, not -Ounchecked): a broken invariant or a bad file stops with its message
-/// instead of becoming undefined behaviour, and `kaleido bench step` measured no difference
-/// (BENCHMARKS.md, 2026-12-05).
+/// Swift's checks (-O, not -Ounchecked): a broken invariant or a bad file stops instead of
+/// becoming undefined behaviour, and `kaleido bench step` measured no difference (BENCHMARKS.md,
+/// 2026-12-05). -O drops the standard library's precondition messages; KaleidoTensor's
+/// `precondition` (Checks.swift), which every module sees instead, prints them.
 let fast: [SwiftSetting] = vectorISA + [.unsafeFlags(["-wmo"], .when(configuration: .release))]
 
 let package = Package(

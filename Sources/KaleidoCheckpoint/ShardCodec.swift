@@ -1,6 +1,7 @@
 import CCheckpoint
 import CZstd
 import Foundation
+import KaleidoTensor
 
 /// The float stream of one shard: the rank's slices of every array, back to back.
 @_spi(Bench) public struct ShardSegments {

@@ -1,6 +1,7 @@
 import CPNG
 import CTurboJPEG
 import Foundation
+import KaleidoTensor
 
 /// A file that could not be read or decoded; the path is always named.
 public struct ImageDecodeError: Error, CustomStringConvertible {

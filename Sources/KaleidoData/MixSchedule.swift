@@ -1,3 +1,5 @@
+import KaleidoTensor
+
 /// How a joint (Omnivore) run splits its steps between modalities.
 public enum MixMode: String, Sendable, CaseIterable {
     /// Each step is one modality; modalities take turns in proportion to their shares

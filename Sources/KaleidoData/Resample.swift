@@ -1,3 +1,5 @@
+import KaleidoTensor
+
 /// Separable resampling of a crop box to an output grid.
 ///
 /// This is the same filter Pillow uses for `resize(box=…, resample=BILINEAR)`: a triangle kernel

@@ -1,4 +1,5 @@
 import CTurboJPEG
+import KaleidoTensor
 
 /// The kind of input a sample is. The raw value is the modality id handed to the model
 /// (Omnivore routes RGB-D through an extra depth patch embedding).

@@ -1,3 +1,5 @@
+import KaleidoTensor
+
 /// What the trainer needs from the processes it runs with: who it is, how many there are,
 /// and collective operations over flat Float32 buffers.
 ///

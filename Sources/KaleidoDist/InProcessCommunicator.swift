@@ -1,3 +1,5 @@
+import KaleidoTensor
+
 /// One rank of an `InProcessWorld`, used only by the thread `InProcessWorld.run` gives it to
 /// (as `MPICommunicator` is used only by the training thread).
 ///

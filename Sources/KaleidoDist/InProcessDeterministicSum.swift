@@ -1,3 +1,5 @@
+import KaleidoTensor
+
 /// `MPIDeterministicSum` between threads: the same parts, the same scratch layout and the same
 /// rank-order additions, so a test passing here says the arithmetic under MPI is the same.
 ///

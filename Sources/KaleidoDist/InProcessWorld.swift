@@ -1,4 +1,5 @@
 import Foundation
+import KaleidoTensor
 
 /// Several ranks as threads of one process, so distributed code (bucketed gradient reduction,
 /// replica checks, a whole training step) can be unit-tested without mpirun.

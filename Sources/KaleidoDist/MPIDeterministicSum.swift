@@ -1,4 +1,5 @@
 import CMPI
+import KaleidoTensor
 
 /// Deterministic non-blocking all-reduce over MPI, in two collectives:
 ///

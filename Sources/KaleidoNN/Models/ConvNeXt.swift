@@ -1,3 +1,5 @@
+import KaleidoTensor
+
 /// ConvNeXt (Liu et al. 2022, "A ConvNet for the 2020s").
 ///
 /// Hierarchical models follow timm's `convnext.py` (1.0.x), names included, so a Kaleido arena
