@@ -59,6 +59,11 @@ import Testing
         let file = root.appendingPathComponent("encoder.safetensors")
         let export = try runKaleido(["checkpoint", "export", run.appendingPathComponent("checkpoints").path, "--output", file.path])
         #expect(export.status == 0, "\(export.stderr)")
+        // The run directory names the same checkpoint, as it does for `kaleido eval`.
+        let fromRun = root.appendingPathComponent("encoder-from-run.safetensors")
+        let exportRun = try runKaleido(["checkpoint", "export", run.path, "--output", fromRun.path])
+        #expect(exportRun.status == 0, "\(exportRun.stderr)")
+        #expect(try Data(contentsOf: fromRun) == Data(contentsOf: file))
         let tinyWithoutName = tiny.filter { $0 != "--set" && $0 != "run.name=tiny" }.flatMap { ["--set", $0] }
         let fromFile = try runKaleido(["eval", "knn", "--init", file.path, "--k", "5", "--threads", "1", "--json"] + tinyWithoutName)
         #expect(fromFile.status == 0, "\(fromFile.stderr)")
@@ -67,6 +72,31 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: root.appendingPathComponent("encoder-init/eval/knn-image.json").path))
         let both = try runKaleido(["eval", "knn", "--init", file.path, "--checkpoint", run.path])
         #expect(both.status != 0 && both.stderr.contains("give --checkpoint or --init (one of them)"), "\(both.stderr)")
+    }
+
+    /// Fine-tuning an Omnivore checkpoint on each modality: the classifier is one dataset head,
+    /// named after the modality, with the dataset's classes (it once stopped: no head selected).
+    @Test func finetuneRunsOnAnOmnivoreCheckpointForEveryModality() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-finetune-omnivore-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let run = root.appendingPathComponent("omnivore")
+        let pretrain = try runKaleido(["pretrain", "--set", "run.output_dir=\(root.path)", "--set", "run.name=omnivore", "--set", "run.steps=1",
+                                       "--set", "model.arch=omnivore_swin_cifar", "--set", "model.base_width=8", "--set", "data.batch_size=12",
+                                       "--set", "data.mix.video=1", "--set", "data.mix.rgbd=1", "--set", "data.clip_frames=2",
+                                       "--set", "data.small_crops=0", "--set", "data.synthetic_train_size=24", "--set", "data.synthetic_val_size=8",
+                                       "--set", "ssl.projector_hidden=16", "--set", "ssl.predictor_hidden=16",
+                                       "--set", "eval.linear_probe=false", "--set", "dist.threads=1"])
+        #expect(pretrain.status == 0, "\(pretrain.stderr)")
+        for modality in ["image", "video", "rgbd"] {
+            let finetune = try runKaleido(["finetune", "--checkpoint", run.path, "--modality", modality, "--steps", "2",
+                                           "--fractions", "0.5", "--threads", "1", "--json"])
+            #expect(finetune.status == 0, "\(modality): \(finetune.stderr)")
+            let records = finetune.stdout.split(separator: "\n").compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }
+            #expect(!records.isEmpty && records.allSatisfy { ($0["metrics"] as? [String: Double])?["top1"] != nil },
+                    "\(modality): \(finetune.stdout)")
+        }
     }
 
     @Test func reportOnAMissingRunNamesIt() throws {

@@ -68,6 +68,8 @@ public struct SemiSupervisedFineTuning {
         precondition(!subset.isEmpty, "an empty labelled subset")
         var options = options
         options.classes = data.classes
+        // An Omnivore backbone classifies through its per-dataset heads: one, for this modality.
+        options.datasetHeads = [DatasetHeadsLayer.Head(data.modality.description, classes: data.classes)]
         options.dropPath = Float(dropPath)
         let builder = ParameterBuilder()
         let built = try ModelZoo.make(backbone, options: options, builder: builder)
