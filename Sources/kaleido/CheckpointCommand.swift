@@ -15,9 +15,10 @@ extension Kaleido {
     }
 }
 
-/// The checkpoint a PATH argument names: itself if it has a manifest, else the newest valid one inside.
+/// The checkpoint a PATH argument names: itself if it has a manifest, else the newest valid one
+/// inside it or, for a run directory, inside its `checkpoints/` (as `kaleido eval` takes it).
 struct CheckpointPath: ParsableArguments {
-    @Argument(help: "A checkpoint directory, or a directory of checkpoints (the newest valid one is used).")
+    @Argument(help: "A checkpoint directory, a directory of checkpoints or a run directory (the newest valid one is used).")
     var path: String
 
     func validate() throws {
@@ -30,7 +31,9 @@ struct CheckpointPath: ParsableArguments {
             || CheckpointNames.step(ofDirectory: url.lastPathComponent) != nil {
             return url
         }
-        guard let newest = CheckpointStore(directory: url).newestValid() else {
+        let runCheckpoints = url.appendingPathComponent("checkpoints", isDirectory: true)
+        let folder = FileManager.default.fileExists(atPath: runCheckpoints.path) ? runCheckpoints : url
+        guard let newest = CheckpointStore(directory: folder).newestValid() else {
             throw ValidationError("\(path): neither a checkpoint (no manifest.json) nor a directory holding a valid one")
         }
         return newest
