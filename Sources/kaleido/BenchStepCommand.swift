@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KaleidoNN
 import KaleidoTrain
 
 extension Kaleido.Bench {
@@ -59,6 +60,13 @@ extension Kaleido.Bench {
             }
             guard (batch ?? 2) >= 2, (large ?? 8) >= 8, (small ?? 8) >= 8, (frames ?? 1) >= 1, threads >= 1, warmup >= 0, steps >= 1 else {
                 throw ValidationError("--batch ≥ 2, --large/--small ≥ 8, --frames ≥ 1, --threads ≥ 1, --steps ≥ 1")
+            }
+            // A view the backbone cannot take would stop inside a layer.
+            for bench in try benches() {
+                let minimum = try ModelZoo.minimumInputSide(bench.model.zoo)
+                for (option, side) in [("--large", bench.large), ("--small", bench.small)] where side < minimum.side {
+                    throw ValidationError("\(option) \(side): \(bench.model.name) needs at least \(minimum.side) pixels (\(minimum.reason))")
+                }
             }
         }
 

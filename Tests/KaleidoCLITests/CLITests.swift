@@ -64,6 +64,12 @@ func runKaleido(_ arguments: [String]) throws -> (status: Int32, stdout: String,
         #expect(result.stderr.contains("unknown kernel family convolution"))
     }
 
+    @Test func benchStepRefusesViewsTooSmallForTheModel() throws {
+        let result = try runKaleido(["bench", "step", "--models", "convnext-atto", "--small", "8", "--steps", "1"])
+        #expect(result.status != 0 && result.stderr.contains("--small 8: convnext-atto needs at least 16 pixels (a 2×2 stem, then 3 downsamplings by 2)"),
+                "\(result.stderr)")
+    }
+
     @Test func modelSummaryPrintsTheReferenceParameterCount() throws {
         let result = try runKaleido(["model", "summary", "resnet50"])
         #expect(result.status == 0, "\(result.stderr)")
