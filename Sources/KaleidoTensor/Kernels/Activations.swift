@@ -1,19 +1,18 @@
+import CKernels
 import Foundation
 
 /// Gaussian error linear unit, exact (erf) form as PyTorch's default `nn.GELU()`:
 ///
 /// out = x · Φ(x) = 0.5 · x · (1 + erf(x / √2))
-/// inp and out hold `count` floats, any shape. erf and exp are `VectorMath`'s branch-free
-/// polynomials (erf within 1e-6 relative, 5e-7 absolute of libm), so the loops vectorise.
+/// inp and out hold `count` floats, any shape. The loops are CKernels' `kaleido_gelu_*`: the
+/// `VectorMath` polynomials (erf within 1e-6 relative, 5e-7 absolute of libm) in C, compiled
+/// for AVX-512 too and picked at load time, with the same bits on every instruction set.
 public enum GELU {
     public static func forward(
         output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, count: Int, pool: ComputePool
     ) {
         pool.forEachElementRange(count) { range in
-            for i in range {
-                let x = input[i]
-                output[i] = 0.5 * x * (1 + VectorMath.erf(x * inverseSquareRootTwo))
-            }
+            kaleido_gelu_forward(output + range.lowerBound, input + range.lowerBound, range.count)
         }
     }
 
@@ -23,17 +22,9 @@ public enum GELU {
         count: Int, pool: ComputePool
     ) {
         pool.forEachElementRange(count) { range in
-            for i in range {
-                let x = input[i]
-                let cdf = 0.5 * (1 + VectorMath.erf(x * inverseSquareRootTwo))
-                let density = VectorMath.exp(-0.5 * x * x) * inverseSquareRootTwoPi
-                dInput[i] += dOutput[i] * (cdf + x * density)
-            }
+            kaleido_gelu_backward(dInput + range.lowerBound, dOutput + range.lowerBound, input + range.lowerBound, range.count)
         }
     }
-
-    private static let inverseSquareRootTwo: Float = 0.70710678118654752
-    private static let inverseSquareRootTwoPi: Float = 0.39894228040143268
 }
 
 /// Rectified linear unit: out = max(x, 0). inp and out hold `count` floats, any shape.

@@ -21,7 +21,7 @@ public struct KernelBench {
     public var batch: Int
     /// Each case is repeated until this much time has passed; the fastest repetition counts.
     public var secondsPerCase: Double
-    /// Kernel families to run (sgemm, conv3x3, depthwise7x7, attention, linear); all when empty.
+    /// Kernel families to run (sgemm, conv3x3, depthwise7x7, attention, linear, gelu); all when empty.
     /// The FMA peak is always measured.
     public var only: Set<String>
 
@@ -32,7 +32,7 @@ public struct KernelBench {
         self.only = only
     }
 
-    public static let families: Set<String> = ["sgemm", "conv3x3", "depthwise7x7", "attention", "linear"]
+    public static let families: Set<String> = ["sgemm", "conv3x3", "depthwise7x7", "attention", "linear", "gelu"]
 
     func wants(_ family: String) -> Bool { only.isEmpty || only.contains(family) }
 
@@ -72,6 +72,8 @@ public struct KernelBench {
                                                 (8 * 56 * 56, 96, 384), (8 * 56 * 56, 384, 96)] where wants("linear") {
             linear(rows: rows, inChannels: inChannels, outChannels: outChannels, pool: pool).forEach(record)
         }
+        // GELU over ConvNeXt-T's first-stage MLP activations at 224 px (8 images × 56 × 56 × 384).
+        if wants("gelu") { gelu(count: 8 * 56 * 56 * 384, pool: pool).forEach(record) }
         return results
     }
 
@@ -206,6 +208,21 @@ public struct KernelBench {
                 measurement("linear", name, "dinput openblas", flops: flops, seconds: backwardBLAS),
                 measurement("linear", name, "dweight", flops: flops, seconds: weightGradient),
                 measurement("linear", name, "dweight openblas", flops: flops, seconds: weightGradientBLAS)]
+    }
+
+    /// GELU forward and backward over `count` floats. Its "GFLOP/s" counts one operation per
+    /// element: billions of elements a second.
+    func gelu(count: Int, pool: ComputePool) -> [KernelMeasurement] {
+        var rng = SplitMix64(seed: 6)
+        let input = Tensor(randomNormal: [count], rng: &rng), dOutput = Tensor(randomNormal: [count], rng: &rng)
+        let output = Tensor(zeros: [count]), dInput = Tensor(zeros: [count])
+        let forward = time { GELU.forward(output: output.pointer, input: input.pointer, count: count, pool: pool) }
+        let backward = time {
+            GELU.backward(dInput: dInput.pointer, dOutput: dOutput.pointer, input: input.pointer, count: count, pool: pool)
+        }
+        let name = "\(count) floats (1 per element)"
+        return [measurement("gelu", name, "forward", flops: Double(count), seconds: forward),
+                measurement("gelu", name, "backward", flops: Double(count), seconds: backward)]
     }
 
     func attention(_ s: AttentionShape, pool: ComputePool) -> [KernelMeasurement] {
