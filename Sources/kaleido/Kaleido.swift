@@ -11,6 +11,7 @@ struct Kaleido: ParsableCommand {
     static func main() {
         BLASCoreSelection.reexecuteIfBeneficial()
         Conv2DDirect.path = .fromEnvironment()
+        if Conv2DDirect.path != .widest { DepthwiseConv2D.usesAVX512 = false }
         do {
             var command = try parseAsRoot()
             try command.run()

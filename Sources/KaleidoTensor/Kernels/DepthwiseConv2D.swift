@@ -1,3 +1,5 @@
+import CKernels
+
 /// Geometry of a depthwise 2-D convolution over channels-last images: every channel is
 /// convolved with its own K×K filter. OH = (H + 2·pad − K) / stride + 1.
 public struct DepthwiseConv2DShape: Equatable, Sendable {
@@ -49,13 +51,20 @@ public struct DepthwiseConv2DShape: Equatable, Sendable {
 public enum DepthwiseConv2D {
     typealias Vector = SIMD8<Float>
 
+    /// Whether the inner loops run CKernels' AVX-512 versions (16 channels a register) instead of
+    /// the Swift ones (8): by default where the CPU has AVX-512F. Set once at startup, before any
+    /// convolution runs (the CLI clears it for `KALEIDO_CONV=avx2`); the bits are the same either
+    /// way for channel counts that are multiples of 8. `forward` and `backward` take it as their
+    /// `avx512` argument's default.
+    nonisolated(unsafe) public static var usesAVX512 = kaleido_depthwise_avx512_available() != 0
+
     public static func forward(
         output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-        shape s: DepthwiseConv2DShape, workspace: UnsafeMutablePointer<Float>, pool: ComputePool
+        shape s: DepthwiseConv2DShape, workspace: UnsafeMutablePointer<Float>, pool: ComputePool, avx512: Bool = usesAVX512
     ) {
         let image = Correlation(height: s.height, width: s.width, padding: s.padding, stride: s.stride,
-                                outHeight: s.outHeight, outWidth: s.outWidth, kernel: s.kernel, channels: s.channels)
+                                outHeight: s.outHeight, outWidth: s.outWidth, kernel: s.kernel, channels: s.channels, avx512: avx512)
         pool.forEachPart(s.batch) { part, images in
             let padded = workspace + part * s.paddedImageFloats
             for n in images {
@@ -74,7 +83,7 @@ public enum DepthwiseConv2D {
     public static func backward(
         dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-        shape s: DepthwiseConv2DShape, workspace: UnsafeMutablePointer<Float>, pool: ComputePool
+        shape s: DepthwiseConv2DShape, workspace: UnsafeMutablePointer<Float>, pool: ComputePool, avx512: Bool = usesAVX512
     ) {
         let partials = workspace + pool.threads * s.paddedImageFloats
         let flipped = partials + s.weightBlocks * s.filterFloats
@@ -82,7 +91,8 @@ public enum DepthwiseConv2D {
             if s.stride == 1 {
                 flip(weight, into: flipped, kernel: s.kernel, channels: s.channels)
                 let transposed = Correlation(height: s.outHeight, width: s.outWidth, padding: s.kernel - 1 - s.padding, stride: 1,
-                                             outHeight: s.height, outWidth: s.width, kernel: s.kernel, channels: s.channels)
+                                             outHeight: s.height, outWidth: s.width, kernel: s.kernel, channels: s.channels,
+                                             avx512: avx512)
                 pool.forEachPart(s.batch) { part, images in
                     let padded = workspace + part * s.paddedImageFloats
                     for n in images {
@@ -96,7 +106,8 @@ public enum DepthwiseConv2D {
             }
         }
         if let dWeight {
-            weightGradient(s, dWeight: dWeight, dOutput: dOutput, input: input, workspace: workspace, partials: partials, pool: pool)
+            weightGradient(s, dWeight: dWeight, dOutput: dOutput, input: input, workspace: workspace, partials: partials,
+                           pool: pool, avx512: avx512)
         }
         if let dBias {
             Bias.backward(dBias: dBias, dOutput: dOutput, rows: s.batch * s.outHeight * s.outWidth, channels: s.channels, pool: pool)
@@ -141,10 +152,10 @@ public enum DepthwiseConv2D {
     /// dot the input row under the tap with the gradient row, four pixels at a time.
     static func weightGradient(_ s: DepthwiseConv2DShape, dWeight: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
                                input: UnsafePointer<Float>, workspace: UnsafeMutablePointer<Float>,
-                               partials: UnsafeMutablePointer<Float>, pool: ComputePool) {
+                               partials: UnsafeMutablePointer<Float>, pool: ComputePool, avx512: Bool) {
         let c = s.channels, blocks = s.weightBlocks
         let image = Correlation(height: s.height, width: s.width, padding: s.padding, stride: s.stride,
-                                outHeight: s.outHeight, outWidth: s.outWidth, kernel: s.kernel, channels: c)
+                                outHeight: s.outHeight, outWidth: s.outWidth, kernel: s.kernel, channels: c, avx512: avx512)
         let paddedWidth = s.width + 2 * s.padding
         pool.forEachPart(blocks) { part, blockRange in
             let padded = workspace + part * s.paddedImageFloats
@@ -161,9 +172,15 @@ public enum DepthwiseConv2D {
                             let inputRow = padded + (oh * s.stride + kh) * paddedWidth * c
                             for kw in 0..<s.kernel {
                                 let pixels = outputPixels(tap: kw, s)
-                                dotAlongRow(partial + (kh * s.kernel + kw) * c, inputRow + (pixels.lowerBound * s.stride + kw) * c,
-                                            gradientRow + pixels.lowerBound * c,
-                                            count: pixels.count, sourceStep: s.stride * c, channels: c)
+                                let target = partial + (kh * s.kernel + kw) * c
+                                let source = inputRow + (pixels.lowerBound * s.stride + kw) * c
+                                if avx512 {
+                                    kaleido_depthwise_dot_along_row_avx512(target, source, gradientRow + pixels.lowerBound * c,
+                                                                           Int32(pixels.count), s.stride * c, Int32(c))
+                                } else {
+                                    dotAlongRow(target, source, gradientRow + pixels.lowerBound * c,
+                                                count: pixels.count, sourceStep: s.stride * c, channels: c)
+                                }
                             }
                         }
                     }
@@ -235,6 +252,8 @@ public enum DepthwiseConv2D {
 /// pass and (with the flipped filter) the stride-1 input gradient.
 struct Correlation {
     let height, width, padding, stride, outHeight, outWidth, kernel, channels: Int
+    /// Run CKernels' AVX-512 loop (`kaleido_depthwise_correlate_avx512`, the same sums).
+    let avx512: Bool
     typealias Vector = SIMD8<Float>
     static let tile = 8
 
@@ -260,6 +279,12 @@ struct Correlation {
     /// out[oh,ow,c] (= or +=) start[c] + Σ_{kh,kw} padded[oh·s+kh, ow·s+kw, c] · W[kh,kw,c]
     func correlate(_ padded: UnsafePointer<Float>, weight: UnsafePointer<Float>, start: UnsafePointer<Float>?,
                    accumulate: Bool, into output: UnsafeMutablePointer<Float>) {
+        if avx512 {
+            kaleido_depthwise_correlate_avx512(padded, weight, start, accumulate ? 1 : 0, output, Int32(height), Int32(width),
+                                               Int32(padding), Int32(stride), Int32(outHeight), Int32(outWidth), Int32(kernel),
+                                               Int32(channels))
+            return
+        }
         let c = channels, rowFloats = paddedWidth * c, step = stride * c
         for oh in 0..<outHeight {
             let outRow = output + oh * outWidth * c
