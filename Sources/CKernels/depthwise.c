@@ -107,21 +107,39 @@ TARGET void kaleido_depthwise_correlate_avx512(const float *padded, const float 
     }
 }
 
-TARGET void kaleido_depthwise_dot_along_row_avx512(float *target, const float *a, const float *b, int count,
-                                                   long source_step, int channels) {
-    for (int c0 = 0; c0 < channels; c0 += 16) {
-        __mmask16 m = lanes(c0, channels);
-        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-        int j = 0;
-        for (; j + 4 <= count; j += 4) {
-            s0 = _mm512_fmadd_ps(load(a + j * source_step + c0, m), load(b + (long)j * channels + c0, m), s0);
-            s1 = _mm512_fmadd_ps(load(a + (j + 1) * source_step + c0, m), load(b + (long)(j + 1) * channels + c0, m), s1);
-            s2 = _mm512_fmadd_ps(load(a + (j + 2) * source_step + c0, m), load(b + (long)(j + 2) * channels + c0, m), s2);
-            s3 = _mm512_fmadd_ps(load(a + (j + 3) * source_step + c0, m), load(b + (long)(j + 3) * channels + c0, m), s3);
+// K taps (a compile-time constant in each instantiation, so the sums stay in registers).
+INLINE void weight_gradient_row(const int K, float *partial, const float *input_row, const float *gradient_row,
+                                int out_width, long step, long channels) {
+    for (long c0 = 0; c0 < channels; c0 += 16) {
+        __mmask16 m = lanes((int)c0, (int)channels);
+        __m512 acc[7];
+#pragma clang loop unroll(full)
+        for (int kw = 0; kw < K; kw++) acc[kw] = _mm512_setzero_ps();
+        for (int ow = 0; ow < out_width; ow++) {
+            __m512 g = load(gradient_row + ow * channels + c0, m);
+            const float *x = input_row + ow * step + c0;
+#pragma clang loop unroll(full)
+            for (int kw = 0; kw < K; kw++) acc[kw] = _mm512_fmadd_ps(load(x + kw * channels, m), g, acc[kw]);
         }
-        for (; j < count; j++) s0 = _mm512_fmadd_ps(load(a + j * source_step + c0, m), load(b + (long)j * channels + c0, m), s0);
-        __m512 sum = _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
-        _mm512_mask_storeu_ps(target + c0, m, _mm512_add_ps(load(target + c0, m), sum));
+#pragma clang loop unroll(full)
+        for (int kw = 0; kw < K; kw++) {
+            float *target = partial + kw * channels + c0;
+            _mm512_mask_storeu_ps(target, m, _mm512_add_ps(load(target, m), acc[kw]));
+        }
+    }
+}
+
+TARGET void kaleido_depthwise_weight_gradient_row_avx512(float *partial, const float *input_row, const float *gradient_row,
+                                                         int out_width, int stride, int kernel, int channels) {
+    const long step = (long)stride * channels;
+    switch (kernel) {
+    case 7: weight_gradient_row(7, partial, input_row, gradient_row, out_width, step, channels); break;
+    case 5: weight_gradient_row(5, partial, input_row, gradient_row, out_width, step, channels); break;
+    case 3: weight_gradient_row(3, partial, input_row, gradient_row, out_width, step, channels); break;
+    default:
+        // Other kernel sizes one tap at a time.
+        for (int kw = 0; kw < kernel; kw++)
+            weight_gradient_row(1, partial + (long)kw * channels, input_row + (long)kw * channels, gradient_row, out_width, step, channels);
     }
 }
 
@@ -135,6 +153,6 @@ int kaleido_depthwise_avx512_available(void) { return 0; }
 void kaleido_depthwise_correlate_avx512(const float *padded, const float *weight, const float *start, int accumulate,
                                         float *output, int height, int width, int padding, int stride,
                                         int out_height, int out_width, int kernel, int channels) {}
-void kaleido_depthwise_dot_along_row_avx512(float *target, const float *a, const float *b, int count,
-                                            long source_step, int channels) {}
+void kaleido_depthwise_weight_gradient_row_avx512(float *partial, const float *input_row, const float *gradient_row,
+                                                  int out_width, int stride, int kernel, int channels) {}
 #endif

@@ -54,7 +54,8 @@ public enum DepthwiseConv2D {
     /// Whether the inner loops run CKernels' AVX-512 versions (16 channels a register) instead of
     /// the Swift ones (8): by default where the CPU has AVX-512F. Set once at startup, before any
     /// convolution runs (the CLI clears it for `KALEIDO_CONV=avx2`); the bits are the same either
-    /// way for channel counts that are multiples of 8. `forward` and `backward` take it as their
+    /// way for the forward pass and the input gradient when the channels are a multiple of 8 (the
+    /// weight gradient sums in another order). `forward` and `backward` take it as their
     /// `avx512` argument's default.
     nonisolated(unsafe) public static var usesAVX512 = kaleido_depthwise_avx512_available() != 0
 
@@ -149,7 +150,9 @@ public enum DepthwiseConv2D {
     }
 
     /// Per fixed block of images: pad each image, then for every output row and tap (kh, kw)
-    /// dot the input row under the tap with the gradient row, four pixels at a time.
+    /// dot the input row under the tap with the gradient row, four pixels at a time (with
+    /// `avx512`, CKernels' loop takes a whole kernel row at once, the padding included, summing
+    /// in another order: the bits differ from these loops').
     static func weightGradient(_ s: DepthwiseConv2DShape, dWeight: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
                                input: UnsafePointer<Float>, workspace: UnsafeMutablePointer<Float>,
                                partials: UnsafeMutablePointer<Float>, pool: ComputePool, avx512: Bool) {
@@ -170,17 +173,16 @@ public enum DepthwiseConv2D {
                         // input is inside the image: the rest multiply the zero padding.
                         for kh in image.taps(outIndex: oh, size: s.height) {
                             let inputRow = padded + (oh * s.stride + kh) * paddedWidth * c
+                            if avx512 {
+                                kaleido_depthwise_weight_gradient_row_avx512(partial + kh * s.kernel * c, inputRow, gradientRow,
+                                                                             Int32(s.outWidth), Int32(s.stride), Int32(s.kernel), Int32(c))
+                                continue
+                            }
                             for kw in 0..<s.kernel {
                                 let pixels = outputPixels(tap: kw, s)
-                                let target = partial + (kh * s.kernel + kw) * c
-                                let source = inputRow + (pixels.lowerBound * s.stride + kw) * c
-                                if avx512 {
-                                    kaleido_depthwise_dot_along_row_avx512(target, source, gradientRow + pixels.lowerBound * c,
-                                                                           Int32(pixels.count), s.stride * c, Int32(c))
-                                } else {
-                                    dotAlongRow(target, source, gradientRow + pixels.lowerBound * c,
-                                                count: pixels.count, sourceStep: s.stride * c, channels: c)
-                                }
+                                dotAlongRow(partial + (kh * s.kernel + kw) * c, inputRow + (pixels.lowerBound * s.stride + kw) * c,
+                                            gradientRow + pixels.lowerBound * c,
+                                            count: pixels.count, sourceStep: s.stride * c, channels: c)
                             }
                         }
                     }
