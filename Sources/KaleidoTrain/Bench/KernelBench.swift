@@ -73,7 +73,7 @@ public struct KernelBench {
             linear(rows: rows, inChannels: inChannels, outChannels: outChannels, pool: pool).forEach(record)
         }
         // GELU over ConvNeXt-T's first-stage MLP activations at 224 px (8 images × 56 × 56 × 384).
-        if wants("gelu") { gelu(count: 8 * 56 * 56 * 384, pool: pool).forEach(record) }
+        if wants("gelu") { gelu(shape: [8, 56, 56, 384], pool: pool).forEach(record) }
         return results
     }
 
@@ -210,9 +210,10 @@ public struct KernelBench {
                 measurement("linear", name, "dweight openblas", flops: flops, seconds: weightGradientBLAS)]
     }
 
-    /// GELU forward and backward over `count` floats. Its "GFLOP/s" counts one operation per
-    /// element: billions of elements a second.
-    func gelu(count: Int, pool: ComputePool) -> [KernelMeasurement] {
+    /// GELU forward and backward over a tensor of `shape`. Its "GFLOP/s" counts one operation
+    /// per element: billions of elements a second.
+    func gelu(shape: [Int], pool: ComputePool) -> [KernelMeasurement] {
+        let count = shape.reduce(1, *)
         var rng = SplitMix64(seed: 6)
         let input = Tensor(randomNormal: [count], rng: &rng), dOutput = Tensor(randomNormal: [count], rng: &rng)
         let output = Tensor(zeros: [count]), dInput = Tensor(zeros: [count])
@@ -220,7 +221,7 @@ public struct KernelBench {
         let backward = time {
             GELU.backward(dInput: dInput.pointer, dOutput: dOutput.pointer, input: input.pointer, count: count, pool: pool)
         }
-        let name = "\(count) floats (1 per element)"
+        let name = "n\(shape[0]) " + shape.dropFirst().map(String.init).joined(separator: "×")
         return [measurement("gelu", name, "forward", flops: Double(count), seconds: forward),
                 measurement("gelu", name, "backward", flops: Double(count), seconds: backward)]
     }
