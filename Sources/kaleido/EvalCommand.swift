@@ -18,9 +18,10 @@ struct EvaluationOptions: ParsableArguments {
                                valueName: "file"))
     var config: String?
 
-    @Option(help: ArgumentHelp("`synthetic` (the embedded dataset of the run's config) or a dataset folder with train/ and val/.",
+    @Option(help: ArgumentHelp("`synthetic` (the embedded dataset of the run's config) or a dataset folder with train/ and val/ "
+                               + "(default: the data the run trained on: synthetic, or its config's folder for the modality).",
                                valueName: "synthetic|folder"))
-    var data = "synthetic"
+    var data: String?
 
     @Option(name: .customLong("modality"), help: ArgumentHelp("Modality of the data: image (the default), video or rgbd.",
                                                               valueName: "image|video|rgbd"))
@@ -185,8 +186,9 @@ extension Kaleido {
                 abstract: "Cross-modal nearest-neighbour retrieval by class: recall@1/@5 next to chance.",
                 discussion: """
                 Each pair QUERY:GALLERY takes the val split of QUERY as queries and the train split of GALLERY as the items \
-                retrieved; a retrieval is correct when a neighbour has the query's class. With --data synthetic every modality \
-                comes from the embedded dataset; with folders give --data (images), --video-data and --rgbd-data as needed.
+                retrieved; a retrieval is correct when a neighbour has the query's class. By default every modality comes from \
+                the data the run trained on; with --data synthetic from the embedded dataset; with folders give --data \
+                (images), --video-data and --rgbd-data as needed.
                 """)
 
             @OptionGroup var options: EvaluationOptions
@@ -216,7 +218,8 @@ extension Kaleido {
             func run() throws {
                 logging.bootstrap()
                 let suite = try options.suite()
-                func spec(_ modality: Modality) -> String {
+                // nil: the run's own data of that modality.
+                func spec(_ modality: Modality) -> String? {
                     if options.data == "synthetic" { return "synthetic" }
                     switch modality {
                     case .image: return options.data

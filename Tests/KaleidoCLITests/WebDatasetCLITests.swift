@@ -36,6 +36,13 @@ import Testing
         let knn = try runKaleido(["eval", "knn", "--checkpoint", "\(root.path)/runs/wds", "--data", "\(shards)/video", "--modality", "video"])
         #expect(knn.status == 0, "\(knn.stderr)")
         #expect(knn.stdout.contains("train_samples 48   val_samples 16"), "read from the shards: \(knn.stdout)")
+
+        // Without --data the run's own shards of the modality are read, not the embedded dataset
+        // (whose sizes here are the same, so the record's data names the source).
+        let own = try runKaleido(["eval", "knn", "--checkpoint", "\(root.path)/runs/wds", "--modality", "rgbd", "--json"])
+        try #require(own.status == 0, "\(own.stderr)")
+        let record = try JSONSerialization.jsonObject(with: Data(own.stdout.utf8)) as? [String: Any]
+        #expect(record?["data"] as? String == "\(shards)/rgbd", "\(own.stdout)")
     }
 
     @Test func aPackedImageFolderTrains() throws {

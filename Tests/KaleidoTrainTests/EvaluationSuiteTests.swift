@@ -376,4 +376,21 @@ final class EvaluationFixture: @unchecked Sendable {
         }
         #expect(throws: EvaluationError.missingMetrics(path: "/nonexistent")) { try RunReport(runDirectory: URL(fileURLWithPath: "/nonexistent")) }
     }
+
+    /// Without --data, evaluation reads what the run trained on; a modality the run had no data
+    /// for names the config key to give instead.
+    @Test func theDefaultDataIsTheRunsOwn() throws {
+        let synthetic = try ConfigLoader.load().config
+        #expect(try EvaluationData.runData(of: synthetic, modality: .video) == "synthetic")
+        let folders = try ConfigLoader.load(overrides: ["data.dataset=image_folder", "data.root=/data/images",
+                                                        "data.rgbd_root=/data/rgbd"]).config
+        #expect(try EvaluationData.runData(of: folders, modality: .image) == "/data/images")
+        #expect(try EvaluationData.runData(of: folders, modality: .rgbd) == "/data/rgbd")
+        #expect(throws: EvaluationError.badData(spec: "data.video_root", message: "the run (data.dataset image_folder) has no video "
+                                                + "data in its config: give the folder with --data")) {
+            try EvaluationData.runData(of: folders, modality: .video)
+        }
+        let frames = try ConfigLoader.load(overrides: ["data.dataset=video_frames", "data.root=/data/clips"]).config
+        #expect(try EvaluationData.runData(of: frames, modality: .video) == "/data/clips")
+    }
 }

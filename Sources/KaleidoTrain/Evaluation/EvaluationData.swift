@@ -46,6 +46,26 @@ public final class EvaluationData {
         }
     }
 
+    /// The data a run trained on, as a `spec` for `modality`: `synthetic`, or the run's folder (or
+    /// shards) of that modality from its config (`data.root`, `data.video_root`, `data.rgbd_root`).
+    /// What the evaluation commands read when not told otherwise, so a run on folders is not
+    /// scored on the embedded dataset by default.
+    public static func runData(of config: KaleidoConfig, modality: Modality) throws -> String {
+        let data = config.data
+        if data.dataset == .synthetic { return "synthetic" }
+        let folder: String?, key: String
+        switch modality {
+        case .image: (folder, key) = (data.imageRoot, "data.root")
+        case .video: (folder, key) = (data.videoFolder, data.dataset == .videoFrames ? "data.root" : "data.video_root")
+        case .rgbd: (folder, key) = (data.rgbdFolder, data.dataset == .rgbd ? "data.root" : "data.rgbd_root")
+        }
+        guard let folder else {
+            throw EvaluationError.badData(spec: key, message: "the run (data.dataset \(data.dataset.rawValue)) has no \(modality) data "
+                                          + "in its config: give the folder with --data")
+        }
+        return folder
+    }
+
     public var classes: Int { train.classes.count }
 
     public func pipeline(_ split: EvaluationSplit) -> DataPipeline { split == .train ? train : validation }

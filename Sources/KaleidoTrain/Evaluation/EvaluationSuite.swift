@@ -24,8 +24,10 @@ public struct EvaluationSuite {
         BLAS.threadCount = 1
     }
 
-    public func data(_ spec: String, modality: Modality) throws -> EvaluationData {
-        try EvaluationData(spec: spec, modality: modality, config: checkpoint.config)
+    /// `spec` (`synthetic` or a folder), or when nil the data the run trained on.
+    public func data(_ spec: String?, modality: Modality) throws -> EvaluationData {
+        try EvaluationData(spec: spec ?? EvaluationData.runData(of: checkpoint.config, modality: modality),
+                           modality: modality, config: checkpoint.config)
     }
 
     func features(_ data: EvaluationData) throws -> (train: FeatureSet, validation: FeatureSet) {
