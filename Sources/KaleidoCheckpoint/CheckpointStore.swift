@@ -286,6 +286,32 @@ public final class CheckpointStore: @unchecked Sendable {
         return nil
     }
 
+    /// What a path given by a user names, the way every command reads it.
+    public enum Location: Equatable {
+        /// A checkpoint directory: the path itself (it holds a manifest or is named `step-N`),
+        /// or the newest valid checkpoint of a run directory or of a folder of checkpoints.
+        case checkpoint(URL)
+        /// A run directory or folder of checkpoints without a valid one (`folder` was searched).
+        case noValidCheckpoint(folder: URL)
+        /// Neither a checkpoint nor a folder holding any.
+        case notACheckpoint
+    }
+
+    /// Resolves `path`: a checkpoint directory, a run directory (its `checkpoints/`), or a folder
+    /// of `step-N` checkpoints; the last two give their newest valid checkpoint.
+    public static func locate(_ path: String) -> Location {
+        let url = URL(fileURLWithPath: path, isDirectory: true).standardizedFileURL
+        let manager = FileManager.default
+        if manager.fileExists(atPath: url.appendingPathComponent(CheckpointNames.manifest).path)
+            || CheckpointNames.step(ofDirectory: url.lastPathComponent) != nil {
+            return .checkpoint(url)
+        }
+        let runCheckpoints = url.appendingPathComponent("checkpoints", isDirectory: true)
+        let store = CheckpointStore(directory: manager.fileExists(atPath: runCheckpoints.path) ? runCheckpoints : url)
+        if let newest = store.newestValid() { return .checkpoint(newest) }
+        return store.directory == runCheckpoints || !store.checkpoints().isEmpty ? .noValidCheckpoint(folder: store.directory) : .notACheckpoint
+    }
+
     /// Throws unless `url` has a valid manifest and every shard at its recorded size.
     public static func checkComplete(_ url: URL) throws {
         let manifest = try CheckpointManifest.read(from: url)

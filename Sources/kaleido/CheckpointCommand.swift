@@ -26,17 +26,10 @@ struct CheckpointPath: ParsableArguments {
     }
 
     func resolve() throws -> URL {
-        let url = URL(fileURLWithPath: path, isDirectory: true).standardizedFileURL
-        if FileManager.default.fileExists(atPath: url.appendingPathComponent(CheckpointNames.manifest).path)
-            || CheckpointNames.step(ofDirectory: url.lastPathComponent) != nil {
-            return url
-        }
-        let runCheckpoints = url.appendingPathComponent("checkpoints", isDirectory: true)
-        let folder = FileManager.default.fileExists(atPath: runCheckpoints.path) ? runCheckpoints : url
-        guard let newest = CheckpointStore(directory: folder).newestValid() else {
+        guard case .checkpoint(let url) = CheckpointStore.locate(path) else {
             throw ValidationError("\(path): neither a checkpoint (no manifest.json) nor a directory holding a valid one")
         }
-        return newest
+        return url
     }
 }
 

@@ -21,7 +21,7 @@ public enum EvaluationError: Error, CustomStringConvertible, Equatable {
         case .missingCheckpoint(let path):
             return "\(path): no checkpoint here (expected a checkpoint directory with manifest.json, or a run directory with checkpoints/)"
         case .noValidCheckpoint(let path):
-            return "\(path): no complete, valid checkpoint in this run's checkpoints/ folder"
+            return "\(path): no complete, valid checkpoint in its checkpoints/ folder or among its step-N directories"
         case .missingData(let path):
             return "\(path): dataset folder does not exist (give `synthetic` or an existing folder)"
         case .badData(let spec, let message):
@@ -51,7 +51,8 @@ public final class EvaluatedCheckpoint {
     /// results (`eval/`) and the feature cache (`eval-cache/`) go here.
     public let runDirectory: URL
 
-    /// Opens `path`, a checkpoint directory or a run directory (its newest valid checkpoint).
+    /// Opens `path`, a checkpoint directory, or a run directory or folder of checkpoints (its
+    /// newest valid checkpoint: `CheckpointStore.locate`).
     /// `overrides` (`key=value`) change the saved config, e.g. the synthetic split sizes; keys
     /// that change the model make the restore fail naming the first parameter that differs.
     public convenience init(path: String, encoder: TrainedEncoder = .online, overrides: [String] = [], threads: Int = 1) throws {
@@ -62,15 +63,11 @@ public final class EvaluatedCheckpoint {
     /// starts from `eval.finetune_encoder` unless told otherwise).
     public init(path: String, encoder choose: (KaleidoConfig) -> TrainedEncoder, overrides: [String] = [], threads: Int = 1) throws {
         let given = URL(fileURLWithPath: path).standardizedFileURL
-        let manager = FileManager.default
-        var url = given
-        if !manager.fileExists(atPath: given.appendingPathComponent(CheckpointNames.manifest).path) {
-            let folder = given.appendingPathComponent("checkpoints")
-            guard manager.fileExists(atPath: folder.path) else { throw EvaluationError.missingCheckpoint(path: given.path) }
-            guard let newest = CheckpointStore(directory: folder).newestValid() else {
-                throw EvaluationError.noValidCheckpoint(path: given.path)
-            }
-            url = newest
+        let url: URL
+        switch CheckpointStore.locate(path) {
+        case .checkpoint(let found): url = found
+        case .noValidCheckpoint: throw EvaluationError.noValidCheckpoint(path: given.path)
+        case .notACheckpoint: throw EvaluationError.missingCheckpoint(path: given.path)
         }
         self.url = url
         checkpoint = try LoadedCheckpoint(contentsOf: url, threads: threads)
