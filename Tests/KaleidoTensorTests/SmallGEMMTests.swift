@@ -4,8 +4,9 @@ import Testing
 @testable import KaleidoTensor
 
 /// `kaleido_small_gemm` and `kaleido_small_transpose` (attention's per-window products): the
-/// vector tiles against a Float64 reference, and bit for bit against the plain loops, on shapes
-/// with and without a column tail, a transposed A, and accumulation.
+/// vector tiles (AVX-512 and AVX2, as the CPU has them) against a Float64 reference, and bit for
+/// bit against the plain loops, on shapes with and without a column tail, a transposed A, and
+/// accumulation.
 @Suite struct SmallGEMMTests {
     struct Case: CustomStringConvertible, Sendable {
         let m, n, k: Int
@@ -13,7 +14,8 @@ import Testing
         var description: String { "\(m)×\(n)×\(k)\(transposedA ? " Aᵀ" : "")\(accumulate ? " +=" : "")" }
     }
 
-    static let cases: [Case] = [(16, 16, 16), (49, 49, 32), (49, 32, 49), (5, 13, 7), (1, 1, 1), (3, 33, 2), (9, 24, 5)]
+    static let cases: [Case] = [(16, 16, 16), (49, 49, 32), (49, 32, 49), (5, 13, 7), (1, 1, 1), (3, 33, 2), (9, 24, 5),
+                                (196, 196, 32), (13, 70, 3)]
         .flatMap { m, n, k in [false, true].flatMap { t in [false, true].map { Case(m: m, n: n, k: k, transposedA: t, accumulate: $0) } } }
 
     func run(_ c: Case, vectorized: Int32) -> [Float] {
@@ -32,6 +34,10 @@ import Testing
         let vector = run(c, vectorized: kaleido_small_gemm_vectorized())
         let plain = run(c, vectorized: 0)
         #expect(vector == plain, "the vector tiles must sum in the plain loops' order")
+        // On an AVX-512 CPU the AVX2 tiles too (1), which such a CPU also runs.
+        for narrower in Int32(1)..<max(1, kaleido_small_gemm_vectorized()) {
+            #expect(run(c, vectorized: narrower) == plain, "the tiles of level \(narrower)")
+        }
 
         let aRows = c.transposedA ? c.k : c.m, aColumns = c.transposedA ? c.m : c.k
         let a = randomValues(aRows * (aColumns + 3), seed: 7), b = randomValues(c.k * (c.n + 5), seed: 8)

@@ -10,16 +10,17 @@
 ///   B(i, :) = b[i·ldb ..< i·ldb + n]    (rows contiguous)
 ///   C(r, :) = c[r·ldc ..< r·ldc + n]
 /// Every element is one sum over i = 0 ..< k in order, then scaled by alpha, then added:
-/// the bits do not depend on how callers split their work (they do on the instruction set).
+/// the bits do not depend on how callers split their work, nor on the instruction set.
 /// Rows of C are computed a few at a time with their columns in vector registers when
-/// `vectorized` is 1 (AVX2 + FMA, which the caller asks `kaleido_small_gemm_vectorized` about
-/// once), else in plain loops with the same sums.
+/// `vectorized` is 1 (AVX2 + FMA) or 2 (AVX-512F), as the caller asks
+/// `kaleido_small_gemm_vectorized` once, else in plain loops. Every element is the same chain of
+/// fused multiply-adds in all three, so they give the same bits.
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/// 1 when this CPU runs the vectorised products (AVX2 and FMA), else 0.
+/// 2 when this CPU runs the AVX-512 products, 1 for AVX2 and FMA, else 0 (the plain loops).
 int kaleido_small_gemm_vectorized(void);
 
 void kaleido_small_gemm(int vectorized, int m, int n, int k, float alpha, const float *a, long a_row, long a_step,
