@@ -118,7 +118,7 @@ public enum Attention {
         }
     }
 
-    /// Whether this CPU runs `kaleido_small_gemm`'s vector tiles (asked once).
+    /// Which of `kaleido_small_gemm`'s tiles this CPU runs: 2 AVX-512, 1 AVX2, 0 plain loops (asked once).
     static let vectorized: Int32 = kaleido_small_gemm_vectorized()
 
     /// C (m×n) (+)= alpha · A B with A(r, i) = a[r·aRow + i·aStep] and B's rows `ldb` apart.
