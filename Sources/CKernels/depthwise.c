@@ -1,5 +1,6 @@
-// AVX-512 loops of the depthwise convolution (see include/depthwise.h). Each function mirrors
-// its Swift counterpart in DepthwiseConv2D.swift lane for lane; only the register width differs.
+// AVX-512 loops of the depthwise convolution (see include/depthwise.h). The correlation mirrors
+// the Swift `Correlation` in DepthwiseConv2D.swift lane for lane, only the register width
+// differs; the weight gradient's row pass has its own order of sums.
 #include "depthwise.h"
 
 #if defined(__x86_64__)
