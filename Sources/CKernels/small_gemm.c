@@ -1,6 +1,6 @@
 // Small matrix products (see include/small_gemm.h). A register tile holds R rows × NV vectors of
-// 8 (AVX-512: 16) columns of C: every step over i broadcasts R elements of A and loads NV vectors of B's row
-// i, so R·NV independent FMA chains hide the FMA latency. R and NV are constants in each
+// 8 (AVX-512: 16) columns of C: every step over i broadcasts R elements of A and loads NV vectors
+// of B's row i, so R·NV independent FMA chains hide the FMA latency. R and NV are constants in each
 // instantiation (the switch below), so the tile's arrays live in registers; R·NV ≤ 9, so the
 // accumulators, B's vectors and the broadcast fit AVX2's 16 registers (at 3 × 4 they spilled).
 #include "small_gemm.h"
