@@ -37,7 +37,7 @@ extension NormalizationTests {
             }
         }
 
-        @Test(arguments: [(1, 5), (3, 7), (4, 1 + 16)])
+        @Test(arguments: [(1, 5), (3, 7), (4, 1 + 16), (2, 48), (2, 16 * 3 + 9)])
         func backwardMatchesFiniteDifferences(rows: Int, channels: Int) {
             let inputs = [
                 "input": randomValues(rows * channels, seed: 1, scale: 2),
@@ -74,6 +74,29 @@ extension NormalizationTests {
             #expect(abs(result.rstd[0] - s) < 1e-6)
             let expected: [Float] = [-1.5 * s, -0.5 * s + 1, 2 * 0.5 * s, 2 * 1.5 * s + 1, 0, 1, 0, 1]
             for (value, reference) in zip(result.output, expected) { #expect(abs(value - reference) < 1e-5) }
+        }
+
+        /// Rows of Swin's and ConvNeXt's widths (whole 16-float vectors, and a tail) against the
+        /// definition in Float64.
+        @Test(arguments: [48, 96, 100])
+        func forwardMatchesFloat64(channels: Int) {
+            let rows = 3
+            let input = randomValues(rows * channels, seed: 11, scale: 4).map { $0 + 3 }
+            let weight = randomValues(channels, seed: 12), bias = randomValues(channels, seed: 13)
+            let result = run(input: input, weight: weight, bias: bias, dOutput: Array(repeating: 0, count: rows * channels),
+                             rows: rows, channels: channels)
+            for m in 0..<rows {
+                let row = input[(m * channels)..<((m + 1) * channels)].map(Double.init)
+                let mu = row.reduce(0, +) / Double(channels)
+                let variance = row.map { ($0 - mu) * ($0 - mu) }.reduce(0, +) / Double(channels)
+                let s = 1 / (variance + 1e-5).squareRoot()
+                #expect(abs(Double(result.mean[m]) - mu) <= 1e-6 * max(1, abs(mu)))
+                #expect(abs(Double(result.rstd[m]) - s) <= 1e-5 * s)
+                for c in 0..<channels {
+                    let expected = (row[c] - mu) * s * Double(weight[c]) + Double(bias[c])
+                    #expect(abs(Double(result.output[m * channels + c]) - expected) <= 1e-5 * max(1, abs(expected)), "[\(m), \(c)]")
+                }
+            }
         }
 
         @Test func resultsAreBitIdenticalForOneAndTwoThreads() {

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 // Both normalisations compute x̂ = (x − μ) · rstd with rstd = 1 / √(σ² + eps) (σ² the biased
@@ -14,7 +15,8 @@ import Foundation
 ///
 /// out[m, c] = (inp[m, c] − μ[m]) · rstd[m] · w[c] + b[c]
 /// inp and out are (M, C); weight and bias are (C) or nil (no affine part); the cache mean and
-/// rstd are (M).
+/// rstd are (M). The per-row loops are CKernels' `kaleido_layernorm_*` (16-float vectors, cloned
+/// for AVX-512, x86-64-v3 and baseline, the same bits on each).
 public enum LayerNorm {
     public static func forward(
         output: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
@@ -22,20 +24,9 @@ public enum LayerNorm {
         rows: Int, channels: Int, epsilon: Float = 1e-5, pool: ComputePool
     ) {
         pool.forEachRowRange(rows, columns: channels) { range in
-            for m in range {
-                let x = input + m * channels, out = output + m * channels
-                let mu = RowSum.sum(channels) { x[$0] } / Float(channels)
-                // Second pass over centred values: the one-pass E[x²] − μ² cancels badly.
-                let squares = RowSum.sum(channels) { (x[$0] - mu) * (x[$0] - mu) }
-                let s = 1 / (squares / Float(channels) + epsilon).squareRoot()
-                if let weight, let bias {
-                    for c in 0..<channels { out[c] = (x[c] - mu) * s * weight[c] + bias[c] }
-                } else {
-                    for c in 0..<channels { out[c] = (x[c] - mu) * s * (weight?[c] ?? 1) + (bias?[c] ?? 0) }
-                }
-                mean[m] = mu
-                rstd[m] = s
-            }
+            let offset = range.lowerBound * channels
+            kaleido_layernorm_forward(output + offset, mean + range.lowerBound, rstd + range.lowerBound, input + offset,
+                                      weight, bias, range.count, channels, epsilon)
         }
     }
 
@@ -50,24 +41,9 @@ public enum LayerNorm {
     ) {
         if let dInput {
             pool.forEachRowRange(rows, columns: channels) { range in
-                for m in range {
-                    let x = input + m * channels, dout = dOutput + m * channels, dx = dInput + m * channels
-                    let mu = mean[m], s = rstd[m]
-                    let meanDNormalized: Float, meanDNormalizedTimesNormalized: Float
-                    if let weight {
-                        meanDNormalized = RowSum.sum(channels) { dout[$0] * weight[$0] } / Float(channels)
-                        meanDNormalizedTimesNormalized = RowSum.sum(channels) { dout[$0] * weight[$0] * ((x[$0] - mu) * s) } / Float(channels)
-                        for c in 0..<channels {
-                            dx[c] += s * (dout[c] * weight[c] - meanDNormalized - (x[c] - mu) * s * meanDNormalizedTimesNormalized)
-                        }
-                    } else {
-                        meanDNormalized = RowSum.sum(channels) { dout[$0] } / Float(channels)
-                        meanDNormalizedTimesNormalized = RowSum.sum(channels) { dout[$0] * ((x[$0] - mu) * s) } / Float(channels)
-                        for c in 0..<channels {
-                            dx[c] += s * (dout[c] - meanDNormalized - (x[c] - mu) * s * meanDNormalizedTimesNormalized)
-                        }
-                    }
-                }
+                let offset = range.lowerBound * channels
+                kaleido_layernorm_input_gradient(dInput + offset, dOutput + offset, input + offset, weight,
+                                                 mean + range.lowerBound, rstd + range.lowerBound, range.count, channels)
             }
         }
         guard dWeight != nil || dBias != nil else { return }
@@ -79,26 +55,6 @@ public enum LayerNorm {
                 if let dBias { for c in range { dBias[c] += dout[c] } }
             }
         }
-    }
-}
-
-/// Σ_{c < count} term(c) in eight interleaved partial sums (lane j sums c ≡ j mod 8), then the
-/// lanes and the tail: a fixed order, so the result does not depend on the thread count, and
-/// eight independent chains instead of one serial dependency (a plain Float loop is not
-/// vectorised, because reassociating it would change the result).
-enum RowSum {
-    @inline(__always)
-    static func sum(_ count: Int, _ term: (Int) -> Float) -> Float {
-        var lanes = SIMD8<Float>()
-        var c = 0
-        while c + 8 <= count {
-            lanes += SIMD8<Float>(term(c), term(c + 1), term(c + 2), term(c + 3),
-                                  term(c + 4), term(c + 5), term(c + 6), term(c + 7))
-            c += 8
-        }
-        var total = lanes.sum()
-        while c < count { total += term(c); c += 1 }
-        return total
     }
 }
 

@@ -21,7 +21,7 @@ public struct KernelBench {
     public var batch: Int
     /// Each case is repeated until this much time has passed; the fastest repetition counts.
     public var secondsPerCase: Double
-    /// Kernel families to run (sgemm, conv3x3, depthwise7x7, attention, linear, gelu); all when empty.
+    /// Kernel families to run (sgemm, conv3x3, depthwise7x7, attention, linear, gelu, layernorm); all when empty.
     /// The FMA peak is always measured.
     public var only: Set<String>
 
@@ -32,7 +32,7 @@ public struct KernelBench {
         self.only = only
     }
 
-    public static let families: Set<String> = ["sgemm", "conv3x3", "depthwise7x7", "attention", "linear", "gelu"]
+    public static let families: Set<String> = ["sgemm", "conv3x3", "depthwise7x7", "attention", "linear", "gelu", "layernorm"]
 
     func wants(_ family: String) -> Bool { only.isEmpty || only.contains(family) }
 
@@ -74,6 +74,11 @@ public struct KernelBench {
         }
         // GELU over ConvNeXt-T's first-stage MLP activations at 224 px (8 images × 56 × 56 × 384).
         if wants("gelu") { gelu(shape: [8, 56, 56, 384], pool: pool).forEach(record) }
+        // LayerNorm over swin-tiny-32's first-stage tokens (64 images × 256 tokens × 48) and
+        // ConvNeXt-T's first-stage pixels at 224 px (8 × 56 × 56 × 96).
+        for (rows, channels) in [(batch * 256, 48), (8 * 56 * 56, 96)] where wants("layernorm") {
+            layerNorm(rows: rows, channels: channels, pool: pool).forEach(record)
+        }
         return results
     }
 
@@ -224,6 +229,29 @@ public struct KernelBench {
         let name = "n\(shape[0]) " + shape.dropFirst().map(String.init).joined(separator: "×")
         return [measurement("gelu", name, "forward", flops: Double(count), seconds: forward),
                 measurement("gelu", name, "backward", flops: Double(count), seconds: backward)]
+    }
+
+    /// LayerNorm forward and backward (input, weight and bias gradients) over `rows` rows; like
+    /// GELU's, its "GFLOP/s" counts one operation per element.
+    func layerNorm(rows: Int, channels: Int, pool: ComputePool) -> [KernelMeasurement] {
+        var rng = SplitMix64(seed: 7)
+        let input = Tensor(randomNormal: [rows, channels], rng: &rng), dOutput = Tensor(randomNormal: [rows, channels], rng: &rng)
+        let weight = Tensor(randomNormal: [channels], rng: &rng), bias = Tensor(randomNormal: [channels], rng: &rng)
+        let output = Tensor(zeros: [rows, channels]), dInput = Tensor(zeros: [rows, channels])
+        let mean = Tensor(zeros: [rows]), rstd = Tensor(zeros: [rows])
+        let dWeight = Tensor(zeros: [channels]), dBias = Tensor(zeros: [channels])
+        let forward = time {
+            LayerNorm.forward(output: output.pointer, mean: mean.pointer, rstd: rstd.pointer, input: input.pointer,
+                              weight: weight.pointer, bias: bias.pointer, rows: rows, channels: channels, pool: pool)
+        }
+        let backward = time {
+            LayerNorm.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: dBias.pointer, dOutput: dOutput.pointer,
+                               input: input.pointer, weight: weight.pointer, mean: mean.pointer, rstd: rstd.pointer,
+                               rows: rows, channels: channels, pool: pool)
+        }
+        let name = "M\(rows) C\(channels)", elements = Double(rows * channels)
+        return [measurement("layernorm", name, "forward", flops: elements, seconds: forward),
+                measurement("layernorm", name, "backward", flops: elements, seconds: backward)]
     }
 
     func attention(_ s: AttentionShape, pool: ComputePool) -> [KernelMeasurement] {
