@@ -4,14 +4,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "cloned.h"
+
 // Each multiply and add rounds on its own, as in the Swift code these loops replace.
 #pragma clang fp contract(off)
-
-#if defined(__x86_64__) && defined(__ELF__)
-#define CLONED __attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
-#else
-#define CLONED
-#endif
 
 #define INVERSE_SQRT_2 0.70710678118654752f
 #define INVERSE_SQRT_2PI 0.39894228040143268f

@@ -4,14 +4,10 @@
 #include <math.h>
 #include <string.h>
 
+#include "cloned.h"
+
 // Multiplies and adds round on their own, as the formulas are written.
 #pragma clang fp contract(off)
-
-#if defined(__x86_64__) && defined(__ELF__)
-#define CLONED __attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
-#else
-#define CLONED
-#endif
 
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v8 __attribute__((vector_size(32)));
