@@ -14,45 +14,72 @@
 
 #define TARGET __attribute__((target("avx2,fma"), always_inline)) static inline
 
-// C rows [row, row + R), vectors [vector, vector + NV); the last vector of the matrix is masked
-// when n is not a multiple of 8 (`tail`).
-TARGET void tile(const int R, const int NV, int row, int vector, int last_vector_masked, __m256i tail,
-                 int k, float alpha, const float *a, long a_row, long a_step,
-                 const float *b, long ldb, float *c, long ldc, int accumulate) {
-    __m256 acc[4][4];
-#pragma clang loop unroll(full)
-    for (int r = 0; r < R; r++)
-#pragma clang loop unroll(full)
-        for (int v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps();
-    const float *a0 = a + (long)row * a_row;
-    const float *b0 = b + 8L * vector;
-    for (int i = 0; i < k; i++) {
-        const float *bi = b0 + (long)i * ldb;
-        __m256 bv[4];
-#pragma clang loop unroll(full)
-        for (int v = 0; v < NV; v++)
-            bv[v] = (v == NV - 1 && last_vector_masked) ? _mm256_maskload_ps(bi + 8 * v, tail) : _mm256_loadu_ps(bi + 8 * v);
-#pragma clang loop unroll(full)
-        for (int r = 0; r < R; r++) {
-            __m256 ar = _mm256_broadcast_ss(a0 + r * a_row + (long)i * a_step);
-#pragma clang loop unroll(full)
-            for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
-        }
-    }
-    const __m256 scale = _mm256_set1_ps(alpha);
-#pragma clang loop unroll(full)
-    for (int r = 0; r < R; r++) {
-        float *cr = c + (long)(row + r) * ldc + 8L * vector;
-#pragma clang loop unroll(full)
-        for (int v = 0; v < NV; v++) {
-            int masked = v == NV - 1 && last_vector_masked;
-            __m256 x = _mm256_mul_ps(acc[r][v], scale);
-            if (accumulate) x = _mm256_add_ps(masked ? _mm256_maskload_ps(cr + 8 * v, tail) : _mm256_loadu_ps(cr + 8 * v), x);
-            if (masked) _mm256_maskstore_ps(cr + 8 * v, tail, x);
-            else _mm256_storeu_ps(cr + 8 * v, x);
-        }
-    }
-}
+// The AVX2 tile: up to 4 rows × 4 vectors of 8 columns.
+#define TILE_FN tile
+#define TILE_TARGET "avx2,fma"
+#define VEC __m256
+#define MASK __m256i
+#define LANES 8
+#define ROWS_MAX 4
+#define VEC_ZERO() _mm256_setzero_ps()
+#define VEC_SET1(x) _mm256_set1_ps(x)
+#define VEC_LOADU(p) _mm256_loadu_ps(p)
+#define VEC_LOAD_MASKED(p, m) _mm256_maskload_ps((p), (m))
+#define VEC_STOREU(p, v) _mm256_storeu_ps((p), (v))
+#define VEC_STORE_MASKED(p, m, v) _mm256_maskstore_ps((p), (m), (v))
+#define VEC_FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define VEC_MUL(a, b) _mm256_mul_ps((a), (b))
+#define VEC_ADD(a, b) _mm256_add_ps((a), (b))
+#include "small_gemm_tile.h"
+#undef TILE_FN
+#undef TILE_TARGET
+#undef VEC
+#undef MASK
+#undef LANES
+#undef ROWS_MAX
+#undef VEC_ZERO
+#undef VEC_SET1
+#undef VEC_LOADU
+#undef VEC_LOAD_MASKED
+#undef VEC_STOREU
+#undef VEC_STORE_MASKED
+#undef VEC_FMA
+#undef VEC_MUL
+#undef VEC_ADD
+
+// The AVX-512 tile: R rows × NV vectors of 16 columns, R·NV ≤ 24 accumulators plus NV vectors
+// of B and a broadcast in the 32 registers.
+#define TILE_FN tile512
+#define TILE_TARGET "avx512f"
+#define VEC __m512
+#define MASK __mmask16
+#define LANES 16
+#define ROWS_MAX 8
+#define VEC_ZERO() _mm512_setzero_ps()
+#define VEC_SET1(x) _mm512_set1_ps(x)
+#define VEC_LOADU(p) _mm512_loadu_ps(p)
+#define VEC_LOAD_MASKED(p, m) _mm512_maskz_loadu_ps((m), (p))
+#define VEC_STOREU(p, v) _mm512_storeu_ps((p), (v))
+#define VEC_STORE_MASKED(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
+#define VEC_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define VEC_MUL(a, b) _mm512_mul_ps((a), (b))
+#define VEC_ADD(a, b) _mm512_add_ps((a), (b))
+#include "small_gemm_tile.h"
+#undef TILE_FN
+#undef TILE_TARGET
+#undef VEC
+#undef MASK
+#undef LANES
+#undef ROWS_MAX
+#undef VEC_ZERO
+#undef VEC_SET1
+#undef VEC_LOADU
+#undef VEC_LOAD_MASKED
+#undef VEC_STOREU
+#undef VEC_STORE_MASKED
+#undef VEC_FMA
+#undef VEC_MUL
+#undef VEC_ADD
 
 __attribute__((target("avx2,fma")))
 static void small_gemm_avx2(int m, int n, int k, float alpha, const float *a, long a_row, long a_step,
@@ -76,47 +103,6 @@ static void small_gemm_avx2(int m, int n, int k, float alpha, const float *a, lo
                 TILE_CASE(4, 1) TILE_CASE(4, 2)
             }
 #undef TILE_CASE
-        }
-    }
-}
-
-// AVX-512: R rows × NV vectors of 16 columns, the last vector masked to the n % 16 columns left
-// (`tail`). R·NV ≤ 24 accumulators plus NV vectors of B and a broadcast fit the 32 registers.
-#define TARGET512 __attribute__((target("avx512f"), always_inline)) static inline
-
-TARGET512 void tile512(const int R, const int NV, int row, int vector, int last_vector_masked, __mmask16 tail,
-                       int k, float alpha, const float *a, long a_row, long a_step,
-                       const float *b, long ldb, float *c, long ldc, int accumulate) {
-    __m512 acc[8][4];
-#pragma clang loop unroll(full)
-    for (int r = 0; r < R; r++)
-#pragma clang loop unroll(full)
-        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
-    const float *a0 = a + (long)row * a_row;
-    const float *b0 = b + 16L * vector;
-    for (int i = 0; i < k; i++) {
-        const float *bi = b0 + (long)i * ldb;
-        __m512 bv[4];
-#pragma clang loop unroll(full)
-        for (int v = 0; v < NV; v++)
-            bv[v] = (v == NV - 1 && last_vector_masked) ? _mm512_maskz_loadu_ps(tail, bi + 16 * v) : _mm512_loadu_ps(bi + 16 * v);
-#pragma clang loop unroll(full)
-        for (int r = 0; r < R; r++) {
-            __m512 ar = _mm512_set1_ps(a0[r * a_row + (long)i * a_step]);
-#pragma clang loop unroll(full)
-            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
-        }
-    }
-    const __m512 scale = _mm512_set1_ps(alpha);
-#pragma clang loop unroll(full)
-    for (int r = 0; r < R; r++) {
-        float *cr = c + (long)(row + r) * ldc + 16L * vector;
-#pragma clang loop unroll(full)
-        for (int v = 0; v < NV; v++) {
-            const __mmask16 m = (v == NV - 1 && last_vector_masked) ? tail : (__mmask16)0xFFFF;
-            __m512 x = _mm512_mul_ps(acc[r][v], scale);
-            if (accumulate) x = _mm512_add_ps(_mm512_maskz_loadu_ps(m, cr + 16 * v), x);
-            _mm512_mask_storeu_ps(cr + 16 * v, m, x);
         }
     }
 }
