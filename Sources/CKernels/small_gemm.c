@@ -31,21 +31,6 @@
 #define VEC_MUL(a, b) _mm256_mul_ps((a), (b))
 #define VEC_ADD(a, b) _mm256_add_ps((a), (b))
 #include "small_gemm_tile.h"
-#undef TILE_FN
-#undef TILE_TARGET
-#undef VEC
-#undef MASK
-#undef LANES
-#undef ROWS_MAX
-#undef VEC_ZERO
-#undef VEC_SET1
-#undef VEC_LOADU
-#undef VEC_LOAD_MASKED
-#undef VEC_STOREU
-#undef VEC_STORE_MASKED
-#undef VEC_FMA
-#undef VEC_MUL
-#undef VEC_ADD
 
 // The AVX-512 tile: R rows × NV vectors of 16 columns, R·NV ≤ 24 accumulators plus NV vectors
 // of B and a broadcast in the 32 registers.
@@ -65,21 +50,6 @@
 #define VEC_MUL(a, b) _mm512_mul_ps((a), (b))
 #define VEC_ADD(a, b) _mm512_add_ps((a), (b))
 #include "small_gemm_tile.h"
-#undef TILE_FN
-#undef TILE_TARGET
-#undef VEC
-#undef MASK
-#undef LANES
-#undef ROWS_MAX
-#undef VEC_ZERO
-#undef VEC_SET1
-#undef VEC_LOADU
-#undef VEC_LOAD_MASKED
-#undef VEC_STOREU
-#undef VEC_STORE_MASKED
-#undef VEC_FMA
-#undef VEC_MUL
-#undef VEC_ADD
 
 __attribute__((target("avx2,fma")))
 static void small_gemm_avx2(int m, int n, int k, float alpha, const float *a, long a_row, long a_step,

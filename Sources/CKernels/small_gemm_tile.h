@@ -9,7 +9,7 @@
 // C rows [row, row + R), vectors [vector, vector + NV) of LANES columns; the last vector of the
 // matrix is masked to the columns that exist when n is not a multiple of LANES (`tail`). Every
 // element is one fused chain over i in order, then scaled by alpha, then added: the same bits
-// for every instruction set.
+// for every instruction set. The parameters are undefined at the end, ready for the next set.
 __attribute__((target(TILE_TARGET), always_inline))
 static inline void TILE_FN(const int R, const int NV, int row, int vector, int last_vector_masked, MASK tail,
                            int k, float alpha, const float *a, long a_row, long a_step,
@@ -48,3 +48,19 @@ static inline void TILE_FN(const int R, const int NV, int row, int vector, int l
         }
     }
 }
+
+#undef TILE_FN
+#undef TILE_TARGET
+#undef VEC
+#undef MASK
+#undef LANES
+#undef ROWS_MAX
+#undef VEC_ZERO
+#undef VEC_SET1
+#undef VEC_LOADU
+#undef VEC_LOAD_MASKED
+#undef VEC_STOREU
+#undef VEC_STORE_MASKED
+#undef VEC_FMA
+#undef VEC_MUL
+#undef VEC_ADD
