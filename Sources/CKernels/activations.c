@@ -66,6 +66,6 @@ CLONED void kaleido_gelu_backward(float *d_input, const float *d_output, const f
         float x = input[i];
         float cdf = 0.5f * (1 + vector_erf(x * INVERSE_SQRT_2));
         float density = vector_exp(-0.5f * x * x) * INVERSE_SQRT_2PI;
-        d_input[i] += d_output[i] * (cdf + x * density);
+        d_input[i] = d_output[i] * (cdf + x * density);
     }
 }

@@ -104,10 +104,9 @@ CLONED void kaleido_layernorm_input_gradient(float *d_input, const float *d_outp
         const v16 mean_dx16 = splat16(mean_dx), mean_dx_x16 = splat16(mean_dx_x);
         long c = 0;
         for (; c + 16 <= channels; c += 16) {
-            v16 y = load16(dx + c)
-                + s16 * (load16(g + c) * (weight ? load16(weight + c) : one) - mean_dx16 - (load16(x + c) - m16) * s16 * mean_dx_x16);
+            v16 y = s16 * (load16(g + c) * (weight ? load16(weight + c) : one) - mean_dx16 - (load16(x + c) - m16) * s16 * mean_dx_x16);
             memcpy(dx + c, &y, sizeof y);
         }
-        for (; c < channels; c++) dx[c] += s * (g[c] * (weight ? weight[c] : 1) - mean_dx - (x[c] - mu) * s * mean_dx_x);
+        for (; c < channels; c++) dx[c] = s * (g[c] * (weight ? weight[c] : 1) - mean_dx - (x[c] - mu) * s * mean_dx_x);
     }
 }

@@ -24,7 +24,7 @@ extension NormalizationTests {
             let output = Tensor(zeros: [rows, channels]), mean = Tensor(zeros: [rows]), rstd = Tensor(zeros: [rows])
             LayerNorm.forward(output: output.pointer, mean: mean.pointer, rstd: rstd.pointer, input: x.pointer,
                               weight: w?.pointer, bias: b?.pointer, rows: rows, channels: channels, pool: pool)
-            let dInput = Tensor(zeros: [rows, channels])
+            let dInput = Tensor(shape: [rows, channels], values: [Float](repeating: .nan, count: rows * channels))  // written, not added to
             let dWeight = Tensor(zeros: [channels]), dBias = Tensor(zeros: [channels])
             LayerNorm.backward(dInput: dInput.pointer, dWeight: w == nil ? nil : dWeight.pointer,
                                dBias: b == nil ? nil : dBias.pointer, dOutput: dOutput, input: x.pointer,

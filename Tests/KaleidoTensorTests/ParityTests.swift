@@ -7,8 +7,10 @@ import Testing
 /// tools/fixtures/make_kernel_fixtures.py (channels-last layouts, references computed in float64).
 ///
 /// Tolerance: max |got − ref| ≤ 1e-4 · (1 + max |ref|) per tensor (`Parity.tolerance`); no kernel
-/// needs a looser bound. Gradient buffers start at zero, so the accumulating backwards produce the
-/// gradient itself; the upstream gradient is the fixture's random `dout`.
+/// needs a looser bound. Gradient buffers that a backward adds to start at zero, so it produces the
+/// gradient itself; those it writes (the input gradients of convolution, BatchNorm, LayerNorm,
+/// ReLU and GELU) start as NaN, which any read of them would carry into the result. The upstream
+/// gradient is the fixture's random `dout`.
 @Suite struct ParityTests {
     let pool = ComputePool(threads: 2)
 
@@ -56,7 +58,9 @@ import Testing
                        shape: shape, workspace: workspace.pointer, pool: pool)
         try f.expectClose(output, "output")
 
+        // The input gradient is written, not added: start it as garbage to show that.
         let dInput = try f.zeros(like: "input"), dWeight = try f.zeros(like: "weight")
+        dInput.pointer.update(repeating: .nan, count: dInput.count)
         let dBias = Tensor(zeros: [shape.outChannels])
         Conv2D.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: hasBias ? dBias.pointer : nil,
                         dOutput: try f.values("dout"), input: input, weight: weight,
@@ -135,6 +139,7 @@ import Testing
         try f.expectClose(rstd, "rstd")
 
         let dInput = try f.zeros(like: "input"), dWeight = try f.zeros(like: "weight"), dBias = try f.zeros(like: "bias")
+        dInput.pointer.update(repeating: .nan, count: dInput.count)  // written, not added to
         LayerNorm.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: dBias.pointer,
                            dOutput: try f.values("dout"), input: input, weight: weight, mean: mean.pointer, rstd: rstd.pointer,
                            rows: rows, channels: channels, pool: pool)
@@ -169,6 +174,7 @@ import Testing
         }
 
         let dInput = try f.zeros(like: "input"), dWeight = try f.zeros(like: "weight"), dBias = try f.zeros(like: "bias")
+        dInput.pointer.update(repeating: .nan, count: dInput.count)  // written, not added to
         BatchNorm.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: dBias.pointer,
                            dOutput: try f.values("dout"), input: input, weight: weight, mean: mean.pointer, rstd: rstd.pointer,
                            rows: rows, channels: channels, training: training, pool: pool)
@@ -183,6 +189,7 @@ import Testing
         let f = try Fixture("gelu")
         let input = try f.values("input")
         let output = try f.zeros(like: "output"), dInput = try f.zeros(like: "input")
+        dInput.pointer.update(repeating: .nan, count: dInput.count)  // written, not added to
         GELU.forward(output: output.pointer, input: input, count: input.count, pool: pool)
         GELU.backward(dInput: dInput.pointer, dOutput: try f.values("dout"), input: input, count: input.count, pool: pool)
         try f.expectClose(output, "output")
@@ -193,6 +200,7 @@ import Testing
         let f = try Fixture("relu")
         let input = try f.values("input")
         let output = try f.zeros(like: "output"), dInput = try f.zeros(like: "input")
+        dInput.pointer.update(repeating: .nan, count: dInput.count)  // written, not added to
         ReLU.forward(output: output.pointer, input: input, count: input.count, pool: pool)
         ReLU.backward(dInput: dInput.pointer, dOutput: try f.values("dout"), input: input, count: input.count, pool: pool)
         try f.expectClose(output, "output")

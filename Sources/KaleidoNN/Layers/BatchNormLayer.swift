@@ -40,7 +40,7 @@ public final class BatchNormLayer: Layer {
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
         let (input, mean, rstd, training, statisticsRows) = saved.pop("batch norm")
-        let dInput = context.tensor(input.shape, zeroed: true)
+        let dInput = context.tensor(input.shape)  // written whole by the kernel
         BatchNorm.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: context.gradient(bias),
                            dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight),
                            mean: mean.pointer, rstd: rstd.pointer, rows: input.count / channels, channels: channels,

@@ -57,7 +57,7 @@ public final class Conv2dLayer: Layer {
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
         let (input, s) = saved.pop("conv")
-        let dInput = context.tensor(input.shape, zeroed: true)
+        let dInput = context.tensor(input.shape)  // written whole by the kernel
         Conv2D.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: bias.map { context.gradient($0) },
                         dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight), shape: s,
                         workspace: context.workspace(s.workspaceFloats(lanes: context.pool.threads)),

@@ -1,6 +1,6 @@
 import KaleidoTensor
 
-/// An element-wise activation: out = f(x), din += f′(x) · dout, caching its input.
+/// An element-wise activation: out = f(x), din = f′(x) · dout, caching its input.
 public class PointwiseActivationLayer: Layer {
     typealias Forward = (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Int, ComputePool) -> Void
     typealias Backward = (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, Int, ComputePool) -> Void
@@ -30,7 +30,7 @@ public class PointwiseActivationLayer: Layer {
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
         let input = saved.pop(name)
-        let dInput = context.tensor(input.shape, zeroed: true)
+        let dInput = context.tensor(input.shape)  // written whole by the kernel
         differentiate(dInput.pointer, dOutput.pointer, input.pointer, input.count, context.pool)
         return dInput
     }

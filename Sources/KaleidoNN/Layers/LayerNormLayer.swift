@@ -30,7 +30,7 @@ public final class LayerNormLayer: Layer {
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
         let (input, mean, rstd) = saved.pop("layer norm")
-        let dInput = context.tensor(input.shape, zeroed: true)
+        let dInput = context.tensor(input.shape)  // written whole by the kernel
         LayerNorm.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: context.gradient(bias),
                            dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight),
                            mean: mean.pointer, rstd: rstd.pointer, rows: input.count / channels, channels: channels,

@@ -16,7 +16,8 @@ public enum GELU {
         }
     }
 
-    /// dinp += dout · (Φ(x) + x · φ(x)), where φ(x) = exp(−x²/2) / √(2π) is the normal density.
+    /// dinp = dout · (Φ(x) + x · φ(x)), where φ(x) = exp(−x²/2) / √(2π) is the normal density.
+    /// Written, not added: the layer's gradient buffer needs no zeroing.
     public static func backward(
         dInput: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>,
         count: Int, pool: ComputePool
@@ -37,14 +38,15 @@ public enum ReLU {
         }
     }
 
-    /// dinp += dout where x > 0 (the derivative at 0 is taken as 0, as in PyTorch).
+    /// dinp = dout where x > 0, else 0 (the derivative at 0 is taken as 0, as in PyTorch).
+    /// Written, not added: the layer's gradient buffer needs no zeroing.
     public static func backward(
         dInput: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>,
         count: Int, pool: ComputePool
     ) {
         pool.forEachElementRange(count) { range in
             // A select rather than a branch, so the loop vectorises.
-            for i in range { dInput[i] += input[i] > 0 ? dOutput[i] : 0 }
+            for i in range { dInput[i] = input[i] > 0 ? dOutput[i] : 0 }
         }
     }
 }

@@ -139,8 +139,9 @@ public enum Conv2D {
     }
 
     /// dW   += doutᵀ · col          (OC, M)·(M, K·K·IC)
-    /// dcol  = dout · W             (M, OC)·(OC, K·K·IC), then col2im adds it into din
+    /// dcol  = dout · W             (M, OC)·(OC, K·K·IC), then col2im gathers it into din
     /// db   += Σ_pixels dout
+    /// din is written whole (not added to), so its buffer needs no zeroing; dW and db accumulate.
     /// The columns are recomputed from the input rather than cached: that costs one pass over
     /// memory and saves K·K copies of every activation.
     public static func backward(
@@ -153,10 +154,10 @@ public enum Conv2D {
                               workspaceLanes: workspaceLanes, pool: pool)
         }
         if let dInput, s.inputGradientIsDirect, let set = s.direct, let workspace {
-            // din = dout ⊛ W flipped and transposed, added onto din (which the caller zeroed).
+            // din = dout ⊛ W flipped and transposed, written whole.
             let packed = workspace + s.packedWeightOffset(lanes: workspaceLanes)
             Conv2DDirect.packWeights(weight, shape: s, forInputGradient: true, into: packed, with: set, pool: pool)
-            Conv2DDirect.run(output: dInput, accumulate: true, input: dOutput, batch: s.batch, height: s.height,
+            Conv2DDirect.run(output: dInput, accumulate: false, input: dOutput, batch: s.batch, height: s.height,
                              width: s.width, inChannels: s.outChannels, packedWeight: packed, outChannels: s.inChannels,
                              with: set, pool: pool)
         } else if let dInput {
@@ -168,14 +169,14 @@ public enum Conv2D {
                 if s.isPointwise {
                     BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: s.inChannels, k: s.outChannels,
                                a: chunkOutput, lda: s.outChannels, b: weight, ldb: s.inChannels,
-                               beta: 1, c: chunkInput, ldc: s.inChannels, pool: chunkPool)
+                               beta: 0, c: chunkInput, ldc: s.inChannels, pool: chunkPool)
                     return
                 }
                 let dColumns = workspace! + lane * s.chunkFloats
                 BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: s.patchSize, k: s.outChannels,
                            a: chunkOutput, lda: s.outChannels, b: weight, ldb: s.patchSize,
                            beta: 0, c: dColumns, ldc: s.patchSize, pool: chunkPool)
-                addColumnsToImage(s, dColumns: dColumns, dInput: chunkInput, images: images, pool: chunkPool)
+                gatherColumnsIntoImage(s, dColumns: dColumns, dInput: chunkInput, images: images, pool: chunkPool)
             }
         }
         if let dBias {
@@ -280,10 +281,10 @@ public enum Conv2D {
         return UnsafePointer(columns)
     }
 
-    /// col2im as a gather: each input pixel sums the column entries that read it. Written this
-    /// way round, threads own disjoint input rows and the summation order is fixed, so the
+    /// col2im as a gather: each input pixel is the sum of the column entries that read it (din is
+    /// written, not added to, so the caller need not zero it). Written this way round, threads own disjoint input rows and the summation order is fixed, so the
     /// result is the same for any thread count.
-    private static func addColumnsToImage(_ s: Conv2DShape, dColumns: UnsafePointer<Float>, dInput: UnsafeMutablePointer<Float>,
+    private static func gatherColumnsIntoImage(_ s: Conv2DShape, dColumns: UnsafePointer<Float>, dInput: UnsafeMutablePointer<Float>,
                                           images: Int, pool: ComputePool) {
         let ic = s.inChannels
         let rowsPerImage = s.outHeight * s.outWidth
@@ -292,6 +293,7 @@ public enum Conv2D {
                 let n = imageRow / s.height, ih = imageRow % s.height
                 for iw in 0..<s.width {
                     let target = dInput + ((n * s.height + ih) * s.width + iw) * ic
+                    target.update(repeating: 0, count: ic)
                     for kh in 0..<s.kernel {
                         let th = ih + s.padding - kh
                         guard th >= 0, th % s.stride == 0, th / s.stride < s.outHeight else { continue }

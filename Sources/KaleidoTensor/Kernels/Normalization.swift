@@ -30,7 +30,7 @@ public enum LayerNorm {
         }
     }
 
-    /// dinp[m, :] += rstd[m] · (dx̂ − mean_c(dx̂) − x̂ · mean_c(dx̂ · x̂)),  dx̂ = dout · w
+    /// dinp[m, :]  = rstd[m] · (dx̂ − mean_c(dx̂) − x̂ · mean_c(dx̂ · x̂)),  dx̂ = dout · w  (written, not added)
     /// dw[c]      += Σ_m dout[m, c] · x̂[m, c]
     /// db[c]      += Σ_m dout[m, c]
     public static func backward(
@@ -256,9 +256,10 @@ public enum BatchNorm {
     }
 
     /// Training (batch statistics):
-    ///   dinp[:, c] += rstd[c] · (dx̂ − mean_m(dx̂) − x̂ · mean_m(dx̂ · x̂)),  dx̂ = dout · w
+    ///   dinp[:, c] = rstd[c] · (dx̂ − mean_m(dx̂) − x̂ · mean_m(dx̂ · x̂)),  dx̂ = dout · w
     /// Evaluation (running statistics are constants):
-    ///   dinp[:, c] += rstd[c] · dx̂
+    ///   dinp[:, c] = rstd[c] · dx̂
+    /// dinp is written, not added to: its buffer needs no zeroing (a pass over a whole activation).
     /// Both:
     ///   dw[c] += Σ_m dout[m, c] · x̂[m, c]
     ///   db[c] += Σ_m dout[m, c]
@@ -314,8 +315,8 @@ public enum BatchNorm {
         // In evaluation the statistics are constants, so the two mean terms vanish.
         let meanFactor: Float = training ? 1 / Float(statisticsRows ?? rows) : 0
         // Per channel, with x̂ = (x − μ) · rstd:
-        //   dinp += rstd·w · dout − rstd·w·mean(dout) − rstd²·w·mean(dout·x̂) · (x − μ)
-        // so the loop over rows is dinp += a·dout − b − k·(x − μ) with a, b, k formed once.
+        //   dinp = rstd·w · dout − rstd·w·mean(dout) − rstd²·w·mean(dout·x̂) · (x − μ)
+        // so the loop over rows is dinp = a·dout − b − k·(x − μ) with a, b, k formed once.
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * channels) { buffer in
             let a = buffer.baseAddress!, b = a + channels, k = b + channels
             for c in 0..<channels {
@@ -327,7 +328,7 @@ public enum BatchNorm {
             pool.forEachRowRange(rows, columns: channels) { range in
                 for m in range {
                     let x = input + m * channels, dout = dOutput + m * channels, dx = dInput + m * channels
-                    for c in 0..<channels { dx[c] += a[c] * dout[c] - b[c] - k[c] * (x[c] - mean[c]) }
+                    for c in 0..<channels { dx[c] = a[c] * dout[c] - b[c] - k[c] * (x[c] - mean[c]) }
                 }
             }
         }
