@@ -205,6 +205,49 @@ extension NormalizationTests {
             }
         }
 
+        /// BatchNorm with `reluAfter` against BatchNorm followed by the ReLU kernels, the way the
+        /// unfused layers ran: the same bits forward and backward, training and evaluation, on 16-,
+        /// 4- and 1-channel paths (22 channels) and with the rows split over two threads.
+        @Test(arguments: [true, false], [1, 2])
+        func fusedReLUHasTheBitsOfBatchNormThenReLU(training: Bool, threads: Int) {
+            let (rows, channels) = (2500, 22)
+            let pool = threads == 1 ? ComputePool.serial : ComputePool(threads: threads)
+            let x = Tensor(shape: [rows, channels], values: randomValues(rows * channels, seed: 21, scale: 3))
+            let dOut = Tensor(shape: [rows, channels], values: randomValues(rows * channels, seed: 22))
+            let w = Tensor(shape: [channels], values: randomValues(channels, seed: 23))
+            let b = Tensor(shape: [channels], values: randomValues(channels, seed: 24))
+            func pass(fused: Bool) -> NormalizationRun {
+                let state = initialState(channels: channels)
+                let runningMean = Tensor(shape: [channels], values: state.runningMean)
+                let runningVariance = Tensor(shape: [channels], values: state.runningVariance)
+                let output = Tensor(zeros: [rows, channels]), mean = Tensor(zeros: [channels]), rstd = Tensor(zeros: [channels])
+                BatchNorm.forward(output: output.pointer, mean: mean.pointer, rstd: rstd.pointer, input: x.pointer,
+                                  weight: w.pointer, bias: b.pointer, runningMean: runningMean.pointer,
+                                  runningVariance: runningVariance.pointer, rows: rows, channels: channels,
+                                  training: training, pool: pool, reluAfter: fused)
+                var dNormalized = dOut
+                if !fused {
+                    ReLU.forward(output: output.pointer, input: output.pointer, count: output.count, pool: pool)
+                    dNormalized = Tensor(zeros: [rows, channels])
+                    ReLU.backward(dInput: dNormalized.pointer, dOutput: dOut.pointer, input: output.pointer,
+                                  count: output.count, pool: pool)
+                }
+                let dInput = Tensor(zeros: [rows, channels]), dWeight = Tensor(zeros: [channels]), dBias = Tensor(zeros: [channels])
+                BatchNorm.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: dBias.pointer,
+                                   dOutput: dNormalized.pointer, input: x.pointer, weight: w.pointer, mean: mean.pointer,
+                                   rstd: rstd.pointer, rows: rows, channels: channels, training: training, pool: pool,
+                                   reluOutput: fused ? UnsafePointer(output.pointer) : nil)
+                return NormalizationRun(output: output.array, mean: mean.array, rstd: rstd.array,
+                                        dInput: dInput.array, dWeight: dWeight.array, dBias: dBias.array)
+            }
+            let fused = pass(fused: true), separate = pass(fused: false)
+            #expect(fused.output.contains(0) && fused.output.contains { $0 > 0 }, "the ReLU must cut somewhere")
+            #expect(fused.output.map(\.bitPattern) == separate.output.map(\.bitPattern))
+            #expect(fused.dInput.map(\.bitPattern) == separate.dInput.map(\.bitPattern))
+            #expect(fused.dWeight.map(\.bitPattern) == separate.dWeight.map(\.bitPattern))
+            #expect(fused.dBias.map(\.bitPattern) == separate.dBias.map(\.bitPattern))
+        }
+
         /// The blocked, vectorised sums against the plain definition, over more rows than one
         /// block holds and a channel count that leaves a tail: no row or channel is missed.
         @Test func statisticsAndParameterGradientsAreSumsOverEveryRow() {

@@ -2,17 +2,24 @@ import KaleidoTensor
 
 /// BatchNorm over the channels of (…, C) activations, torchvision naming: `weight`, `bias`,
 /// `running_mean`, `running_var`, `num_batches_tracked`.
+///
+/// With `reluAfter`, the ReLU that follows it runs inside its passes: one read and one write of
+/// the activation fewer each way, and the same bits as BatchNorm then `ReLULayer(inPlace: true)`.
+/// Like that ReLU, it keeps its output for the backward, so the next layer must not overwrite it.
 public final class BatchNormLayer: Layer {
     public let channels: Int
     public let momentum: Float
     public let epsilon: Float
+    public let reluAfter: Bool
     let weight, bias, runningMean, runningVariance, batchesTracked: ParameterRef
-    private var saved = SavedStack<(input: Tensor, mean: Tensor, rstd: Tensor, training: Bool, statisticsRows: Int)>()
+    private var saved = SavedStack<(input: Tensor, output: Tensor?, mean: Tensor, rstd: Tensor, training: Bool, statisticsRows: Int)>()
 
     /// - Parameter zeroInitScale: start with γ = 0 (the last BN of a residual block, so each
     ///   block starts as the identity: "zero-init residual").
-    public init(_ builder: ParameterBuilder, channels: Int, zeroInitScale: Bool = false, momentum: Float = 0.1, epsilon: Float = 1e-5) {
+    public init(_ builder: ParameterBuilder, channels: Int, zeroInitScale: Bool = false, reluAfter: Bool = false,
+                momentum: Float = 0.1, epsilon: Float = 1e-5) {
         self.channels = channels
+        self.reluAfter = reluAfter
         self.momentum = momentum
         self.epsilon = epsilon
         weight = builder.parameter("weight", shape: [channels], role: .noDecay, initializer: zeroInitScale ? .zeros : .ones)
@@ -32,27 +39,27 @@ public final class BatchNormLayer: Layer {
             weight: context.value(weight), bias: context.value(bias),
             runningMean: context.value(runningMean), runningVariance: context.value(runningVariance),
             rows: rows, channels: channels, training: context.training, momentum: momentum,
-            epsilon: epsilon, pool: context.pool, sumAcrossRanks: context.sumAcrossRanks)
+            epsilon: epsilon, pool: context.pool, sumAcrossRanks: context.sumAcrossRanks, reluAfter: reluAfter)
         if context.training { context.value(batchesTracked).pointee += 1 }
-        saved.push((input, mean, rstd, context.training, statisticsRows), if: context.recordsForBackward)
+        saved.push((input, reluAfter ? output : nil, mean, rstd, context.training, statisticsRows), if: context.recordsForBackward)
         return output
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
-        let (input, mean, rstd, training, statisticsRows) = saved.pop("batch norm")
+        let (input, output, mean, rstd, training, statisticsRows) = saved.pop("batch norm")
         let dInput = context.tensor(input.shape)  // written whole by the kernel
         BatchNorm.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: context.gradient(bias),
                            dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight),
                            mean: mean.pointer, rstd: rstd.pointer, rows: input.count / channels, channels: channels,
                            training: training, pool: context.pool, sumAcrossRanks: context.sumAcrossRanks,
-                           statisticsRows: statisticsRows)
+                           statisticsRows: statisticsRows, reluOutput: output.map { UnsafePointer($0.pointer) })
         return dInput
     }
 
     public var parameterRange: Range<Int>? { ParameterRef.span([weight, bias, runningMean, runningVariance, batchesTracked]) }
 
     public func describe(_ inputShape: [Int]) -> LayerDescription {
-        LayerDescription(name: "batch norm \(channels)", outputShape: inputShape, flops: 2 * Double(inputShape.reduce(1, *)),
+        LayerDescription(name: "batch norm \(channels)\(reluAfter ? " + relu" : "")", outputShape: inputShape, flops: 2 * Double(inputShape.reduce(1, *)),
                          parameters: 2 * channels)
     }
 }

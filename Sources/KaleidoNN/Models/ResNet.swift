@@ -36,8 +36,7 @@ public enum ResNet {
             layers.append(Conv2dLayer(builder.child("conv1"), inChannels: 3, outChannels: config.width, kernel: 7, stride: 2,
                                       padding: 3, initialization: .kaimingFanOut))
         }
-        layers.append(BatchNormLayer(builder.child("bn1"), channels: config.width))
-        layers.append(ReLULayer(inPlace: true))
+        layers.append(BatchNormLayer(builder.child("bn1"), channels: config.width, reluAfter: true))
         if !config.cifarStem { layers.append(MaxPoolLayer(kernel: 3, stride: 2, padding: 1)) }
 
         var inChannels = config.width
@@ -68,13 +67,14 @@ public enum ResNet {
         let branch: [Layer]
         switch config.block {
         case .basic:
-            branch = [conv("conv1", inChannels, planes, kernel: 3, stride: stride), BatchNormLayer(b.child("bn1"), channels: planes), ReLULayer(inPlace: true),
+            branch = [conv("conv1", inChannels, planes, kernel: 3, stride: stride), BatchNormLayer(b.child("bn1"), channels: planes, reluAfter: true),
                       conv("conv2", planes, planes, kernel: 3),
                       BatchNormLayer(b.child("bn2"), channels: planes, zeroInitScale: config.zeroInitResidual)]
         case .bottleneck:
             // torchvision's "ResNet v1.5": the stride sits on the 3×3 convolution.
-            branch = [conv("conv1", inChannels, planes, kernel: 1), BatchNormLayer(b.child("bn1"), channels: planes), ReLULayer(inPlace: true),
-                      conv("conv2", planes, planes, kernel: 3, stride: stride), BatchNormLayer(b.child("bn2"), channels: planes), ReLULayer(inPlace: true),
+            branch = [conv("conv1", inChannels, planes, kernel: 1), BatchNormLayer(b.child("bn1"), channels: planes, reluAfter: true),
+                      conv("conv2", planes, planes, kernel: 3, stride: stride),
+                      BatchNormLayer(b.child("bn2"), channels: planes, reluAfter: true),
                       conv("conv3", planes, outChannels, kernel: 1),
                       BatchNormLayer(b.child("bn3"), channels: outChannels, zeroInitScale: config.zeroInitResidual)]
         }

@@ -157,7 +157,7 @@ public enum BatchNorm {
         input: UnsafePointer<Float>, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
         runningMean: UnsafeMutablePointer<Float>, runningVariance: UnsafeMutablePointer<Float>,
         rows: Int, channels: Int, training: Bool, momentum: Float = 0.1, epsilon: Float = 1e-5, pool: ComputePool,
-        sumAcrossRanks: SumAcrossRanks? = nil
+        sumAcrossRanks: SumAcrossRanks? = nil, reluAfter: Bool = false
     ) -> Int {
         var statisticsRows = rows
         if training, let sumAcrossRanks {
@@ -189,7 +189,8 @@ public enum BatchNorm {
             }
         }
         // out = (x − μ) · (rstd · w) + b with the two per-channel factors formed once, so the
-        // loop over rows is a plain vectorisable multiply-add.
+        // loop over rows is a plain vectorisable multiply-add; with `reluAfter`, max(out, 0) in
+        // the same pass (the ReLU that follows every BatchNorm but a residual branch's last).
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * channels) { buffer in
             let scale = buffer.baseAddress!, shift = scale + channels
             for c in 0..<channels {
@@ -199,7 +200,11 @@ public enum BatchNorm {
             pool.forEachRowRange(rows, columns: channels) { range in
                 for m in range {
                     let x = input + m * channels, out = output + m * channels
-                    for c in 0..<channels { out[c] = (x[c] - mean[c]) * scale[c] + shift[c] }
+                    if reluAfter {
+                        for c in 0..<channels { out[c] = max((x[c] - mean[c]) * scale[c] + shift[c], 0) }
+                    } else {
+                        for c in 0..<channels { out[c] = (x[c] - mean[c]) * scale[c] + shift[c] }
+                    }
                 }
             }
         }
@@ -260,6 +265,9 @@ public enum BatchNorm {
     /// Evaluation (running statistics are constants):
     ///   dinp[:, c] = rstd[c] · dx̂
     /// dinp is written, not added to: its buffer needs no zeroing (a pass over a whole activation).
+    /// Given `reluOutput`, the output of a forward run with `reluAfter`, dout is first taken
+    /// through that ReLU (dout where out > 0, else 0) inside the same passes, to the bit what a
+    /// separate ReLU backward would have handed over.
     /// Both:
     ///   dw[c] += Σ_m dout[m, c] · x̂[m, c]
     ///   db[c] += Σ_m dout[m, c]
@@ -271,8 +279,18 @@ public enum BatchNorm {
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>?,
         mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
         rows: Int, channels: Int, training: Bool, pool: ComputePool,
-        sumAcrossRanks: SumAcrossRanks? = nil, statisticsRows: Int? = nil
+        sumAcrossRanks: SumAcrossRanks? = nil, statisticsRows: Int? = nil, reluOutput: UnsafePointer<Float>? = nil
     ) {
+        // dout through the ReLU when there is one: four channels, and one.
+        @inline(__always) func gradient4(_ i: Int) -> SIMD4<Float> {
+            let g = ColumnSums.narrow(dOutput + i)
+            guard let reluOutput else { return g }
+            return SIMD4<Float>(repeating: 0).replacing(with: g, where: ColumnSums.narrow(reluOutput + i) .> 0)
+        }
+        @inline(__always) func gradient(_ i: Int) -> Float {
+            guard let reluOutput else { return dOutput[i] }
+            return reluOutput[i] > 0 ? dOutput[i] : 0
+        }
         // Per channel: Σ_m dout and Σ_m dout · x̂, which give db, dw and (times w / M) the two means.
         let sumDOutput = UnsafeMutablePointer<Float>.allocate(capacity: channels)
         let sumDOutputTimesNormalized = UnsafeMutablePointer<Float>.allocate(capacity: channels)
@@ -284,17 +302,17 @@ public enum BatchNorm {
             let sums = buffer.baseAddress!, sumsTimesNormalized = sums + channels
             pool.sumOverRows(rows, channels: channels, quantities: 2, into: sums) { range, partial in
                 ColumnSums.add(range, channels: channels, into: partial,
-                               vector: { m, c in ColumnSums.widen(dOutput + m * channels + c) },
-                               scalar: { m, c in Double(dOutput[m * channels + c]) })
+                               vector: { m, c in SIMD4<Double>(gradient4(m * channels + c)) },
+                               scalar: { m, c in Double(gradient(m * channels + c)) })
                 // Σ dout · x̂ with the product in Float32, x̂ = (x − μ) · rstd.
                 ColumnSums.add(range, channels: channels, into: partial + channels,
                                vector: { m, c in
                                    let normalized = (ColumnSums.narrow(input + m * channels + c) - ColumnSums.narrow(mean + c))
                                        * ColumnSums.narrow(rstd + c)
-                                   return SIMD4<Double>(ColumnSums.narrow(dOutput + m * channels + c) * normalized)
+                                   return SIMD4<Double>(gradient4(m * channels + c) * normalized)
                                },
                                scalar: { m, c in
-                                   Double(dOutput[m * channels + c] * ((input[m * channels + c] - mean[c]) * rstd[c]))
+                                   Double(gradient(m * channels + c) * ((input[m * channels + c] - mean[c]) * rstd[c]))
                                })
             }
             for c in 0..<channels {
@@ -328,7 +346,12 @@ public enum BatchNorm {
             pool.forEachRowRange(rows, columns: channels) { range in
                 for m in range {
                     let x = input + m * channels, dout = dOutput + m * channels, dx = dInput + m * channels
-                    for c in 0..<channels { dx[c] = a[c] * dout[c] - b[c] - k[c] * (x[c] - mean[c]) }
+                    if let reluOutput {
+                        let out = reluOutput + m * channels
+                        for c in 0..<channels { dx[c] = a[c] * (out[c] > 0 ? dout[c] : 0) - b[c] - k[c] * (x[c] - mean[c]) }
+                    } else {
+                        for c in 0..<channels { dx[c] = a[c] * dout[c] - b[c] - k[c] * (x[c] - mean[c]) }
+                    }
                 }
             }
         }
