@@ -61,7 +61,8 @@ import Testing
 
     func backward(_ c: Case, _ v: [String: [Float]], _ dOut: [Float], pool: ComputePool = .serial,
                   avx512: Bool = DepthwiseConv2D.usesAVX512) -> [String: [Float]] {
-        let g = withPointers([v["input"]!.map { _ in 0 }, v["weight"]!.map { _ in 0 }, v["bias"]!.map { _ in 0 }],
+        // The input gradient is written, not added to: it starts as NaN to show that.
+        let g = withPointers([v["input"]!.map { _ in .nan }, v["weight"]!.map { _ in 0 }, v["bias"]!.map { _ in 0 }],
                              scratch: [c.shape.workspaceFloats(threads: pool.threads)]) { p, scratch in
             DepthwiseConv2D.backward(dInput: p[0], dWeight: p[1], dBias: p[2], dOutput: dOut, input: v["input"]!,
                                      weight: v["weight"]!, shape: c.shape, workspace: scratch[0], pool: pool, avx512: avx512)

@@ -8,9 +8,9 @@ import Testing
 ///
 /// Tolerance: max |got − ref| ≤ 1e-4 · (1 + max |ref|) per tensor (`Parity.tolerance`); no kernel
 /// needs a looser bound. Gradient buffers that a backward adds to start at zero, so it produces the
-/// gradient itself; those it writes (the input gradients of convolution, BatchNorm, LayerNorm,
-/// ReLU and GELU) start as NaN, which any read of them would carry into the result. The upstream
-/// gradient is the fixture's random `dout`.
+/// gradient itself; those it writes (the input gradients of linear layers, convolutions,
+/// depthwise convolutions, BatchNorm, LayerNorm, ReLU and GELU) start as NaN, which any read of
+/// them would carry into the result. The upstream gradient is the fixture's random `dout`.
 @Suite struct ParityTests {
     let pool = ComputePool(threads: 2)
 
@@ -31,6 +31,7 @@ import Testing
         try f.expectClose(output, "output")
 
         let dInput = try f.zeros(like: "input"), dWeight = try f.zeros(like: "weight"), dBias = try f.zeros(like: "bias")
+        dInput.pointer.update(repeating: .nan, count: dInput.count)  // written, not added to
         Linear.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: dBias.pointer,
                         dOutput: try f.values("dout"), input: input, weight: weight,
                         rows: rows, inChannels: ic, outChannels: oc, pool: pool)
@@ -87,6 +88,7 @@ import Testing
         try f.expectClose(output, "output")
 
         let dInput = try f.zeros(like: "input"), dWeight = try f.zeros(like: "weight")
+        dInput.pointer.update(repeating: .nan, count: dInput.count)  // written, not added to
         let dBias = Tensor(zeros: [shape.channels])
         DepthwiseConv2D.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: hasBias ? dBias.pointer : nil,
                                  dOutput: try f.values("dout"), input: input, weight: weight,

@@ -45,7 +45,7 @@ public final class DepthwiseConvLayer: Layer {
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
         let (input, s) = saved.pop("depthwise conv")
-        let dInput = context.tensor(input.shape, zeroed: true)
+        let dInput = context.tensor(input.shape)  // written whole by the kernel
         DepthwiseConv2D.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: bias.map { context.gradient($0) },
                                  dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight), shape: s,
                                  workspace: context.workspace(s.workspaceFloats(threads: context.pool.threads)),

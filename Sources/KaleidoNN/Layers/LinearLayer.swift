@@ -43,7 +43,7 @@ public final class LinearLayer: Layer {
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
         let input = saved.pop("linear")
-        let dInput = context.tensor(input.shape, zeroed: true)
+        let dInput = context.tensor(input.shape)  // written whole by the kernel
         Linear.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: bias.map { context.gradient($0) },
                         dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight),
                         rows: input.count / inFeatures, inChannels: inFeatures, outChannels: outFeatures, pool: context.pool)

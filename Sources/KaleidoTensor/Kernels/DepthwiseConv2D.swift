@@ -76,7 +76,8 @@ public enum DepthwiseConv2D {
         }
     }
 
-    /// din[n,ih,iw,c] += Σ dout[n,oh,ow,c] · W[kh,kw,c]   over ih = oh·s−p+kh, iw = ow·s−p+kw
+    /// din[n,ih,iw,c]  = Σ dout[n,oh,ow,c] · W[kh,kw,c]   over ih = oh·s−p+kh, iw = ow·s−p+kw
+    ///                   (written: its buffer needs no zeroing)
     /// dW[kh,kw,c]    += Σ_{n,oh,ow} in[n,ih,iw,c] · dout[n,oh,ow,c]
     /// db[c]          += Σ_{n,oh,ow} dout[n,oh,ow,c]
     /// With stride 1 the input gradient is itself a correlation: dout padded by K−1−p with the
@@ -98,7 +99,7 @@ public enum DepthwiseConv2D {
                     let padded = workspace + part * s.paddedImageFloats
                     for n in images {
                         transposed.pad(dOutput + n * s.outHeight * s.outWidth * s.channels, into: padded)
-                        transposed.correlate(padded, weight: flipped, start: nil, accumulate: true,
+                        transposed.correlate(padded, weight: flipped, start: nil, accumulate: false,
                                              into: dInput + n * s.height * s.width * s.channels)
                     }
                 }
@@ -132,6 +133,7 @@ public enum DepthwiseConv2D {
             for row in rows {
                 let n = row / s.height, ih = row % s.height
                 let target = dInput + row * s.width * c
+                target.update(repeating: 0, count: s.width * c)
                 for kh in 0..<s.kernel {
                     let th = ih + s.padding - kh
                     guard th >= 0, th % s.stride == 0, th / s.stride < s.outHeight else { continue }

@@ -33,17 +33,17 @@ public enum Linear {
                    c: output, ldc: outChannels, pool: pool)
     }
 
-    /// dinp += dout · W through OpenBLAS pieces on `pool` (`backward`'s path where
+    /// dinp = dout · W through OpenBLAS pieces on `pool` (`backward`'s path where
     /// `BLAS.prefersPackedProduct` says no).
     public static func inputGradientThroughOpenBLAS(
         dInput: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>, weight: UnsafePointer<Float>,
         rows: Int, inChannels: Int, outChannels: Int, pool: ComputePool
     ) {
         BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: inChannels, k: outChannels,
-                   a: dOutput, lda: outChannels, b: weight, ldb: inChannels, beta: 1, c: dInput, ldc: inChannels, pool: pool)
+                   a: dOutput, lda: outChannels, b: weight, ldb: inChannels, beta: 0, c: dInput, ldc: inChannels, pool: pool)
     }
 
-    /// dinp += dout · W          (M, OC)·(OC, IC)
+    /// dinp  = dout · W          (M, OC)·(OC, IC), written: its buffer needs no zeroing
     /// dW   += doutᵀ · inp       (OC, M)·(M, IC)
     /// db   += Σ_rows dout
     public static func backward(
@@ -51,9 +51,9 @@ public enum Linear {
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
         rows: Int, inChannels: Int, outChannels: Int, pool: ComputePool
     ) {
-        if let dInput, BLAS.prefersPackedProduct(m: rows, n: inChannels, k: outChannels, accumulate: true) {
+        if let dInput, BLAS.prefersPackedProduct(m: rows, n: inChannels, k: outChannels, accumulate: false) {
             BLAS.packedProduct(m: rows, n: inChannels, k: outChannels, a: dOutput, lda: outChannels, b: weight, bRow: inChannels,
-                               bColumn: 1, bias: nil, c: dInput, ldc: inChannels, accumulate: true, pool: pool)
+                               bColumn: 1, bias: nil, c: dInput, ldc: inChannels, accumulate: false, pool: pool)
         } else if let dInput {
             inputGradientThroughOpenBLAS(dInput: dInput, dOutput: dOutput, weight: weight, rows: rows, inChannels: inChannels,
                                          outChannels: outChannels, pool: pool)

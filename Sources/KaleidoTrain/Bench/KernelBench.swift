@@ -165,7 +165,7 @@ public struct KernelBench {
                 measurement("depthwise7x7", name, "backward", flops: 2 * s.forwardFLOPs, seconds: backward)]
     }
 
-    /// A linear layer's forward (out = inp · Wᵀ + b), input gradient (dinp += dout · W) and weight
+    /// A linear layer's forward (out = inp · Wᵀ + b), input gradient (dinp = dout · W) and weight
     /// gradient (dW += doutᵀ · inp) as `Linear` computes them ("forward", "dinput", "dweight"),
     /// and as OpenBLAS pieces of C on the same pool ("… openblas"): the path `Linear` takes where
     /// `BLAS.prefersPackedProduct` says no, and for the weight gradient where
