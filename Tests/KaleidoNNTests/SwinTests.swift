@@ -133,12 +133,14 @@ import KaleidoTensor
         let g = ShiftedWindowGeometry(batch: 2, size: size, channels: 2, window: window, shift: shift)
         var rng = SplitMix64(seed: 4)
         let x = Tensor(randomNormal: g.gridShape, rng: &rng), y = Tensor(randomNormal: g.windowsShape, rng: &rng)
-        let px = Tensor(zeros: g.windowsShape), pty = Tensor(zeros: g.gridShape)
+        // The backwards write every element: their outputs start as NaN to show that.
+        func garbage(_ shape: [Int]) -> Tensor { Tensor(shape: shape, values: [Float](repeating: .nan, count: shape.reduce(1, *))) }
+        let px = Tensor(zeros: g.windowsShape), pty = garbage(g.gridShape)
         WindowPartition.forward(windows: px.pointer, input: x.pointer, geometry: g, pool: .serial)
         WindowPartition.backward(dInput: pty.pointer, dWindows: y.pointer, geometry: g, pool: .serial)
         func dot(_ a: Tensor, _ b: Tensor) -> Double { zip(a.array, b.array).reduce(0) { $0 + Double($1.0) * Double($1.1) } }
         #expect(abs(dot(px, y) - dot(x, pty)) < 1e-4)
-        let ry = Tensor(zeros: g.gridShape), rtx = Tensor(zeros: g.windowsShape)
+        let ry = Tensor(zeros: g.gridShape), rtx = garbage(g.windowsShape)
         WindowReverse.forward(output: ry.pointer, windows: y.pointer, geometry: g, pool: .serial)
         WindowReverse.backward(dWindows: rtx.pointer, dOutput: x.pointer, geometry: g, pool: .serial)
         #expect(abs(dot(ry, x) - dot(y, rtx)) < 1e-4)

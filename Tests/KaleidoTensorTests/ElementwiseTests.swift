@@ -53,7 +53,7 @@ import Testing
         let input = randomValues(rows * channels, seed: 5), dOutput = randomValues(rows * channels, seed: 6)
         let scale = randomValues(channels, seed: 7)
         let runs = [ComputePool.serial, ComputePool(threads: 2)].map { pool in
-            withPointers([input.map { _ in 0 }, scale.map { _ in 0 }]) { p in
+            withPointers([input.map { _ in .nan }, scale.map { _ in 0 }]) { p in  // dinp is written, not added to
                 Scale.backward(dInput: p[0], dScale: p[1], dOutput: dOutput, input: input, scale: scale,
                                rows: rows, channels: channels, pool: pool)
             }

@@ -9,8 +9,9 @@ import Testing
 /// Tolerance: max |got − ref| ≤ 1e-4 · (1 + max |ref|) per tensor (`Parity.tolerance`); no kernel
 /// needs a looser bound. Gradient buffers that a backward adds to start at zero, so it produces the
 /// gradient itself; those it writes (the input gradients of linear layers, convolutions,
-/// depthwise convolutions, BatchNorm, LayerNorm, ReLU and GELU) start as NaN, which any read of
-/// them would carry into the result. The upstream gradient is the fixture's random `dout`.
+/// depthwise convolutions, BatchNorm, LayerNorm, layer scale, ReLU and GELU) start as NaN, which
+/// any read of them would carry into the result. The upstream gradient is the fixture's random
+/// `dout`.
 @Suite struct ParityTests {
     let pool = ComputePool(threads: 2)
 
@@ -321,6 +322,7 @@ import Testing
         let rows = try f.int("rows"), channels = try f.int("channels")
         let input = try f.values("input"), gamma = try f.values("gamma")
         let output = try f.zeros(like: "output"), dInput = try f.zeros(like: "input"), dGamma = try f.zeros(like: "gamma")
+        dInput.pointer.update(repeating: .nan, count: dInput.count)  // written, not added to
         Scale.forward(output: output.pointer, input: input, scale: gamma, rows: rows, channels: channels, pool: pool)
         Scale.backward(dInput: dInput.pointer, dScale: dGamma.pointer, dOutput: try f.values("dout"), input: input,
                        scale: gamma, rows: rows, channels: channels, pool: pool)

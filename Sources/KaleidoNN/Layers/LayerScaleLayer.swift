@@ -24,7 +24,7 @@ public final class LayerScaleLayer: Layer {
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
         let input = saved.pop("layer scale")
-        let dInput = context.tensor(input.shape, zeroed: true)
+        let dInput = context.tensor(input.shape)  // written whole by the kernel
         Scale.backward(dInput: dInput.pointer, dScale: context.gradient(gamma), dOutput: dOutput.pointer,
                        input: input.pointer, scale: context.value(gamma), rows: input.count / channels,
                        channels: channels, pool: context.pool)

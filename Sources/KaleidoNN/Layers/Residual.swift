@@ -1,13 +1,17 @@
 import KaleidoTensor
 
-/// out = post(branch(x) + shortcut(x)); the shortcut is the identity when nil. The one residual
-/// pattern every backbone uses: ResNet blocks (post = ReLU, shortcut = 1×1 conv + BN when the
-/// shape changes), ConvNeXt blocks and both halves of a Swin block (no post, identity).
+/// out = branch(x) + shortcut(x), or max(that, 0) with `reluAfter`; the shortcut is the identity
+/// when nil. The one residual pattern every backbone uses: ResNet blocks (ReLU after, shortcut =
+/// 1×1 conv + BN when the shape changes), ConvNeXt blocks and both halves of a Swin block (no
+/// ReLU, identity).
 public final class Residual: Layer {
     public let name: String
     public let branch: Layer
     public let shortcut: Layer?
-    public let post: Layer?
+    /// The ReLU runs in the sum's pass and overwrites it; the output is kept for the backward,
+    /// as an in-place ReLU layer would keep it.
+    public let reluAfter: Bool
+    private var savedOutputs = SavedStack<Tensor>()
     /// Write the sum over the branch's output instead of a new tensor, as torchvision's
     /// `out += identity` does: one activation-sized tensor less per block (798 MiB of ResNet-50's
     /// step at 2×224 + 2×96, batch 16). Only for a branch whose output no layer keeps for its
@@ -15,11 +19,11 @@ public final class Residual: Layer {
     /// optionally followed by DropPath — never one ending in an in-place activation.
     public let addsInPlace: Bool
 
-    public init(_ name: String, branch: Layer, shortcut: Layer? = nil, post: Layer? = nil, addsInPlace: Bool = false) {
+    public init(_ name: String, branch: Layer, shortcut: Layer? = nil, reluAfter: Bool = false, addsInPlace: Bool = false) {
         self.name = name
         self.branch = branch
         self.shortcut = shortcut
-        self.post = post
+        self.reluAfter = reluAfter
         self.addsInPlace = addsInPlace
     }
 
@@ -31,12 +35,20 @@ public final class Residual: Layer {
         // (DropPath at rate 0 on an empty branch) would have the block's input overwritten.
         let inPlace = addsInPlace && !residual.startsAtSameFloat(as: input)
         let sum = inPlace ? residual : context.tensor(residual.shape)
-        Add.forward(output: sum.pointer, a: residual.pointer, b: skip.pointer, count: sum.count, pool: context.pool)
-        return post?.forward(sum, context) ?? sum
+        Add.forward(output: sum.pointer, a: residual.pointer, b: skip.pointer, count: sum.count, pool: context.pool,
+                    reluAfter: reluAfter)
+        if reluAfter { savedOutputs.push(sum, if: context.recordsForBackward) }
+        return sum
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
-        let dSum = post?.backward(dOutput, context) ?? dOutput
+        var dSum = dOutput
+        if reluAfter {
+            let output = savedOutputs.pop("\(name) relu")
+            dSum = context.tensor(dOutput.shape)
+            ReLU.backward(dInput: dSum.pointer, dOutput: dOutput.pointer, input: output.pointer, count: dSum.count,
+                          pool: context.pool)
+        }
         // Backward passes pop their saved state in reverse order of the forward calls.
         let dSkip = shortcut?.backward(dSum, context) ?? dSum
         let dBranch = branch.backward(dSum, context)
@@ -49,13 +61,13 @@ public final class Residual: Layer {
         return dInput
     }
 
-    public var parameterRange: Range<Int>? { span(of: [branch, shortcut, post]) }
+    public var parameterRange: Range<Int>? { span(of: [branch, shortcut]) }
 
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         var children = [branch.describe(inputShape)]
         if let shortcut { children.append(shortcut.describe(inputShape)) }
         let outputShape = children[0].outputShape
-        if let post { children.append(post.describe(outputShape)) }
+        if reluAfter { children.append(LayerDescription(name: "relu", outputShape: outputShape)) }
         return LayerDescription(name: name, outputShape: outputShape, flops: Double(outputShape.reduce(1, *)), children: children)
     }
 }

@@ -147,18 +147,12 @@ public enum WindowPartition {
         }
     }
 
-    /// dinp[source(b, l), c] += dwindows[b, l, c]; padding tokens have no input to reach.
+    /// dinp[source(b, l), c] = dwindows[b, l, c]; padding tokens have no input to reach. Every
+    /// grid token sits in exactly one window, so this is `WindowReverse.forward` and dinp is
+    /// written whole (its buffer needs no zeroing).
     public static func backward(dInput: UnsafeMutablePointer<Float>, dWindows: UnsafePointer<Float>,
                                 geometry g: ShiftedWindowGeometry, pool: ComputePool) {
-        let c = g.channels
-        // Windows map to disjoint grid rows, so the ranges write disjoint memory.
-        pool.forEachRange(g.windowCount) { range in
-            g.forEachToken(windows: range) { row, source in
-                guard let source else { return }
-                let target = dInput + source * c, gradient = dWindows + row * c
-                for i in 0..<c { target[i] += gradient[i] }
-            }
-        }
+        WindowReverse.forward(output: dInput, windows: dWindows, geometry: g, pool: pool)
     }
 }
 
@@ -178,16 +172,10 @@ public enum WindowReverse {
         }
     }
 
-    /// dwindows[b, l, c] += dout[source(b, l), c]
+    /// dwindows[b, l, c] = dout[source(b, l), c], or 0 for padding: `WindowPartition.forward`,
+    /// writing every window row.
     public static func backward(dWindows: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
                                 geometry g: ShiftedWindowGeometry, pool: ComputePool) {
-        let c = g.channels
-        pool.forEachRange(g.windowCount) { range in
-            g.forEachToken(windows: range) { row, source in
-                guard let source else { return }
-                let target = dWindows + row * c, gradient = dOutput + source * c
-                for i in 0..<c { target[i] += gradient[i] }
-            }
-        }
+        WindowPartition.forward(windows: dWindows, input: dOutput, geometry: g, pool: pool)
     }
 }

@@ -101,7 +101,7 @@ public final class WindowAttentionLayer: Layer {
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
         let (g, packed, probabilities) = saved.pop("window attention")
         let s = attentionShape(g), l = g.tokens, fullTokens = window.reduce(1, *)
-        let dProjected = context.tensor(g.windowsShape, zeroed: true)
+        let dProjected = context.tensor(g.windowsShape)  // written whole
         WindowReverse.backward(dWindows: dProjected.pointer, dOutput: dOutput.pointer, geometry: g, pool: context.pool)
         let dAttended = proj.backward(dProjected, context)
         let dPacked = context.tensor(packed.shape, zeroed: true)
@@ -118,7 +118,7 @@ public final class WindowAttentionLayer: Layer {
             }
         }
         let dWindows = qkv.backward(dPacked, context)
-        let dInput = context.tensor(g.gridShape, zeroed: true)
+        let dInput = context.tensor(g.gridShape)  // written whole
         WindowPartition.backward(dInput: dInput.pointer, dWindows: dWindows.pointer, geometry: g, pool: context.pool)
         return dInput
     }

@@ -88,6 +88,6 @@ public enum ResNet {
             ])
         }
         // The branch ends in BatchNorm, which keeps its input: the sum may overwrite its output.
-        return Residual(name, branch: Sequential("branch", branch), shortcut: shortcut, post: ReLULayer(inPlace: true), addsInPlace: true)
+        return Residual(name, branch: Sequential("branch", branch), shortcut: shortcut, reluAfter: true, addsInPlace: true)
     }
 }

@@ -69,12 +69,17 @@ public enum Zero {
 
 /// Sum of two tensors of the same shape: out = a + b. a, b and out hold `count` floats.
 public enum Add {
+    /// With `reluAfter`, out = max(a + b, 0) in the same pass: a ResNet block's sum and ReLU.
     public static func forward(
         output: UnsafeMutablePointer<Float>, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
-        count: Int, pool: ComputePool
+        count: Int, pool: ComputePool, reluAfter: Bool = false
     ) {
         pool.forEachElementRange(count) { range in
-            for i in range { output[i] = a[i] + b[i] }
+            if reluAfter {
+                for i in range { output[i] = max(a[i] + b[i], 0) }
+            } else {
+                for i in range { output[i] = a[i] + b[i] }
+            }
         }
     }
 
@@ -107,21 +112,15 @@ public enum Scale {
         }
     }
 
-    /// dinp[m, c] += dout[m, c] · γ[c]
+    /// dinp[m, c]  = dout[m, c] · γ[c]  (the forward applied to dout; written, so its buffer
+    ///                                   needs no zeroing)
     /// dγ[c]      += Σ_m dout[m, c] · inp[m, c]
     public static func backward(
         dInput: UnsafeMutablePointer<Float>?, dScale: UnsafeMutablePointer<Float>?,
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, scale: UnsafePointer<Float>,
         rows: Int, channels: Int, pool: ComputePool
     ) {
-        if let dInput {
-            pool.forEachRowRange(rows, columns: channels) { range in
-                for m in range {
-                    let offset = m * channels
-                    for c in 0..<channels { dInput[offset + c] += dOutput[offset + c] * scale[c] }
-                }
-            }
-        }
+        if let dInput { forward(output: dInput, input: dOutput, scale: scale, rows: rows, channels: channels, pool: pool) }
         if let dScale {
             pool.forEachChannelRange(channels) { range in
                 for m in 0..<rows {
