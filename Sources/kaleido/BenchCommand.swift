@@ -28,7 +28,7 @@ extension Kaleido.Bench {
         @Option(help: "Seconds spent repeating each case; the fastest repetition counts.")
         var seconds: Double = 0.4
 
-        @Option(help: "Comma-separated kernel families to run: sgemm, conv3x3, depthwise7x7, attention, linear, gelu, layernorm (these two: GFLOP/s are billions of elements a second) (default: all).")
+        @Option(help: "Comma-separated kernel families to run: sgemm, conv3x3, depthwise7x7, attention, linear, gelu, layernorm, batchnorm (these three: GFLOP/s are billions of elements a second) (default: all).")
         var only: String?
 
         @Flag(help: "Print JSON lines (one per case, then a summary) instead of a table.")

@@ -21,7 +21,7 @@ public struct KernelBench {
     public var batch: Int
     /// Each case is repeated until this much time has passed; the fastest repetition counts.
     public var secondsPerCase: Double
-    /// Kernel families to run (sgemm, conv3x3, depthwise7x7, attention, linear, gelu, layernorm); all when empty.
+    /// Kernel families to run (sgemm, conv3x3, depthwise7x7, attention, linear, gelu, layernorm, batchnorm); all when empty.
     /// The FMA peak is always measured.
     public var only: Set<String>
 
@@ -32,7 +32,8 @@ public struct KernelBench {
         self.only = only
     }
 
-    public static let families: Set<String> = ["sgemm", "conv3x3", "depthwise7x7", "attention", "linear", "gelu", "layernorm"]
+    public static let families: Set<String> = ["sgemm", "conv3x3", "depthwise7x7", "attention", "linear", "gelu", "layernorm",
+                                                "batchnorm"]
 
     func wants(_ family: String) -> Bool { only.isEmpty || only.contains(family) }
 
@@ -78,6 +79,11 @@ public struct KernelBench {
         // ConvNeXt-T's first-stage pixels at 224 px (8 × 56 × 56 × 96).
         for (rows, channels) in [(batch * 256, 48), (8 * 56 * 56, 96)] where wants("layernorm") {
             layerNorm(rows: rows, channels: channels, pool: pool).forEach(record)
+        }
+        // BatchNorm and the ReLU after it over ResNet-50's first-stage pixels at 224 px (8 images
+        // × 56 × 56 × 64) and resnet18-cifar's first stage (64 images × 32 × 32 × 64).
+        for (rows, channels) in [(8 * 56 * 56, 64), (batch * 32 * 32, 64)] where wants("batchnorm") {
+            batchNormReLU(rows: rows, channels: channels, pool: pool).forEach(record)
         }
         return results
     }
@@ -252,6 +258,49 @@ public struct KernelBench {
         let name = "M\(rows) C\(channels)", elements = Double(rows * channels)
         return [measurement("layernorm", name, "forward", flops: elements, seconds: forward),
                 measurement("layernorm", name, "backward", flops: elements, seconds: backward)]
+    }
+
+    /// Training-mode BatchNorm followed by ReLU, forward and backward (input, weight and bias
+    /// gradients), run as two kernels ("… then relu": BatchNorm, then the ReLU in place; the ReLU's
+    /// backward, then BatchNorm's) and fused ("… fused relu", as ResNet's layers run it). One
+    /// operation per element, like LayerNorm's.
+    func batchNormReLU(rows: Int, channels: Int, pool: ComputePool) -> [KernelMeasurement] {
+        var rng = SplitMix64(seed: 8)
+        let input = Tensor(randomNormal: [rows, channels], rng: &rng), dOutput = Tensor(randomNormal: [rows, channels], rng: &rng)
+        let weight = Tensor(randomNormal: [channels], rng: &rng), bias = Tensor(randomNormal: [channels], rng: &rng)
+        let runningMean = Tensor(zeros: [channels]), runningVariance = Tensor(zeros: [channels])
+        let output = Tensor(zeros: [rows, channels]), dNormalized = Tensor(zeros: [rows, channels])
+        let dInput = Tensor(zeros: [rows, channels])
+        let mean = Tensor(zeros: [channels]), rstd = Tensor(zeros: [channels])
+        let dWeight = Tensor(zeros: [channels]), dBias = Tensor(zeros: [channels])
+        func forward(fused: Bool) {
+            BatchNorm.forward(output: output.pointer, mean: mean.pointer, rstd: rstd.pointer, input: input.pointer,
+                              weight: weight.pointer, bias: bias.pointer, runningMean: runningMean.pointer,
+                              runningVariance: runningVariance.pointer, rows: rows, channels: channels, training: true,
+                              pool: pool, reluAfter: fused)
+            if !fused { ReLU.forward(output: output.pointer, input: output.pointer, count: output.count, pool: pool) }
+        }
+        func backward(fused: Bool) {
+            if !fused {
+                ReLU.backward(dInput: dNormalized.pointer, dOutput: dOutput.pointer, input: output.pointer,
+                              count: output.count, pool: pool)
+            }
+            BatchNorm.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: dBias.pointer,
+                               dOutput: fused ? dOutput.pointer : dNormalized.pointer, input: input.pointer,
+                               weight: weight.pointer, mean: mean.pointer, rstd: rstd.pointer, rows: rows,
+                               channels: channels, training: true, pool: pool,
+                               reluOutput: fused ? UnsafePointer(output.pointer) : nil)
+        }
+        let name = "M\(rows) C\(channels)", elements = Double(rows * channels)
+        var results: [KernelMeasurement] = []
+        for fused in [false, true] {
+            let pass = fused ? "fused relu" : "then relu"
+            let forwardSeconds = time { forward(fused: fused) }
+            let backwardSeconds = time { backward(fused: fused) }
+            results.append(measurement("batchnorm", name, "forward, \(pass)", flops: elements, seconds: forwardSeconds))
+            results.append(measurement("batchnorm", name, "backward, \(pass)", flops: elements, seconds: backwardSeconds))
+        }
+        return results
     }
 
     func attention(_ s: AttentionShape, pool: ComputePool) -> [KernelMeasurement] {
