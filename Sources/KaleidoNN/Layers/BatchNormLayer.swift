@@ -59,7 +59,7 @@ public final class BatchNormLayer: Layer {
     public var parameterRange: Range<Int>? { ParameterRef.span([weight, bias, runningMean, runningVariance, batchesTracked]) }
 
     public func describe(_ inputShape: [Int]) -> LayerDescription {
-        LayerDescription(name: "batch norm \(channels)\(reluAfter ? " + relu" : "")", outputShape: inputShape, flops: 2 * Double(inputShape.reduce(1, *)),
-                         parameters: 2 * channels)
+        LayerDescription(name: "batch norm \(channels)\(reluAfter ? " + relu" : "")", outputShape: inputShape,
+                         flops: 2 * Double(inputShape.reduce(1, *)), parameters: 2 * channels)
     }
 }

@@ -282,8 +282,9 @@ public enum Conv2D {
     }
 
     /// col2im as a gather: each input pixel is the sum of the column entries that read it (din is
-    /// written, not added to, so the caller need not zero it). Written this way round, threads own disjoint input rows and the summation order is fixed, so the
-    /// result is the same for any thread count.
+    /// written, not added to, so the caller need not zero it). Written this way round, threads own
+    /// disjoint input rows and the summation order is fixed, so the result is the same for any
+    /// thread count.
     private static func gatherColumnsIntoImage(_ s: Conv2DShape, dColumns: UnsafePointer<Float>, dInput: UnsafeMutablePointer<Float>,
                                           images: Int, pool: ComputePool) {
         let ic = s.inChannels
