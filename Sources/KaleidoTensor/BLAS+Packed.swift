@@ -17,7 +17,8 @@ extension BLAS {
     ///   accumulating).
     /// - AVX-512 tiles, 2 threads on the Emerald Rapids Xeon against OpenBLAS's SkylakeX kernels:
     ///   1.24–1.52× for k = 48 (48→144, 48→192), a wash for k ≥ 96 (0.87–1.18× between runs)
-    ///   and for the accumulating input gradient (0.86–1.02×).
+    ///   and for an accumulating product (0.86–1.02×). The input gradient of 192→48 (k = 48),
+    ///   written rather than accumulated: 1.28–1.69× (2026-12-06, BENCHMARKS.md).
     public static func prefersPackedProduct(m: Int, n: Int, k: Int, accumulate: Bool) -> Bool {
         guard m >= 1024 else { return false }
         switch packedProductLevel {
