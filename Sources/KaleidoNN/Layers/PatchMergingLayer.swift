@@ -62,11 +62,12 @@ public final class PatchMergingLayer: Layer {
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
         let s = saved.pop("patch merging"), c = channels
         let dMerged = norm.backward(reduction.backward(dOutput, context), context)
-        let dInput = context.tensor(s, zeroed: true)
+        // The 2×2 neighbourhoods tile the grid, so every input token is one merged slot: its
+        // gradient is copied, not summed, and the buffer needs no zeroing.
+        let dInput = context.tensor(s)
         forEachRun(s) { target, source in
             guard let source else { return }
-            let d = dInput.pointer + source, g = dMerged.pointer + target
-            for i in 0..<c { d[i] += g[i] }
+            (dInput.pointer + source).update(from: dMerged.pointer + target, count: c)
         }
         return dInput
     }
