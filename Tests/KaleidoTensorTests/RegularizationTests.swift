@@ -54,7 +54,7 @@ import Testing
         }, backward: { v, dOut in
             var rng = SplitMix64(seed: 5)
             let mask = dropPath(v["input"]!, batch: batch, probability: 0.5, rng: &rng).mask
-            let dInput = withPointers([v["input"]!.map { _ in 0 }]) { p in
+            let dInput = withPointers([v["input"]!.map { _ in .nan }]) { p in  // written, not added to
                 DropPath.backward(dInput: p[0], dOutput: dOut, mask: mask, batch: batch, sampleSize: sampleSize, pool: .serial)
             }[0]
             return ["input": dInput]

@@ -86,7 +86,7 @@ public final class DropPathLayer: Layer {
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
         guard let mask = saved.pop("drop path") else { return dOutput }
         let batch = dOutput.shape[0]
-        let dInput = context.tensor(dOutput.shape, zeroed: true)
+        let dInput = context.tensor(dOutput.shape)  // written whole by the kernel
         DropPath.backward(dInput: dInput.pointer, dOutput: dOutput.pointer, mask: mask.pointer, batch: batch,
                           sampleSize: dOutput.count / batch, pool: context.pool)
         return dInput

@@ -24,12 +24,12 @@ public enum DropPath {
         multiply(output, by: input, groupMask: mask, groups: batch, groupSize: sampleSize, accumulate: false, pool: pool)
     }
 
-    /// dinp[n, i] += dout[n, i] · mask[n]
+    /// dinp[n, i] = dout[n, i] · mask[n]  (written: its buffer needs no zeroing)
     public static func backward(
         dInput: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>, mask: UnsafePointer<Float>,
         batch: Int, sampleSize: Int, pool: ComputePool
     ) {
-        multiply(dInput, by: dOutput, groupMask: mask, groups: batch, groupSize: sampleSize, accumulate: true, pool: pool)
+        multiply(dInput, by: dOutput, groupMask: mask, groups: batch, groupSize: sampleSize, accumulate: false, pool: pool)
     }
 }
 
