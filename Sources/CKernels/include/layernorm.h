@@ -5,7 +5,7 @@
 /// forward and backward (the weight and bias gradients, sums over rows, stay in Swift):
 ///
 ///   forward:  μ = mean_c(x), rstd = 1/√(mean_c((x − μ)²) + ε),  out = (x − μ)·rstd·w + b
-///   backward: dinp += rstd · (dx̂ − mean_c(dx̂) − x̂ · mean_c(dx̂ · x̂)),  dx̂ = dout·w, x̂ = (x − μ)·rstd
+///   backward: dinp = rstd · (dx̂ − mean_c(dx̂) − x̂ · mean_c(dx̂ · x̂)),  dx̂ = dout·w, x̂ = (x − μ)·rstd (written)
 ///
 /// `weight` and `bias` may be NULL (1 and 0). Each row's sums keep 16 partial sums (one 512-bit
 /// register, or two of 256 bits) added in a fixed tree, then the channels past the last multiple
