@@ -45,6 +45,14 @@ struct Fixture {
     /// A zero-filled buffer with the shape of tensor `key` (for outputs and gradients).
     func zeros(like key: String) throws -> Tensor { Tensor(zeros: try shape(key)) }
 
+    /// A buffer of `key`'s shape full of NaN: for a gradient the kernel must write, not add to,
+    /// so that any read of its old contents shows in the result.
+    func unwritten(like key: String) throws -> Tensor {
+        let tensor = try zeros(like: key)
+        tensor.pointer.update(repeating: .nan, count: tensor.count)
+        return tensor
+    }
+
     /// Compares `got` with the reference tensor `key`.
     func expectClose(_ got: Tensor, _ key: String, tolerance: Double = Parity.tolerance,
                      sourceLocation: SourceLocation = #_sourceLocation) throws {

@@ -31,8 +31,7 @@ import Testing
                        rows: rows, inChannels: ic, outChannels: oc, pool: pool)
         try f.expectClose(output, "output")
 
-        let dInput = try f.zeros(like: "input"), dWeight = try f.zeros(like: "weight"), dBias = try f.zeros(like: "bias")
-        dInput.pointer.update(repeating: .nan, count: dInput.count)  // written, not added to
+        let dInput = try f.unwritten(like: "input"), dWeight = try f.zeros(like: "weight"), dBias = try f.zeros(like: "bias")
         Linear.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: dBias.pointer,
                         dOutput: try f.values("dout"), input: input, weight: weight,
                         rows: rows, inChannels: ic, outChannels: oc, pool: pool)
@@ -60,9 +59,7 @@ import Testing
                        shape: shape, workspace: workspace.pointer, pool: pool)
         try f.expectClose(output, "output")
 
-        // The input gradient is written, not added: start it as garbage to show that.
-        let dInput = try f.zeros(like: "input"), dWeight = try f.zeros(like: "weight")
-        dInput.pointer.update(repeating: .nan, count: dInput.count)
+        let dInput = try f.unwritten(like: "input"), dWeight = try f.zeros(like: "weight")
         let dBias = Tensor(zeros: [shape.outChannels])
         Conv2D.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: hasBias ? dBias.pointer : nil,
                         dOutput: try f.values("dout"), input: input, weight: weight,
@@ -88,8 +85,7 @@ import Testing
                                 workspace: workspace.pointer, pool: pool)
         try f.expectClose(output, "output")
 
-        let dInput = try f.zeros(like: "input"), dWeight = try f.zeros(like: "weight")
-        dInput.pointer.update(repeating: .nan, count: dInput.count)  // written, not added to
+        let dInput = try f.unwritten(like: "input"), dWeight = try f.zeros(like: "weight")
         let dBias = Tensor(zeros: [shape.channels])
         DepthwiseConv2D.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: hasBias ? dBias.pointer : nil,
                                  dOutput: try f.values("dout"), input: input, weight: weight,
@@ -141,8 +137,7 @@ import Testing
         try f.expectClose(mean, "mean")
         try f.expectClose(rstd, "rstd")
 
-        let dInput = try f.zeros(like: "input"), dWeight = try f.zeros(like: "weight"), dBias = try f.zeros(like: "bias")
-        dInput.pointer.update(repeating: .nan, count: dInput.count)  // written, not added to
+        let dInput = try f.unwritten(like: "input"), dWeight = try f.zeros(like: "weight"), dBias = try f.zeros(like: "bias")
         LayerNorm.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: dBias.pointer,
                            dOutput: try f.values("dout"), input: input, weight: weight, mean: mean.pointer, rstd: rstd.pointer,
                            rows: rows, channels: channels, pool: pool)
@@ -176,8 +171,7 @@ import Testing
             try f.expectClose(runningVariance, "running_var", tolerance: 0)
         }
 
-        let dInput = try f.zeros(like: "input"), dWeight = try f.zeros(like: "weight"), dBias = try f.zeros(like: "bias")
-        dInput.pointer.update(repeating: .nan, count: dInput.count)  // written, not added to
+        let dInput = try f.unwritten(like: "input"), dWeight = try f.zeros(like: "weight"), dBias = try f.zeros(like: "bias")
         BatchNorm.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: dBias.pointer,
                            dOutput: try f.values("dout"), input: input, weight: weight, mean: mean.pointer, rstd: rstd.pointer,
                            rows: rows, channels: channels, training: training, pool: pool)
@@ -191,8 +185,7 @@ import Testing
     @Test func gelu() throws {
         let f = try Fixture("gelu")
         let input = try f.values("input")
-        let output = try f.zeros(like: "output"), dInput = try f.zeros(like: "input")
-        dInput.pointer.update(repeating: .nan, count: dInput.count)  // written, not added to
+        let output = try f.zeros(like: "output"), dInput = try f.unwritten(like: "input")
         GELU.forward(output: output.pointer, input: input, count: input.count, pool: pool)
         GELU.backward(dInput: dInput.pointer, dOutput: try f.values("dout"), input: input, count: input.count, pool: pool)
         try f.expectClose(output, "output")
@@ -202,8 +195,7 @@ import Testing
     @Test func relu() throws {
         let f = try Fixture("relu")
         let input = try f.values("input")
-        let output = try f.zeros(like: "output"), dInput = try f.zeros(like: "input")
-        dInput.pointer.update(repeating: .nan, count: dInput.count)  // written, not added to
+        let output = try f.zeros(like: "output"), dInput = try f.unwritten(like: "input")
         ReLU.forward(output: output.pointer, input: input, count: input.count, pool: pool)
         ReLU.backward(dInput: dInput.pointer, dOutput: try f.values("dout"), input: input, count: input.count, pool: pool)
         try f.expectClose(output, "output")
@@ -321,8 +313,7 @@ import Testing
         let f = try Fixture("layer_scale")
         let rows = try f.int("rows"), channels = try f.int("channels")
         let input = try f.values("input"), gamma = try f.values("gamma")
-        let output = try f.zeros(like: "output"), dInput = try f.zeros(like: "input"), dGamma = try f.zeros(like: "gamma")
-        dInput.pointer.update(repeating: .nan, count: dInput.count)  // written, not added to
+        let output = try f.zeros(like: "output"), dInput = try f.unwritten(like: "input"), dGamma = try f.zeros(like: "gamma")
         Scale.forward(output: output.pointer, input: input, scale: gamma, rows: rows, channels: channels, pool: pool)
         Scale.backward(dInput: dInput.pointer, dScale: dGamma.pointer, dOutput: try f.values("dout"), input: input,
                        scale: gamma, rows: rows, channels: channels, pool: pool)
