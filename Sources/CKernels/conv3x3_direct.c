@@ -49,42 +49,21 @@ typedef struct {
 } kernel_set;
 
 #if KALEIDO_HAS_X86
-#define ISA avx512
-#define ISA_TARGET "avx512f"
-#define VEC __m512
-#define LANES 16
 #define TILE 14
 #define GRADIENT_RUN 128
-#define VEC_LOAD _mm512_loadu_ps
-#define VEC_STORE _mm512_storeu_ps
-#define VEC_FMA _mm512_fmadd_ps
-#define VEC_SET1 _mm512_set1_ps
-#define VEC_ZERO _mm512_setzero_ps
+#include "vector_isa_avx512.h"
 #include "conv3x3_tiles.h"
-#undef ISA
-#undef ISA_TARGET
-#undef VEC
-#undef LANES
+#include "vector_isa_end.h"
 #undef TILE
 #undef GRADIENT_RUN
-#undef VEC_LOAD
-#undef VEC_STORE
-#undef VEC_FMA
-#undef VEC_SET1
-#undef VEC_ZERO
 
-#define ISA avx2
-#define ISA_TARGET "avx2,fma"
-#define VEC __m256
-#define LANES 8
 #define TILE 6
 #define GRADIENT_RUN 32
-#define VEC_LOAD _mm256_loadu_ps
-#define VEC_STORE _mm256_storeu_ps
-#define VEC_FMA _mm256_fmadd_ps
-#define VEC_SET1 _mm256_set1_ps
-#define VEC_ZERO _mm256_setzero_ps
+#include "vector_isa_avx2.h"
 #include "conv3x3_tiles.h"
+#include "vector_isa_end.h"
+#undef TILE
+#undef GRADIENT_RUN
 #endif
 
 // The tiles of an instruction set, or none where this build has no x86 kernels.

@@ -1,9 +1,8 @@
 // The register tiles of the direct 3×3 convolution, written once and compiled once per
-// instruction set: conv3x3_direct.c includes this file with
-//   ISA        name suffix (avx512, avx2)        ISA_TARGET  the target attribute's string
-//   VEC        vector type of LANES floats       TILE        pixels (or channels) per tile
-//   GRADIENT_RUN  pixels per run of the weight gradient
-//   VEC_LOAD, VEC_STORE, VEC_FMA(a, b, c) = a·b + c, VEC_SET1, VEC_ZERO
+// instruction set: conv3x3_direct.c defines TILE (pixels, or channels, per tile) and
+// GRADIENT_RUN (pixels per run of the weight gradient), then includes vector_isa_avx512.h or
+// vector_isa_avx2.h (ISA, ISA_TARGET, VEC, LANES, VEC_LOAD, VEC_STORE, VEC_FMA(a, b, c) =
+// a·b + c, VEC_SET1, VEC_ZERO) and this file.
 // A panel is two vectors wide (2·LANES output channels). Every tile keeps 2·TILE accumulators,
 // two weight (or output-gradient) vectors and one broadcast in registers: 31 of AVX-512's 32,
 // 15 of AVX2's 16.

@@ -52,14 +52,14 @@ extension Kaleido.Bench {
             func line<T: Encodable>(_ value: T) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
 
             if !json {
-                print(pad("kernel", 14) + pad("shape", 26) + pad("pass", 17) + pad("ms", 10, right: true) + pad("GFLOP/s", 10, right: true))
+                print(pad("kernel", 18) + pad("shape", 26) + pad("pass", 17) + pad("ms", 10, right: true) + pad("GFLOP/s", 10, right: true))
             }
             let bench = KernelBench(threads: threads, batch: batch, secondsPerCase: seconds, only: families)
             let results = bench.run { m in
                 if json {
                     print((try? line(m)) ?? "")
                 } else {
-                    print(pad(m.kernel, 14) + pad(m.shape, 26) + pad(m.pass, 17)
+                    print(pad(m.kernel, 18) + pad(m.shape, 26) + pad(m.pass, 17)
                           + pad(String(format: "%.3f", m.milliseconds), 10, right: true)
                           + pad(String(format: "%.1f", m.gflops), 10, right: true))
                 }

@@ -34,7 +34,8 @@ extension FaultInjection {
 }
 
 extension Conv2DDirect.Path {
-    /// `KALEIDO_CONV=im2col` or `avx2`; anything else, or nothing, is the widest kernels.
+    /// `KALEIDO_CONV=im2col`, `direct` (no Winograd) or `avx2`; anything else, or nothing, is the
+    /// widest kernels.
     static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Conv2DDirect.Path {
         environment["KALEIDO_CONV"].flatMap(Conv2DDirect.Path.init(rawValue:)) ?? .widest
     }

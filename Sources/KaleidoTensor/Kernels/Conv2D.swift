@@ -15,13 +15,17 @@ public struct Conv2DShape: Equatable, Sendable {
     /// pass and both gradients run with rather than im2col + sgemm, where they apply; nil for
     /// im2col everywhere.
     public let direct: Conv2DDirect.InstructionSet?
+    /// Whether the forward pass and the input gradient run as Winograd F(2×2, 3×3) products
+    /// (`Conv2DWinograd`) instead of the direct kernel; the weight gradient stays direct.
+    public let winograd: Bool
 
     /// - Parameter workspaceCap: floats of im2col columns held at once. The default (2 MB) was
     ///   measured with `kaleido bench kernels` on ResNet-18 CIFAR shapes, 2 threads: conv
     ///   fwd+bwd reached 48% of sgemm with 32 MB chunks, 80% with 4 MB and 84% with 2 MB.
     public init(batch: Int, height: Int, width: Int, inChannels: Int, outChannels: Int,
                 kernel: Int, stride: Int = 1, padding: Int = 0, workspaceCap: Int = 1 << 19,
-                direct: Conv2DDirect.InstructionSet? = Conv2DDirect.best) {
+                direct: Conv2DDirect.InstructionSet? = Conv2DDirect.best,
+                winograd allowed: Bool = Conv2DDirect.path.allowsWinograd) {
         precondition(kernel >= 1 && stride >= 1 && padding >= 0, "bad convolution geometry k\(kernel) s\(stride) p\(padding)")
         precondition(height + 2 * padding >= kernel && width + 2 * padding >= kernel,
                      "kernel \(kernel) larger than padded input \(height)×\(width)")
@@ -34,6 +38,9 @@ public struct Conv2DShape: Equatable, Sendable {
         imagesPerChunk = max(1, min(batch, workspaceCap / max(1, columnsPerImage)))
         precondition(direct?.isSupported ?? true, "this CPU does not run the direct convolution's \(direct!) kernels")
         self.direct = direct
+        winograd = allowed && Conv2DWinograd.pays(batch: batch, height: height, width: width, inChannels: inChannels,
+                                                  outChannels: outChannels, kernel: kernel, stride: stride,
+                                                  padding: padding, direct: direct)
     }
 
     /// A 3×3, stride-1, padding-1 convolution whose output channels fill the direct kernel's
@@ -51,9 +58,18 @@ public struct Conv2DShape: Equatable, Sendable {
         return channels % direct.panelChannels == 0
     }
 
-    /// The weights (or the weight gradient) packed for the direct kernel, when a pass uses it.
+    /// The weights (or the weight gradient) packed for the direct kernel, when a pass uses it;
+    /// transformed for Winograd's products (16 values per kernel instead of 9), when they run.
     public var packedWeightFloats: Int {
-        forwardIsDirect || inputGradientIsDirect || weightGradientIsDirect ? outChannels * patchSize : 0
+        if winograd { return Int(kaleido_winograd_packed_weight_floats(Int32(inChannels), Int32(outChannels))) }
+        return forwardIsDirect || inputGradientIsDirect || weightGradientIsDirect ? outChannels * patchSize : 0
+    }
+
+    /// Each lane's scratch for Winograd's blocks (their transformed input and products).
+    public var winogradScratchFloats: Int {
+        guard winograd, let direct else { return 0 }
+        // The forward pass transforms IC channels, the input gradient OC: room for the larger.
+        return kaleido_winograd_scratch_floats(direct.rawValue, Int32(max(inChannels, outChannels)))
     }
 
     /// Rows of the im2col matrix (output pixels) and its width (K·K·IC).
@@ -78,11 +94,17 @@ public struct Conv2DShape: Equatable, Sendable {
     public var workspaceFloats: Int { workspaceFloats(lanes: 1) }
 
     /// Scratch for `lanes` chunks at once (`workspaceLanes` of `forward` and `backward`): the
-    /// lanes' columns, then the second weight gradient, then the packed weights.
-    public func workspaceFloats(lanes: Int) -> Int { chunkFloats * lanes + weightScratchFloats + packedWeightFloats }
+    /// lanes' columns, then the second weight gradient, then the packed weights, then the lanes'
+    /// Winograd scratch.
+    public func workspaceFloats(lanes: Int) -> Int {
+        chunkFloats * lanes + weightScratchFloats + packedWeightFloats + winogradScratchFloats * lanes
+    }
 
     /// Where the packed weights start in a workspace of `workspaceFloats(lanes:)`.
     func packedWeightOffset(lanes: Int) -> Int { chunkFloats * lanes + weightScratchFloats }
+
+    /// Where the Winograd scratch of lane 0 starts in a workspace of `workspaceFloats(lanes:)`.
+    func winogradScratchOffset(lanes: Int) -> Int { packedWeightOffset(lanes: lanes) + packedWeightFloats }
 
     /// Chunks of `imagesPerChunk` images covering the batch.
     public var chunks: Int { (batch + imagesPerChunk - 1) / imagesPerChunk }
@@ -119,6 +141,12 @@ public enum Conv2D {
     ) {
         // With a bias, out starts as the bias rows and the products add onto it (beta 1).
         if let bias { Bias.broadcast(output: output, bias: bias, rows: s.outputPixels, channels: s.outChannels, pool: pool) }
+        if s.winograd, let set = s.direct, let workspace {
+            Conv2DWinograd.convolve(output: output, accumulate: bias != nil, input: input, weight: weight,
+                                    forInputGradient: false, shape: s, workspace: workspace, lanes: workspaceLanes,
+                                    with: set, pool: pool)
+            return
+        }
         if s.forwardIsDirect, let set = s.direct, let workspace {
             let packed = workspace + s.packedWeightOffset(lanes: workspaceLanes)
             Conv2DDirect.packWeights(weight, shape: s, forInputGradient: false, into: packed, with: set, pool: pool)
@@ -153,7 +181,12 @@ public enum Conv2D {
             addWeightGradient(dWeight, dOutput: dOutput, input: input, shape: s, workspace: workspace,
                               workspaceLanes: workspaceLanes, pool: pool)
         }
-        if let dInput, s.inputGradientIsDirect, let set = s.direct, let workspace {
+        if let dInput, s.winograd, let set = s.direct, let workspace {
+            // din = dout ⊛ W flipped and transposed, written whole.
+            Conv2DWinograd.convolve(output: dInput, accumulate: false, input: dOutput, weight: weight,
+                                    forInputGradient: true, shape: s, workspace: workspace, lanes: workspaceLanes,
+                                    with: set, pool: pool)
+        } else if let dInput, s.inputGradientIsDirect, let set = s.direct, let workspace {
             // din = dout ⊛ W flipped and transposed, written whole.
             let packed = workspace + s.packedWeightOffset(lanes: workspaceLanes)
             Conv2DDirect.packWeights(weight, shape: s, forInputGradient: true, into: packed, with: set, pool: pool)

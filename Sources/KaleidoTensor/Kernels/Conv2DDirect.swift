@@ -30,14 +30,20 @@ public enum Conv2DDirect {
     }
 
     /// Which kernels 3×3 convolutions run on: one path against another is how BENCHMARKS.md
-    /// measures them (`KALEIDO_CONV=im2col` or `avx2` for `kaleido`).
+    /// measures them (`KALEIDO_CONV=im2col`, `direct` or `avx2` for `kaleido`).
     public enum Path: String, Sendable {
-        /// The widest instruction set this CPU has, else im2col.
+        /// The widest instruction set this CPU has, Winograd's products where they pay
+        /// (`Conv2DWinograd.pays`), else im2col.
         case widest
-        /// AVX2 where the CPU has it, else the widest.
+        /// The same without Winograd: the direct kernels for every pass.
+        case direct
+        /// AVX2 where the CPU has it, else the widest; Winograd where it pays.
         case avx2
         /// im2col + sgemm everywhere.
         case im2col
+
+        /// Whether stride-1 3×3 convolutions may run as Winograd products on this path.
+        public var allowsWinograd: Bool { self == .widest || self == .avx2 }
     }
 
     /// Set once at startup, before any convolution is built (the CLI does it from `KALEIDO_CONV`).
@@ -49,7 +55,7 @@ public enum Conv2DDirect {
         switch path {
         case .im2col: return nil
         case .avx2: return InstructionSet.avx2.isSupported ? .avx2 : widest
-        case .widest: return widest
+        case .widest, .direct: return widest
         }
     }
 
@@ -81,7 +87,7 @@ public enum Conv2DDirect {
     static func addWeightGradient(_ dWeight: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
                                   input: UnsafePointer<Float>, shape s: Conv2DShape,
                                   packed: UnsafeMutablePointer<Float>, with set: InstructionSet, pool: ComputePool) {
-        pool.forEachRange(s.packedWeightFloats, minimumPerThread: 1 << 16) { range in
+        pool.forEachRange(s.outChannels * s.patchSize, minimumPerThread: 1 << 16) { range in
             (packed + range.lowerBound).update(repeating: 0, count: range.count)
         }
         let tiles = kaleido_conv3x3_weight_gradient_tiles(set.rawValue, Int32(s.inChannels), Int32(s.outChannels))

@@ -45,11 +45,18 @@ public struct KernelBench {
 
         record(fmaPeak(pool: pool))
         for size in [256, 1024] where wants("sgemm") { record(sgemm(m: size, n: size, k: size)) }
-        // ResNet-18 CIFAR stages: 3×3, stride 1, padding 1.
-        for (side, channels) in [(32, 64), (16, 128), (8, 256), (4, 512)] where wants("conv3x3") {
-            let s = Conv2DShape(batch: batch, height: side, width: side, inChannels: channels, outChannels: channels,
-                                kernel: 3, stride: 1, padding: 1)
-            conv3x3(s, pool: pool).forEach(record)
+        // ResNet-18 CIFAR stages, then ResNet-50's at 224 px (batch 16): 3×3, stride 1, padding 1.
+        // Each on the direct kernel, then as Winograd products where those run (their GFLOP/s
+        // count the direct kernel's multiplies: the rate it would need to match them).
+        let resnet18 = [(32, 64), (16, 128), (8, 256), (4, 512)].map { (batch, $0.0, $0.1) }
+        let resnet50 = [(56, 64), (28, 128), (14, 256), (7, 512)].map { (16, $0.0, $0.1) }
+        for (n, side, channels) in resnet18 + resnet50 where wants("conv3x3") {
+            for winograd in [false, true] {
+                let s = Conv2DShape(batch: n, height: side, width: side, inChannels: channels, outChannels: channels,
+                                    kernel: 3, stride: 1, padding: 1, winograd: winograd)
+                if winograd && !s.winograd { continue }
+                conv3x3(s, pool: pool).forEach(record)
+            }
         }
         // ConvNeXt-atto on 32 px with a 2×2 stem, and ConvNeXt-T's first stage at 224 px.
         for (n, side, channels) in [(batch, 16, 40), (batch, 8, 80), (batch, 4, 160), (batch, 2, 320), (8, 56, 96)]
@@ -132,6 +139,7 @@ public struct KernelBench {
         let lanes = pool.threads
         let workspace = Tensor(zeros: [s.workspaceFloats(lanes: lanes)])
         let name = "n\(s.batch) \(s.height)×\(s.width)×\(s.inChannels)→\(s.outChannels)"
+        let kernel = s.winograd ? "conv3x3_winograd" : "conv3x3"
         let forward = time {
             Conv2D.forward(output: output.pointer, input: input.pointer, weight: weight.pointer, bias: nil,
                            shape: s, workspace: workspace.pointer, workspaceLanes: lanes, pool: pool)
@@ -144,10 +152,10 @@ public struct KernelBench {
             Conv2D.backward(dInput: dInput.pointer, dWeight: nil, dBias: nil, dOutput: output.pointer, input: input.pointer,
                             weight: weight.pointer, shape: s, workspace: workspace.pointer, workspaceLanes: lanes, pool: pool)
         }
-        return [measurement("conv3x3", name, "forward", flops: s.forwardFLOPs, seconds: forward),
-                measurement("conv3x3", name, "backward", flops: 2 * s.forwardFLOPs, seconds: weightGradient + inputGradient),
-                measurement("conv3x3", name, "dweight", flops: s.forwardFLOPs, seconds: weightGradient),
-                measurement("conv3x3", name, "dinput", flops: s.forwardFLOPs, seconds: inputGradient)]
+        return [measurement(kernel, name, "forward", flops: s.forwardFLOPs, seconds: forward),
+                measurement(kernel, name, "backward", flops: 2 * s.forwardFLOPs, seconds: weightGradient + inputGradient),
+                measurement(kernel, name, "dweight", flops: s.forwardFLOPs, seconds: weightGradient),
+                measurement(kernel, name, "dinput", flops: s.forwardFLOPs, seconds: inputGradient)]
     }
 
     func depthwise(_ s: DepthwiseConv2DShape, pool: ComputePool) -> [KernelMeasurement] {
