@@ -13,14 +13,36 @@
 
 enum { max_panel = 32 };
 
-typedef void (*winograd_block_function)(const float *, int, int, int, int, const float *, int, float *, int, long,
-                                        int, float *);
+// Where tile `tile` of the batch is: image n, top-left output pixel (oy, ox), and which of its
+// 2×2 pixels lie inside the image (an odd side's last tile hangs over by one).
+typedef struct {
+    long n;
+    int oy, ox;
+    int inside[2][2];
+} winograd_tile;
 
-// One instruction set's block: `rows` tiles per register tile, `block` tiles per block, output
-// channels in panels of `panel`.
+static inline winograd_tile tile_at(long tile, int height, int width) {
+    int tiles_h = (height + 1) / 2, tiles_w = (width + 1) / 2;
+    winograd_tile g;
+    g.n = tile / ((long)tiles_h * tiles_w);
+    g.oy = 2 * (int)(tile / tiles_w % tiles_h);
+    g.ox = 2 * (int)(tile % tiles_w);
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++) g.inside[a][b] = g.oy + a < height && g.ox + b < width;
+    return g;
+}
+
+typedef void (*winograd_block_function)(const float *, int, int, int, const float *, int, float *, int, long, int,
+                                        float *);
+typedef void (*winograd_gradient_function)(const float *, const float *, int, int, int, int, int, int, float *,
+                                           float *);
+
+// One instruction set's kernels: `rows` tiles (or input channels) per register tile, `block`
+// tiles per block, output channels in panels of `panel`.
 typedef struct {
     int rows, block, panel;
     winograd_block_function run;
+    winograd_gradient_function gradient_panel;
 } winograd_set;
 
 #if KALEIDO_HAS_X86
@@ -74,6 +96,11 @@ long kaleido_winograd_scratch_floats(int instruction_set, int in_channels) {
     return set ? 16L * set->block * (in_channels + set->panel) : 0;
 }
 
+long kaleido_winograd_weight_gradient_scratch_floats(int instruction_set, int in_channels) {
+    const winograd_set *set = winograd_for(instruction_set);
+    return set ? kaleido_winograd_scratch_floats(instruction_set, in_channels) + 16L * in_channels * set->panel : 0;
+}
+
 // U = G g Gᵀ for `n` kernels side by side: g[tap][j] is tap (kh·3 + kw) of kernel j, and
 // U[ξ] of kernel j goes to u + ξ·xi_stride + j. The loop over j is what the compiler vectorises.
 static void transform_kernels(const float (*restrict g)[max_panel], int n, float *restrict u, long xi_stride) {
@@ -121,6 +148,36 @@ void kaleido_winograd_convolve(int instruction_set, const float *input, int batc
                                int accumulate, long first_tile, int tile_count, float *scratch) {
     const winograd_set *set = winograd_for(instruction_set);
     if (!set || tile_count <= 0) return;
-    set->run(input, batch, height, width, in_channels, packed_weight, out_channels, out, accumulate, first_tile,
+    (void)batch;
+    set->run(input, height, width, in_channels, packed_weight, out_channels, out, accumulate, first_tile,
              tile_count < set->block ? tile_count : set->block, scratch);
+}
+
+// dW[p·P + j, kh, kw, ic] += (Gᵀ dU G)[kh][kw], dU[ξ] = du[ξ][ic][j]: the adjoint of
+// `transform_kernels`, Gᵀ = [1 ½ ½ 0; 0 ½ −½ 0; 0 ½ ½ 1].
+void kaleido_winograd_weight_gradient(int instruction_set, const float *input, const float *dout, int batch,
+                                      int height, int width, int in_channels, int out_channels, int panel_index,
+                                      float *weight_gradient, float *scratch) {
+    const winograd_set *set = winograd_for(instruction_set);
+    if (!set) return;
+    int panel = set->panel;
+    float *du = scratch + kaleido_winograd_scratch_floats(instruction_set, in_channels);
+    set->gradient_panel(input, dout, batch, height, width, in_channels, out_channels, panel_index, du, scratch);
+    for (int j = 0; j < panel; j++) {
+        float *row = weight_gradient + (long)(panel_index * panel + j) * 9 * in_channels;
+        for (int c = 0; c < in_channels; c++) {
+            float d[4][4], s[3][4];
+            for (int xi = 0; xi < 16; xi++) d[xi / 4][xi % 4] = du[((long)xi * in_channels + c) * panel + j];
+            for (int l = 0; l < 4; l++) {  // Gᵀ dU
+                s[0][l] = d[0][l] + 0.5f * (d[1][l] + d[2][l]);
+                s[1][l] = 0.5f * (d[1][l] - d[2][l]);
+                s[2][l] = 0.5f * (d[1][l] + d[2][l]) + d[3][l];
+            }
+            for (int k = 0; k < 3; k++) {  // (Gᵀ dU) G
+                row[(k * 3 + 0) * in_channels + c] += s[k][0] + 0.5f * (s[k][1] + s[k][2]);
+                row[(k * 3 + 1) * in_channels + c] += 0.5f * (s[k][1] - s[k][2]);
+                row[(k * 3 + 2) * in_channels + c] += 0.5f * (s[k][1] + s[k][2]) + s[k][3];
+            }
+        }
+    }
 }

@@ -100,33 +100,38 @@ static inline void ISA_FN(transform_output)(const float *m, long xi_stride, floa
     }
 }
 
-// One block: input transform of its tiles into v (16 × tiles × in_channels), then per panel
-// of output channels the 16 products into m (16 × tiles × panel) and their output transform.
-__attribute__((target(ISA_TARGET)))
-static void ISA_FN(winograd_block)(const float *input, int batch, int height, int width, int in_channels,
-                                   const float *packed, int out_channels, float *out, int accumulate,
-                                   long first_tile, int tiles, float *scratch) {
-    (void)batch;
-    const int panel = 2 * LANES, tiles_h = (height + 1) / 2, tiles_w = (width + 1) / 2;
-    float *v = scratch, *m = scratch + 16L * tiles * in_channels;
-    const long v_xi = (long)tiles * in_channels, m_xi = (long)tiles * panel;
+// Input transform of tiles [first_tile, first_tile + tiles) into v (16 × tiles × in_channels).
+__attribute__((target(ISA_TARGET), always_inline))
+static inline void ISA_FN(transform_input_block)(const float *input, int height, int width, int in_channels,
+                                                 long first_tile, int tiles, float *v) {
+    const long v_xi = (long)tiles * in_channels;
     for (int t = 0; t < tiles; t++) {
-        long tile = first_tile + t;
-        long n = tile / ((long)tiles_h * tiles_w);
-        int ty = (int)(tile / tiles_w % tiles_h), tx = (int)(tile % tiles_w);
+        winograd_tile g = tile_at(first_tile + t, height, width);
         const float *row[4];
         long column[4];
         for (int r = 0; r < 4; r++) {
-            int y = 2 * ty - 1 + r;
-            row[r] = y >= 0 && y < height ? input + (n * height + y) * width * in_channels : 0;
+            int y = g.oy - 1 + r;
+            row[r] = y >= 0 && y < height ? input + (g.n * height + y) * width * in_channels : 0;
         }
         for (int c = 0; c < 4; c++) {
-            int x = 2 * tx - 1 + c;
+            int x = g.ox - 1 + c;
             column[c] = x >= 0 && x < width ? (long)x * in_channels : -1;
         }
         for (int channel = 0; channel < in_channels; channel += LANES)
             ISA_FN(transform_input)(row, column, channel, v + (long)t * in_channels + channel, v_xi);
     }
+}
+
+// One block: input transform of its tiles into v (16 × tiles × in_channels), then per panel
+// of output channels the 16 products into m (16 × tiles × panel) and their output transform.
+__attribute__((target(ISA_TARGET)))
+static void ISA_FN(winograd_block)(const float *input, int height, int width, int in_channels, const float *packed,
+                                   int out_channels, float *out, int accumulate, long first_tile, int tiles,
+                                   float *scratch) {
+    const int panel = 2 * LANES;
+    float *v = scratch, *m = scratch + 16L * tiles * in_channels;
+    const long v_xi = (long)tiles * in_channels, m_xi = (long)tiles * panel;
+    ISA_FN(transform_input_block)(input, height, width, in_channels, first_tile, tiles, v);
     const long panel_floats = 16L * in_channels * panel;
     for (int p = 0; p < out_channels / panel; p++) {
         for (int xi = 0; xi < 16; xi++) {
@@ -138,26 +143,132 @@ static void ISA_FN(winograd_block)(const float *input, int batch, int height, in
             }
         }
         for (int t = 0; t < tiles; t++) {
-            long tile = first_tile + t;
-            long n = tile / ((long)tiles_h * tiles_w);
-            int oy = 2 * (int)(tile / tiles_w % tiles_h), ox = 2 * (int)(tile % tiles_w);
-            int inside[2][2];
+            winograd_tile g = tile_at(first_tile + t, height, width);
             long at[2][2];  // where each pixel's panel starts in out
             for (int a = 0; a < 2; a++)
-                for (int b = 0; b < 2; b++) {
-                    inside[a][b] = oy + a < height && ox + b < width;
-                    at[a][b] = inside[a][b] ? ((n * height + oy + a) * width + ox + b) * out_channels + p * panel : 0;
-                }
+                for (int b = 0; b < 2; b++)
+                    at[a][b] = g.inside[a][b]
+                        ? ((g.n * height + g.oy + a) * width + g.ox + b) * out_channels + p * panel : 0;
             for (int h = 0; h < 2; h++) {
                 float *half[2][2] = {{out + at[0][0] + h * LANES, out + at[0][1] + h * LANES},
                                      {out + at[1][0] + h * LANES, out + at[1][1] + h * LANES}};
-                ISA_FN(transform_output)(m + (long)t * panel + h * LANES, m_xi, half, inside, accumulate);
+                ISA_FN(transform_output)(m + (long)t * panel + h * LANES, m_xi, half, g.inside, accumulate);
             }
         }
     }
 }
 
-static const winograd_set ISA_FN(winograd) = {ROWS, BLOCK, 2 * LANES, ISA_FN(winograd_block)};
+// Output-gradient transform of one tile, one vector of channels — the adjoint of
+// `transform_output`: dM = A dY Aᵀ from the 2×2 dY at dy[a][b] (null outside the image: zero),
+// dM[ξ] to dm + ξ·xi_stride.
+__attribute__((target(ISA_TARGET), always_inline))
+static inline void ISA_FN(transform_output_gradient)(const float *const dy[2][2], float *dm, long xi_stride) {
+    VEC y[2][2];
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++) y[a][b] = dy[a][b] ? VEC_LOAD(dy[a][b]) : VEC_ZERO();
+    VEC r[4][2];  // A dY
+    for (int b = 0; b < 2; b++) {
+        r[0][b] = y[0][b];
+        r[1][b] = VEC_ADD(y[0][b], y[1][b]);
+        r[2][b] = VEC_SUB(y[0][b], y[1][b]);
+        r[3][b] = VEC_SUB(VEC_ZERO(), y[1][b]);
+    }
+    for (int i = 0; i < 4; i++) {  // (A dY) Aᵀ
+        VEC_STORE(dm + (i * 4 + 0) * xi_stride, r[i][0]);
+        VEC_STORE(dm + (i * 4 + 1) * xi_stride, VEC_ADD(r[i][0], r[i][1]));
+        VEC_STORE(dm + (i * 4 + 2) * xi_stride, VEC_SUB(r[i][0], r[i][1]));
+        VEC_STORE(dm + (i * 4 + 3) * xi_stride, VEC_SUB(VEC_ZERO(), r[i][1]));
+    }
+}
+
+// The weight gradient's register tile: `rows` (≤ ROWS) input channels × one panel, summed over
+// `tiles` tiles onto du (rows of 2·LANES floats, one per channel):
+//   du[i][0 .. 2·LANES) += Σ_t v[t·channels + i] · dm[t·2·LANES .. (t + 1)·2·LANES)
+__attribute__((target(ISA_TARGET), always_inline))
+static inline void ISA_FN(gradient_product_tile)(const float *v, int channels, const float *dm, int tiles, float *du,
+                                                 const int rows) {
+    VEC acc[ROWS][2];
+    for (int i = 0; i < rows; i++) {
+        acc[i][0] = VEC_LOAD(du + i * 2 * LANES);
+        acc[i][1] = VEC_LOAD(du + i * 2 * LANES + LANES);
+    }
+    for (int t = 0; t < tiles; t++) {
+        VEC d0 = VEC_LOAD(dm + t * 2 * LANES), d1 = VEC_LOAD(dm + t * 2 * LANES + LANES);
+        for (int i = 0; i < rows; i++) {
+            VEC x = VEC_SET1(v[(long)t * channels + i]);
+            acc[i][0] = VEC_FMA(x, d0, acc[i][0]);
+            acc[i][1] = VEC_FMA(x, d1, acc[i][1]);
+        }
+    }
+    for (int i = 0; i < rows; i++) {
+        VEC_STORE(du + i * 2 * LANES, acc[i][0]);
+        VEC_STORE(du + i * 2 * LANES + LANES, acc[i][1]);
+    }
+}
+
+#define GRADIENT_TILE_OF(r)                                                                                  \
+    __attribute__((target(ISA_TARGET), noinline)) static void CAT(ISA_FN(gradient_product_tile), r)(       \
+        const float *v, int channels, const float *dm, int tiles, float *du) {                              \
+        ISA_FN(gradient_product_tile)(v, channels, dm, tiles, du, r);                                        \
+    }
+GRADIENT_TILE_OF(1) GRADIENT_TILE_OF(2) GRADIENT_TILE_OF(3) GRADIENT_TILE_OF(4) GRADIENT_TILE_OF(5)
+GRADIENT_TILE_OF(6)
+#if ROWS > 6
+GRADIENT_TILE_OF(7) GRADIENT_TILE_OF(8) GRADIENT_TILE_OF(9) GRADIENT_TILE_OF(10) GRADIENT_TILE_OF(11)
+GRADIENT_TILE_OF(12) GRADIENT_TILE_OF(13) GRADIENT_TILE_OF(14)
+#endif
+#undef GRADIENT_TILE_OF
+
+typedef void (*ISA_FN(gradient_function))(const float *, int, const float *, int, float *);
+static const ISA_FN(gradient_function) ISA_FN(gradient_tiles)[ROWS + 1] = {
+    0, CAT(ISA_FN(gradient_product_tile), 1), CAT(ISA_FN(gradient_product_tile), 2),
+    CAT(ISA_FN(gradient_product_tile), 3), CAT(ISA_FN(gradient_product_tile), 4),
+    CAT(ISA_FN(gradient_product_tile), 5), CAT(ISA_FN(gradient_product_tile), 6),
+#if ROWS > 6
+    CAT(ISA_FN(gradient_product_tile), 7), CAT(ISA_FN(gradient_product_tile), 8),
+    CAT(ISA_FN(gradient_product_tile), 9), CAT(ISA_FN(gradient_product_tile), 10),
+    CAT(ISA_FN(gradient_product_tile), 11), CAT(ISA_FN(gradient_product_tile), 12),
+    CAT(ISA_FN(gradient_product_tile), 13), CAT(ISA_FN(gradient_product_tile), 14),
+#endif
+};
+
+// The transformed weight gradient of output panel p, summed over every tile of the batch in
+// order, block by block: du[ξ][ic][j] = Σ_t V[ξ][t, ic] · dM[ξ][t, p·P + j] (16 × in_channels ×
+// panel floats, written). Scratch: the block's V, then its dM.
+__attribute__((target(ISA_TARGET)))
+static void ISA_FN(winograd_gradient_panel)(const float *input, const float *dout, int batch, int height, int width,
+                                            int in_channels, int out_channels, int p, float *du, float *scratch) {
+    const int panel = 2 * LANES;
+    const long tiles_total = (long)batch * ((height + 1) / 2) * ((width + 1) / 2);
+    for (long i = 0; i < 16L * in_channels * panel; i++) du[i] = 0;
+    float *v = scratch, *dm = scratch + 16L * BLOCK * in_channels;
+    for (long first_tile = 0; first_tile < tiles_total; first_tile += BLOCK) {
+        int tiles = tiles_total - first_tile < BLOCK ? (int)(tiles_total - first_tile) : BLOCK;
+        const long v_xi = (long)tiles * in_channels, dm_xi = (long)tiles * panel;
+        ISA_FN(transform_input_block)(input, height, width, in_channels, first_tile, tiles, v);
+        for (int t = 0; t < tiles; t++) {
+            winograd_tile g = tile_at(first_tile + t, height, width);
+            for (int h = 0; h < 2; h++) {
+                const float *dy[2][2];
+                for (int a = 0; a < 2; a++)
+                    for (int b = 0; b < 2; b++)
+                        dy[a][b] = g.inside[a][b]
+                            ? dout + ((g.n * height + g.oy + a) * width + g.ox + b) * out_channels + p * panel + h * LANES
+                            : 0;
+                ISA_FN(transform_output_gradient)(dy, dm + (long)t * panel + h * LANES, dm_xi);
+            }
+        }
+        for (int xi = 0; xi < 16; xi++)
+            for (int first = 0; first < in_channels; first += ROWS) {
+                int rows = in_channels - first < ROWS ? in_channels - first : ROWS;
+                ISA_FN(gradient_tiles)[rows](v + xi * v_xi + first, in_channels, dm + xi * dm_xi, tiles,
+                                             du + ((long)xi * in_channels + first) * panel);
+            }
+    }
+}
+
+static const winograd_set ISA_FN(winograd) = {ROWS, BLOCK, 2 * LANES, ISA_FN(winograd_block),
+                                              ISA_FN(winograd_gradient_panel)};
 
 #undef ISA_FN
 #undef CAT

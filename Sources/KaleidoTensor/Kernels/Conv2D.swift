@@ -15,8 +15,8 @@ public struct Conv2DShape: Equatable, Sendable {
     /// pass and both gradients run with rather than im2col + sgemm, where they apply; nil for
     /// im2col everywhere.
     public let direct: Conv2DDirect.InstructionSet?
-    /// Whether the forward pass and the input gradient run as Winograd F(2×2, 3×3) products
-    /// (`Conv2DWinograd`) instead of the direct kernel; the weight gradient stays direct.
+    /// Whether the forward pass and both gradients run as Winograd F(2×2, 3×3) products
+    /// (`Conv2DWinograd`) instead of the direct kernel.
     public let winograd: Bool
 
     /// - Parameter workspaceCap: floats of im2col columns held at once. The default (2 MB) was
@@ -68,8 +68,10 @@ public struct Conv2DShape: Equatable, Sendable {
     /// Each lane's scratch for Winograd's blocks (their transformed input and products).
     public var winogradScratchFloats: Int {
         guard winograd, let direct else { return 0 }
-        // The forward pass transforms IC channels, the input gradient OC: room for the larger.
-        return kaleido_winograd_scratch_floats(direct.rawValue, Int32(max(inChannels, outChannels)))
+        // The forward pass transforms IC channels, the input gradient OC: room for the larger,
+        // and for the weight gradient's.
+        return max(kaleido_winograd_scratch_floats(direct.rawValue, Int32(max(inChannels, outChannels))),
+                   kaleido_winograd_weight_gradient_scratch_floats(direct.rawValue, Int32(inChannels)))
     }
 
     /// Rows of the im2col matrix (output pixels) and its width (K·K·IC).
@@ -225,6 +227,11 @@ public enum Conv2D {
     private static func addWeightGradient(_ dWeight: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
                                           input: UnsafePointer<Float>, shape s: Conv2DShape,
                                           workspace: UnsafeMutablePointer<Float>?, workspaceLanes: Int, pool: ComputePool) {
+        if s.winograd, let set = s.direct, let workspace {
+            Conv2DWinograd.addWeightGradient(dWeight, dOutput: dOutput, input: input, shape: s, workspace: workspace,
+                                             lanes: workspaceLanes, with: set, pool: pool)
+            return
+        }
         if s.weightGradientIsDirect, let set = s.direct, let workspace {
             Conv2DDirect.addWeightGradient(dWeight, dOutput: dOutput, input: input, shape: s,
                                            packed: workspace + s.packedWeightOffset(lanes: workspaceLanes), with: set,

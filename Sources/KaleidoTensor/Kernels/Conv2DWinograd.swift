@@ -7,15 +7,18 @@ import CKernels
 /// out[p, oc] (+)= Σ_{tap, ic} in[p shifted by tap, ic] · W[oc, tap, ic]      (N, H, W, IC) → (N, H, W, OC)
 /// computed as out tile = Aᵀ [Σ_ic (Bᵀ d B)[ξ] · (G g Gᵀ)[ξ]] A over the 16 positions ξ.
 ///
-/// The forward pass and the input gradient (dout with W flipped and transposed) run this way;
-/// the weight gradient stays on the direct kernel. Results differ from the direct kernel's in
-/// the last bits (the transforms add before they multiply) and are the same for any thread
-/// count: each output element is computed inside one block, in one order.
+/// The forward pass, the input gradient (dout with W flipped and transposed) and the weight
+/// gradient (the adjoint of the forward pass's transforms) run this way. Results differ from the
+/// direct kernel's in the last bits (the transforms add before they multiply) and are the same
+/// for any thread count: each output element is computed inside one block, each weight-gradient
+/// element summed over the tiles in one order by one thread.
 public enum Conv2DWinograd {
     /// Whether a convolution of this geometry runs as Winograd products: 3×3, stride 1,
     /// padding 1, both channel counts in whole panels of the direct kernel, and outputs of at
-    /// least 8×8 pixels, below which the 2×2 tiles of a side overhang or cover few pixels and
-    /// the direct kernel's skipped padding taps make up most of Winograd's gain.
+    /// least 8×8 pixels. Below that the direct kernel's skipped padding taps make up much of
+    /// Winograd's gain, and the layers there are wide: at 4×4×512 and 7×7×512 (`kaleido bench
+    /// kernels --only conv3x3`, AVX-512) the products were no faster than the direct kernel, their
+    /// transformed weights (16 MB) streaming from memory for every block of tiles.
     public static func pays(batch: Int, height: Int, width: Int, inChannels: Int, outChannels: Int,
                             kernel: Int, stride: Int, padding: Int, direct: Conv2DDirect.InstructionSet?) -> Bool {
         guard let direct, kernel == 3, stride == 1, padding == 1 else { return false }
@@ -50,6 +53,21 @@ public enum Conv2DWinograd {
                                       Int32(inChannels), packed, Int32(outChannels), output, accumulate ? 1 : 0,
                                       first, Int32(min(block, tiles - first)),
                                       scratch + lane * s.winogradScratchFloats)
+        }
+    }
+
+    /// dW += the weight gradient, one panel of output channels per piece: a piece sums every
+    /// tile of the batch for its panel (recomputing the input transform, an eighth of the
+    /// products' work, rather than sharing it between threads and fixing the order of their sums).
+    static func addWeightGradient(_ dWeight: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
+                                  input: UnsafePointer<Float>, shape s: Conv2DShape, workspace: UnsafeMutablePointer<Float>,
+                                  lanes: Int, with set: Conv2DDirect.InstructionSet, pool: ComputePool) {
+        precondition(s.winograd && s.direct == set, "\(s) does not run as Winograd products with \(set)")
+        let scratch = workspace + s.winogradScratchOffset(lanes: lanes)
+        pool.forEachPiece(s.outChannels / set.panelChannels, lanes: lanes) { lane, panel in
+            kaleido_winograd_weight_gradient(set.rawValue, input, dOutput, Int32(s.batch), Int32(s.height), Int32(s.width),
+                                             Int32(s.inChannels), Int32(s.outChannels), Int32(panel), dWeight,
+                                             scratch + lane * s.winogradScratchFloats)
         }
     }
 }
