@@ -34,8 +34,8 @@ static inline winograd_tile tile_at(long tile, int height, int width) {
 
 typedef void (*winograd_block_function)(const float *, int, int, int, const float *, int, float *, int, long, int,
                                         float *);
-typedef void (*winograd_gradient_function)(const float *, const float *, int, int, int, int, int, int, float *,
-                                           float *);
+typedef void (*winograd_gradient_function)(const float *, const float *, int, int, int, int, int, int, int, int,
+                                           float *, float *);
 
 // One instruction set's kernels: `rows` tiles (or input channels) per register tile, `block`
 // tiles per block, output channels in panels of `panel`.
@@ -96,10 +96,6 @@ long kaleido_winograd_scratch_floats(int instruction_set, int in_channels) {
     return set ? 16L * set->block * (in_channels + set->panel) : 0;
 }
 
-long kaleido_winograd_weight_gradient_scratch_floats(int instruction_set, int in_channels) {
-    const winograd_set *set = winograd_for(instruction_set);
-    return set ? kaleido_winograd_scratch_floats(instruction_set, in_channels) + 16L * in_channels * set->panel : 0;
-}
 
 // U = G g Gᵀ for `n` kernels side by side: g[tap][j] is tap (kh·3 + kw) of kernel j, and
 // U[ξ] of kernel j goes to u + ξ·xi_stride + j. The loop over j is what the compiler vectorises.
@@ -153,30 +149,40 @@ void kaleido_winograd_convolve(int instruction_set, const float *input, int batc
              tile_count < set->block ? tile_count : set->block, scratch);
 }
 
-// dW[p·P + j, kh, kw, ic] += (Gᵀ dU G)[kh][kw], dU[ξ] = du[ξ][ic][j]: the adjoint of
+void kaleido_winograd_weight_gradient_products(int instruction_set, const float *input, const float *dout, int batch,
+                                               int height, int width, int in_channels, int out_channels,
+                                               int panel_index, int first_xi, int xi_count,
+                                               float *transformed_gradient, float *scratch) {
+    const winograd_set *set = winograd_for(instruction_set);
+    if (!set) return;
+    set->gradient_panel(input, dout, batch, height, width, in_channels, out_channels, panel_index, first_xi, xi_count,
+                        transformed_gradient + (long)panel_index * 16 * in_channels * set->panel, scratch);
+}
+
+// dW[p·P + j, kh, kw, ic] += (Gᵀ dU G)[kh][kw], dU[ξ] = transformed[p][ξ][ic][j]: the adjoint of
 // `transform_kernels`, Gᵀ = [1 ½ ½ 0; 0 ½ −½ 0; 0 ½ ½ 1].
-void kaleido_winograd_weight_gradient(int instruction_set, const float *input, const float *dout, int batch,
-                                      int height, int width, int in_channels, int out_channels, int panel_index,
-                                      float *weight_gradient, float *scratch) {
+void kaleido_winograd_weight_gradient_add(int instruction_set, const float *transformed_gradient, int in_channels,
+                                          float *weight_gradient, int first_panel, int panel_count) {
     const winograd_set *set = winograd_for(instruction_set);
     if (!set) return;
     int panel = set->panel;
-    float *du = scratch + kaleido_winograd_scratch_floats(instruction_set, in_channels);
-    set->gradient_panel(input, dout, batch, height, width, in_channels, out_channels, panel_index, du, scratch);
-    for (int j = 0; j < panel; j++) {
-        float *row = weight_gradient + (long)(panel_index * panel + j) * 9 * in_channels;
-        for (int c = 0; c < in_channels; c++) {
-            float d[4][4], s[3][4];
-            for (int xi = 0; xi < 16; xi++) d[xi / 4][xi % 4] = du[((long)xi * in_channels + c) * panel + j];
-            for (int l = 0; l < 4; l++) {  // Gᵀ dU
-                s[0][l] = d[0][l] + 0.5f * (d[1][l] + d[2][l]);
-                s[1][l] = 0.5f * (d[1][l] - d[2][l]);
-                s[2][l] = 0.5f * (d[1][l] + d[2][l]) + d[3][l];
-            }
-            for (int k = 0; k < 3; k++) {  // (Gᵀ dU) G
-                row[(k * 3 + 0) * in_channels + c] += s[k][0] + 0.5f * (s[k][1] + s[k][2]);
-                row[(k * 3 + 1) * in_channels + c] += 0.5f * (s[k][1] - s[k][2]);
-                row[(k * 3 + 2) * in_channels + c] += 0.5f * (s[k][1] + s[k][2]) + s[k][3];
+    for (int p = first_panel; p < first_panel + panel_count; p++) {
+        const float *du = transformed_gradient + (long)p * 16 * in_channels * panel;
+        for (int j = 0; j < panel; j++) {
+            float *row = weight_gradient + (long)(p * panel + j) * 9 * in_channels;
+            for (int c = 0; c < in_channels; c++) {
+                float d[4][4], s[3][4];
+                for (int xi = 0; xi < 16; xi++) d[xi / 4][xi % 4] = du[((long)xi * in_channels + c) * panel + j];
+                for (int l = 0; l < 4; l++) {  // Gᵀ dU
+                    s[0][l] = d[0][l] + 0.5f * (d[1][l] + d[2][l]);
+                    s[1][l] = 0.5f * (d[1][l] - d[2][l]);
+                    s[2][l] = 0.5f * (d[1][l] + d[2][l]) + d[3][l];
+                }
+                for (int k = 0; k < 3; k++) {  // (Gᵀ dU) G
+                    row[(k * 3 + 0) * in_channels + c] += s[k][0] + 0.5f * (s[k][1] + s[k][2]);
+                    row[(k * 3 + 1) * in_channels + c] += 0.5f * (s[k][1] - s[k][2]);
+                    row[(k * 3 + 2) * in_channels + c] += 0.5f * (s[k][1] + s[k][2]) + s[k][3];
+                }
             }
         }
     }

@@ -2,8 +2,8 @@
 // once per set: conv3x3_winograd.c defines ROWS (tiles per register tile of the products) and
 // BLOCK (tiles per block), then includes vector_isa_avx512.h or
 // vector_isa_avx2.h, this file and vector_isa_end.h. A panel is two vectors (2·LANES output
-// channels); a register tile keeps 2·ROWS accumulators, two U vectors and one broadcast:
-// 31 of AVX-512's 32 registers at ROWS 14, 15 of AVX2's 16 at ROWS 6.
+// channels); a register tile keeps 2·ROWS accumulators, two vectors of its right-hand operand
+// and one broadcast: 31 of AVX-512's 32 registers at ROWS 14, 15 of AVX2's 16 at ROWS 6.
 
 #define CAT_(a, b) a##_##b
 #define CAT(a, b) CAT_(a, b)
@@ -34,31 +34,38 @@ static inline void ISA_FN(transform_input)(const float *const row[4], const long
     }
 }
 
-// One product's register tile: `rows` (≤ ROWS) tiles × one panel, over all `channels`:
-//   m[i][0 .. 2·LANES) = Σ_c v[i·channels + c] · u[c·2·LANES .. (c + 1)·2·LANES)
+// The register tile of both products: `rows` (≤ ROWS) rows × one panel (two vectors), over k:
+//   c[i][0 .. 2·LANES) (+)= Σ_k a[i·a_row + k·a_k] · b[k·2·LANES .. (k + 1)·2·LANES)
+// The forward products read a row of V per tile (a_row = channels, a_k = 1) and write M; the
+// weight gradient reads a column of V per input channel (a_row = 1, a_k = channels) and adds
+// onto dU.
 __attribute__((target(ISA_TARGET), always_inline))
-static inline void ISA_FN(product_tile)(const float *v, int channels, const float *u, float *m, const int rows) {
+static inline void ISA_FN(product_tile)(const float *a, long a_row, long a_k, const float *b, int k, float *c,
+                                        int accumulate, const int rows) {
     VEC acc[ROWS][2];
-    for (int i = 0; i < rows; i++) acc[i][0] = acc[i][1] = VEC_ZERO();
-    for (int c = 0; c < channels; c++) {
-        VEC u0 = VEC_LOAD(u + c * 2 * LANES), u1 = VEC_LOAD(u + c * 2 * LANES + LANES);
+    for (int i = 0; i < rows; i++) {
+        acc[i][0] = accumulate ? VEC_LOAD(c + i * 2 * LANES) : VEC_ZERO();
+        acc[i][1] = accumulate ? VEC_LOAD(c + i * 2 * LANES + LANES) : VEC_ZERO();
+    }
+    for (int step = 0; step < k; step++) {
+        VEC b0 = VEC_LOAD(b + step * 2 * LANES), b1 = VEC_LOAD(b + step * 2 * LANES + LANES);
         for (int i = 0; i < rows; i++) {
-            VEC x = VEC_SET1(v[(long)i * channels + c]);
-            acc[i][0] = VEC_FMA(x, u0, acc[i][0]);
-            acc[i][1] = VEC_FMA(x, u1, acc[i][1]);
+            VEC x = VEC_SET1(a[i * a_row + step * a_k]);
+            acc[i][0] = VEC_FMA(x, b0, acc[i][0]);
+            acc[i][1] = VEC_FMA(x, b1, acc[i][1]);
         }
     }
     for (int i = 0; i < rows; i++) {
-        VEC_STORE(m + i * 2 * LANES, acc[i][0]);
-        VEC_STORE(m + i * 2 * LANES + LANES, acc[i][1]);
+        VEC_STORE(c + i * 2 * LANES, acc[i][0]);
+        VEC_STORE(c + i * 2 * LANES + LANES, acc[i][1]);
     }
 }
 
-// The product tile compiled for every row count, so its accumulators stay in registers.
+// The tile compiled for every row count, so its accumulators stay in registers.
 #define PRODUCT_TILE_OF(r)                                                                                   \
     __attribute__((target(ISA_TARGET), noinline)) static void CAT(ISA_FN(product_tile), r)(                \
-        const float *v, int channels, const float *u, float *m) {                                           \
-        ISA_FN(product_tile)(v, channels, u, m, r);                                                          \
+        const float *a, long a_row, long a_k, const float *b, int k, float *c, int accumulate) {           \
+        ISA_FN(product_tile)(a, a_row, a_k, b, k, c, accumulate, r);                                         \
     }
 PRODUCT_TILE_OF(1) PRODUCT_TILE_OF(2) PRODUCT_TILE_OF(3) PRODUCT_TILE_OF(4) PRODUCT_TILE_OF(5) PRODUCT_TILE_OF(6)
 #if ROWS > 6
@@ -67,7 +74,7 @@ PRODUCT_TILE_OF(12) PRODUCT_TILE_OF(13) PRODUCT_TILE_OF(14)
 #endif
 #undef PRODUCT_TILE_OF
 
-typedef void (*ISA_FN(product_function))(const float *, int, const float *, float *);
+typedef void (*ISA_FN(product_function))(const float *, long, long, const float *, int, float *, int);
 static const ISA_FN(product_function) ISA_FN(product_tiles)[ROWS + 1] = {
     0, CAT(ISA_FN(product_tile), 1), CAT(ISA_FN(product_tile), 2), CAT(ISA_FN(product_tile), 3),
     CAT(ISA_FN(product_tile), 4), CAT(ISA_FN(product_tile), 5), CAT(ISA_FN(product_tile), 6),
@@ -138,8 +145,8 @@ static void ISA_FN(winograd_block)(const float *input, int height, int width, in
             const float *u = packed + p * panel_floats + (long)xi * in_channels * panel;
             for (int first = 0; first < tiles; first += ROWS) {
                 int rows = tiles - first < ROWS ? tiles - first : ROWS;
-                ISA_FN(product_tiles)[rows](v + xi * v_xi + (long)first * in_channels, in_channels, u,
-                                            m + xi * m_xi + (long)first * panel);
+                ISA_FN(product_tiles)[rows](v + xi * v_xi + (long)first * in_channels, in_channels, 1, u,
+                                            in_channels, m + xi * m_xi + (long)first * panel, 0);
             }
         }
         for (int t = 0; t < tiles; t++) {
@@ -181,66 +188,18 @@ static inline void ISA_FN(transform_output_gradient)(const float *const dy[2][2]
     }
 }
 
-// The weight gradient's register tile: `rows` (≤ ROWS) input channels × one panel, summed over
-// `tiles` tiles onto du (rows of 2·LANES floats, one per channel):
-//   du[i][0 .. 2·LANES) += Σ_t v[t·channels + i] · dm[t·2·LANES .. (t + 1)·2·LANES)
-__attribute__((target(ISA_TARGET), always_inline))
-static inline void ISA_FN(gradient_product_tile)(const float *v, int channels, const float *dm, int tiles, float *du,
-                                                 const int rows) {
-    VEC acc[ROWS][2];
-    for (int i = 0; i < rows; i++) {
-        acc[i][0] = VEC_LOAD(du + i * 2 * LANES);
-        acc[i][1] = VEC_LOAD(du + i * 2 * LANES + LANES);
-    }
-    for (int t = 0; t < tiles; t++) {
-        VEC d0 = VEC_LOAD(dm + t * 2 * LANES), d1 = VEC_LOAD(dm + t * 2 * LANES + LANES);
-        for (int i = 0; i < rows; i++) {
-            VEC x = VEC_SET1(v[(long)t * channels + i]);
-            acc[i][0] = VEC_FMA(x, d0, acc[i][0]);
-            acc[i][1] = VEC_FMA(x, d1, acc[i][1]);
-        }
-    }
-    for (int i = 0; i < rows; i++) {
-        VEC_STORE(du + i * 2 * LANES, acc[i][0]);
-        VEC_STORE(du + i * 2 * LANES + LANES, acc[i][1]);
-    }
-}
-
-#define GRADIENT_TILE_OF(r)                                                                                  \
-    __attribute__((target(ISA_TARGET), noinline)) static void CAT(ISA_FN(gradient_product_tile), r)(       \
-        const float *v, int channels, const float *dm, int tiles, float *du) {                              \
-        ISA_FN(gradient_product_tile)(v, channels, dm, tiles, du, r);                                        \
-    }
-GRADIENT_TILE_OF(1) GRADIENT_TILE_OF(2) GRADIENT_TILE_OF(3) GRADIENT_TILE_OF(4) GRADIENT_TILE_OF(5)
-GRADIENT_TILE_OF(6)
-#if ROWS > 6
-GRADIENT_TILE_OF(7) GRADIENT_TILE_OF(8) GRADIENT_TILE_OF(9) GRADIENT_TILE_OF(10) GRADIENT_TILE_OF(11)
-GRADIENT_TILE_OF(12) GRADIENT_TILE_OF(13) GRADIENT_TILE_OF(14)
-#endif
-#undef GRADIENT_TILE_OF
-
-typedef void (*ISA_FN(gradient_function))(const float *, int, const float *, int, float *);
-static const ISA_FN(gradient_function) ISA_FN(gradient_tiles)[ROWS + 1] = {
-    0, CAT(ISA_FN(gradient_product_tile), 1), CAT(ISA_FN(gradient_product_tile), 2),
-    CAT(ISA_FN(gradient_product_tile), 3), CAT(ISA_FN(gradient_product_tile), 4),
-    CAT(ISA_FN(gradient_product_tile), 5), CAT(ISA_FN(gradient_product_tile), 6),
-#if ROWS > 6
-    CAT(ISA_FN(gradient_product_tile), 7), CAT(ISA_FN(gradient_product_tile), 8),
-    CAT(ISA_FN(gradient_product_tile), 9), CAT(ISA_FN(gradient_product_tile), 10),
-    CAT(ISA_FN(gradient_product_tile), 11), CAT(ISA_FN(gradient_product_tile), 12),
-    CAT(ISA_FN(gradient_product_tile), 13), CAT(ISA_FN(gradient_product_tile), 14),
-#endif
-};
-
-// The transformed weight gradient of output panel p, summed over every tile of the batch in
-// order, block by block: du[ξ][ic][j] = Σ_t V[ξ][t, ic] · dM[ξ][t, p·P + j] (16 × in_channels ×
-// panel floats, written). Scratch: the block's V, then its dM.
+// The transformed weight gradient of output panel p at positions [first_xi, first_xi + xi_count),
+// summed over every tile of the batch in order, block by block:
+//   du[ξ][ic][j] = Σ_t V[ξ][t, ic] · dM[ξ][t, p·P + j]        (du: 16 × in_channels × panel floats)
+// Scratch: the block's V, then its dM (both transforms whole: they cost less than splitting them).
 __attribute__((target(ISA_TARGET)))
 static void ISA_FN(winograd_gradient_panel)(const float *input, const float *dout, int batch, int height, int width,
-                                            int in_channels, int out_channels, int p, float *du, float *scratch) {
+                                            int in_channels, int out_channels, int p, int first_xi, int xi_count,
+                                            float *du, float *scratch) {
     const int panel = 2 * LANES;
     const long tiles_total = (long)batch * ((height + 1) / 2) * ((width + 1) / 2);
-    for (long i = 0; i < 16L * in_channels * panel; i++) du[i] = 0;
+    for (long i = (long)first_xi * in_channels * panel; i < (long)(first_xi + xi_count) * in_channels * panel; i++)
+        du[i] = 0;
     float *v = scratch, *dm = scratch + 16L * BLOCK * in_channels;
     for (long first_tile = 0; first_tile < tiles_total; first_tile += BLOCK) {
         int tiles = tiles_total - first_tile < BLOCK ? (int)(tiles_total - first_tile) : BLOCK;
@@ -258,11 +217,11 @@ static void ISA_FN(winograd_gradient_panel)(const float *input, const float *dou
                 ISA_FN(transform_output_gradient)(dy, dm + (long)t * panel + h * LANES, dm_xi);
             }
         }
-        for (int xi = 0; xi < 16; xi++)
+        for (int xi = first_xi; xi < first_xi + xi_count; xi++)
             for (int first = 0; first < in_channels; first += ROWS) {
                 int rows = in_channels - first < ROWS ? in_channels - first : ROWS;
-                ISA_FN(gradient_tiles)[rows](v + xi * v_xi + first, in_channels, dm + xi * dm_xi, tiles,
-                                             du + ((long)xi * in_channels + first) * panel);
+                ISA_FN(product_tiles)[rows](v + xi * v_xi + first, 1, in_channels, dm + xi * dm_xi, tiles,
+                                            du + ((long)xi * in_channels + first) * panel, 1);
             }
     }
 }

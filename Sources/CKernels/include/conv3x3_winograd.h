@@ -62,22 +62,28 @@ void kaleido_winograd_convolve(int instruction_set, const float *input, int batc
                                int in_channels, const float *packed_weight, int out_channels, float *out,
                                int accumulate, long first_tile, int tile_count, float *scratch);
 
-/// Floats of scratch one call of `kaleido_winograd_weight_gradient` needs (per concurrent caller).
-long kaleido_winograd_weight_gradient_scratch_floats(int instruction_set, int in_channels);
-
-/// The weight gradient of output panel `panel_index` (output channels [P·panel_index,
-/// P·(panel_index + 1))), as the adjoint of the Winograd forward pass:
+/// The weight gradient, as the adjoint of the Winograd forward pass, in two steps:
 ///
-///   dM[ξ] = (A dY Aᵀ)[ξ]                    per tile and output channel (dY: the tile's 2×2 dout)
+///   dM[ξ] = (A dY Aᵀ)[ξ]                 per tile and output channel (dY: the tile's 2×2 dout)
 ///   dU[ξ][ic, oc] = Σ_t V[ξ][t, ic] · dM[ξ][t, oc]      every tile of the batch, in order
-///   dW[oc, ·, ·, ic] += Gᵀ dU G             the 3×3 gradient of each kernel
+///   dW[oc, ·, ·, ic] += Gᵀ dU G          the 3×3 gradient of each kernel
 ///
-/// with 2.25× fewer multiplies than summing dout · input over every pixel and tap. Adds into
-/// weight_gradient (OC, 3, 3, IC); calls for different panels write disjoint rows and may run at
-/// once. Every element is one sum over the tiles in one order, whichever thread computes it.
-void kaleido_winograd_weight_gradient(int instruction_set, const float *input, const float *dout, int batch,
-                                      int height, int width, int in_channels, int out_channels, int panel_index,
-                                      float *weight_gradient, float *scratch);
+/// with 2.25× fewer multiplies than summing dout · input over every pixel and tap.
+/// `kaleido_winograd_weight_gradient_products` writes dU of output panel `panel_index` at
+/// positions [first_xi, first_xi + xi_count) into transformed_gradient (laid out as the packed
+/// weights: [panel][ξ][ic][P], `kaleido_winograd_packed_weight_floats` floats); calls for
+/// different (panel, positions) write disjoint parts and may run at once, each with its own
+/// `kaleido_winograd_scratch_floats(instruction_set, in_channels)` floats of scratch. Every dU
+/// element is one sum over the tiles in one order, however the calls are split.
+/// `kaleido_winograd_weight_gradient_add` then adds Gᵀ dU G of panels [first_panel, first_panel +
+/// panel_count) onto weight_gradient (OC, 3, 3, IC).
+void kaleido_winograd_weight_gradient_products(int instruction_set, const float *input, const float *dout, int batch,
+                                               int height, int width, int in_channels, int out_channels,
+                                               int panel_index, int first_xi, int xi_count,
+                                               float *transformed_gradient, float *scratch);
+
+void kaleido_winograd_weight_gradient_add(int instruction_set, const float *transformed_gradient, int in_channels,
+                                          float *weight_gradient, int first_panel, int panel_count);
 
 #ifdef __cplusplus
 }

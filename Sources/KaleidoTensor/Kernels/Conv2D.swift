@@ -68,10 +68,9 @@ public struct Conv2DShape: Equatable, Sendable {
     /// Each lane's scratch for Winograd's blocks (their transformed input and products).
     public var winogradScratchFloats: Int {
         guard winograd, let direct else { return 0 }
-        // The forward pass transforms IC channels, the input gradient OC: room for the larger,
-        // and for the weight gradient's.
-        return max(kaleido_winograd_scratch_floats(direct.rawValue, Int32(max(inChannels, outChannels))),
-                   kaleido_winograd_weight_gradient_scratch_floats(direct.rawValue, Int32(inChannels)))
+        // The forward pass and the weight gradient transform IC channels, the input gradient
+        // OC: room for the larger.
+        return kaleido_winograd_scratch_floats(direct.rawValue, Int32(max(inChannels, outChannels)))
     }
 
     /// Rows of the im2col matrix (output pixels) and its width (K·K·IC).

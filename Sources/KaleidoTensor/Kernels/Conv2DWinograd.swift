@@ -56,18 +56,32 @@ public enum Conv2DWinograd {
         }
     }
 
-    /// dW += the weight gradient, one panel of output channels per piece: a piece sums every
-    /// tile of the batch for its panel (recomputing the input transform, an eighth of the
-    /// products' work, rather than sharing it between threads and fixing the order of their sums).
+    /// dW += the weight gradient. The transformed gradient dU goes to the workspace's packed
+    /// area (free during the backward pass of the weights), one piece per output panel and group
+    /// of the 16 positions: with fewer panels than threads the positions are split too, each
+    /// piece transforming its tiles again (a 32-channel layer on AVX-512 is one panel, which
+    /// would otherwise leave a thread idle). Each dU element is summed by one piece over every
+    /// tile in order, so the split changes no bit. Then each panel's Gᵀ dU G is added to dW.
     static func addWeightGradient(_ dWeight: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
                                   input: UnsafePointer<Float>, shape s: Conv2DShape, workspace: UnsafeMutablePointer<Float>,
                                   lanes: Int, with set: Conv2DDirect.InstructionSet, pool: ComputePool) {
         precondition(s.winograd && s.direct == set, "\(s) does not run as Winograd products with \(set)")
+        let transformed = workspace + s.packedWeightOffset(lanes: lanes)
         let scratch = workspace + s.winogradScratchOffset(lanes: lanes)
-        pool.forEachPiece(s.outChannels / set.panelChannels, lanes: lanes) { lane, panel in
-            kaleido_winograd_weight_gradient(set.rawValue, input, dOutput, Int32(s.batch), Int32(s.height), Int32(s.width),
-                                             Int32(s.inChannels), Int32(s.outChannels), Int32(panel), dWeight,
-                                             scratch + lane * s.winogradScratchFloats)
+        let panels = s.outChannels / set.panelChannels
+        var groups = 1
+        while panels * groups < min(lanes, pool.threads), groups < 16 { groups *= 2 }
+        let positions = 16 / groups
+        pool.forEachPiece(panels * groups, lanes: lanes) { lane, piece in
+            kaleido_winograd_weight_gradient_products(set.rawValue, input, dOutput, Int32(s.batch), Int32(s.height),
+                                                      Int32(s.width), Int32(s.inChannels), Int32(s.outChannels),
+                                                      Int32(piece / groups), Int32(piece % groups * positions),
+                                                      Int32(positions), transformed,
+                                                      scratch + lane * s.winogradScratchFloats)
+        }
+        pool.forEachRange(panels) { range in
+            kaleido_winograd_weight_gradient_add(set.rawValue, transformed, Int32(s.inChannels), dWeight,
+                                                 Int32(range.lowerBound), Int32(range.count))
         }
     }
 }
