@@ -1,7 +1,8 @@
-// GELU forward and backward (see include/activations.h): plain loops the compiler vectorises,
-// cloned per instruction set.
+// GELU forward and backward, and attention's softmax rows (see include/activations.h): plain
+// loops the compiler vectorises, cloned per instruction set.
 #include "activations.h"
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
 
 #include "cloned.h"
@@ -67,5 +68,42 @@ CLONED void kaleido_gelu_backward(float *d_input, const float *d_output, const f
         float cdf = 0.5f * (1 + vector_erf(x * INVERSE_SQRT_2));
         float density = vector_exp(-0.5f * x * x) * INVERSE_SQRT_2PI;
         d_input[i] = d_output[i] * (cdf + x * density);
+    }
+}
+
+// One set and head's attention scores: S += bias + mask, then softmax along each row. The row
+// maximum is found in sixteen lanes (max is exact in any order), the exponentials summed in
+// eight interleaved partial sums and then in lane order, as `Softmax.exponentiate` does.
+CLONED void kaleido_attention_softmax(float *scores, int rows, const float *bias, const float *mask) {
+    long count = (long)rows * rows;
+    if (bias && mask)
+        for (long i = 0; i < count; i++) scores[i] += bias[i] + mask[i];
+    else if (bias)
+        for (long i = 0; i < count; i++) scores[i] += bias[i];
+    else if (mask)
+        for (long i = 0; i < count; i++) scores[i] += mask[i];
+    for (int r = 0; r < rows; r++) {
+        float *row = scores + (long)r * rows;
+        float lanes[16];
+        for (int k = 0; k < 16; k++) lanes[k] = -INFINITY;
+        int j = 0;
+        for (; j + 16 <= rows; j += 16)
+            for (int k = 0; k < 16; k++) lanes[k] = row[j + k] > lanes[k] ? row[j + k] : lanes[k];
+        float maximum = -INFINITY;
+        for (int k = 0; k < 16; k++) maximum = lanes[k] > maximum ? lanes[k] : maximum;
+        for (; j < rows; j++) maximum = row[j] > maximum ? row[j] : maximum;
+        if (maximum == -INFINITY) {  // a fully masked row
+            memset(row, 0, sizeof(float) * (size_t)rows);
+            continue;
+        }
+        for (j = 0; j < rows; j++) row[j] = vector_exp(row[j] - maximum);
+        float sums[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (j = 0; j + 8 <= rows; j += 8)
+            for (int k = 0; k < 8; k++) sums[k] += row[j + k];
+        float sum = 0;
+        for (int k = 0; k < 8; k++) sum += sums[k];
+        for (; j < rows; j++) sum += row[j];
+        float inverse = 1 / sum;
+        for (j = 0; j < rows; j++) row[j] *= inverse;
     }
 }

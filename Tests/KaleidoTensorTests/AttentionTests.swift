@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Testing
 @testable import KaleidoTensor
@@ -79,6 +80,49 @@ import Testing
         #expect(out == forward(s, v, pool: ComputePool(threads: 2)))
         let dOut = randomValues(out.count, seed: 3)
         #expect(backward(s, v, dOut) == backward(s, v, dOut, pool: ComputePool(threads: 2)))
+    }
+
+    /// The Swift loops the C softmax replaced: bias and mask added, then each row's softmax
+    /// with `Softmax.exponentiate`'s exponentials and sums.
+    static func swiftSoftmax(_ scores: inout [Float], rows: Int, bias: [Float]?, mask: [Float]?) {
+        for i in 0..<scores.count {
+            switch (bias, mask) {
+            case let (bias?, mask?): scores[i] += bias[i] + mask[i]
+            case let (bias?, nil): scores[i] += bias[i]
+            case let (nil, mask?): scores[i] += mask[i]
+            case (nil, nil): break
+            }
+        }
+        scores.withUnsafeMutableBufferPointer { buffer in
+            for r in 0..<rows {
+                let row = buffer.baseAddress! + r * rows
+                var maximum = -Float.infinity
+                for j in 0..<rows { maximum = max(maximum, row[j]) }
+                guard maximum > -Float.infinity else { row.update(repeating: 0, count: rows); continue }
+                let inverse = 1 / Softmax.exponentiate(output: row, input: row, columns: rows, subtracting: maximum)
+                for j in 0..<rows { row[j] *= inverse }
+            }
+        }
+    }
+
+    /// `kaleido_attention_softmax` (C, the widest clone this CPU runs) gives the bits of the Swift
+    /// loops, for row lengths with and without remainders of 8 and 16 (Swin's 16 and 49 tokens,
+    /// Video Swin's 196), with bias, mask, both or neither, and a fully masked row.
+    @Test(arguments: [7, 16, 49, 196] as [Int])
+    func cSoftmaxGivesTheBitsOfTheSwiftLoops(rows: Int) {
+        let scores = randomValues(rows * rows, seed: 51, scale: 8)
+        let bias = randomValues(rows * rows, seed: 52)
+        var mask = randomValues(rows * rows, seed: 53).map { $0 > 0.5 ? Float(-100) : 0 }
+        for j in 0..<rows { mask[j] = -.infinity }  // row 0 fully masked
+        for (b, m) in [(bias, mask), (bias, nil), (nil, mask), (nil, nil)] as [([Float]?, [Float]?)] {
+            var expected = scores
+            Self.swiftSoftmax(&expected, rows: rows, bias: b, mask: m)
+            var got = scores
+            got.withUnsafeMutableBufferPointer { g in
+                kaleido_attention_softmax(g.baseAddress!, Int32(rows), b, m)
+            }
+            #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "bias \(b != nil), mask \(m != nil)")
+        }
     }
 }
 

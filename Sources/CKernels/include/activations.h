@@ -19,6 +19,16 @@ extern "C" {
 void kaleido_gelu_forward(float *output, const float *input, long count);
 void kaleido_gelu_backward(float *d_input, const float *d_output, const float *input, long count);
 
+/// Window attention's softmax, one set and head, in place over its (rows, rows) scores S:
+///
+///   S += bias + mask   (either may be null: it adds nothing)
+///   S[r, j] = exp(S[r, j] − max_j S[r, ·]) / Σ_j exp(S[r, j] − max_j S[r, ·])
+///
+/// A row whose maximum is −∞ (fully masked) becomes zeros. exp is `VectorMath.exp`'s
+/// polynomial and the sums go in `Softmax.exponentiate`'s order, so the bits are those of the
+/// Swift loops (a test checks it), on every clone.
+void kaleido_attention_softmax(float *scores, int rows, const float *bias, const float *mask);
+
 #ifdef __cplusplus
 }
 #endif

@@ -54,9 +54,8 @@ public enum Attention {
             let p = probabilities + item * l * l
             transpose(k, rows: l, columns: d, stride: width, into: kT)
             product(m: l, n: l, k: d, alpha: scale, a: q, aRow: width, b: kT, ldb: l, c: p, ldc: l)
-            addBiasAndMask(p, count: l * l, bias: bias.map { $0 + h * l * l },
-                           mask: mask.map { $0 + (b % s.maskWindows) * l * l })
-            softmaxRows(p, rows: l)
+            kaleido_attention_softmax(p, Int32(l), bias.map { $0 + h * l * l },
+                                      mask.map { $0 + (b % s.maskWindows) * l * l })
             product(m: l, n: d, k: l, a: p, aRow: l, b: v, ldb: width,
                     c: output + b * l * s.outputWidth + h * d, ldc: s.outputWidth)
         }
@@ -133,31 +132,6 @@ public enum Attention {
     @inline(__always) static func transpose(_ m: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int,
                                             into out: UnsafeMutablePointer<Float>) {
         kaleido_small_transpose(vectorized, Int32(rows), Int32(columns), m, stride, out)
-    }
-
-    /// S += bias + mask over the L·L scores of one set and head; a missing term adds nothing.
-    @inline(__always) static func addBiasAndMask(_ p: UnsafeMutablePointer<Float>, count: Int,
-                                                 bias: UnsafePointer<Float>?, mask: UnsafePointer<Float>?) {
-        switch (bias, mask) {
-        case let (bias?, mask?): for i in 0..<count { p[i] += bias[i] + mask[i] }
-        case let (bias?, nil): for i in 0..<count { p[i] += bias[i] }
-        case let (nil, mask?): for i in 0..<count { p[i] += mask[i] }
-        case (nil, nil): break
-        }
-    }
-
-    /// In-place softmax of each row of an (rows, rows) matrix, exponentials eight at a time
-    /// (`VectorMath.exp`). The row maximum is subtracted only for numerical stability; a fully
-    /// masked row (all −∞) is left as zeros.
-    @inline(__always) static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int) {
-        for r in 0..<rows {
-            let row = p + r * rows
-            var maximum = -Float.infinity
-            for j in 0..<rows { maximum = max(maximum, row[j]) }
-            guard maximum > -Float.infinity else { row.update(repeating: 0, count: rows); continue }
-            let inverse = 1 / Softmax.exponentiate(output: row, input: row, columns: rows, subtracting: maximum)
-            for j in 0..<rows { row[j] *= inverse }
-        }
     }
 
     /// dS = P ⊙ (dP − Σ_j dP_j P_j), row by row, in place over dP.
