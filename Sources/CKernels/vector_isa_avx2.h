@@ -8,6 +8,5 @@
 #define VEC_FMA _mm256_fmadd_ps
 #define VEC_ADD _mm256_add_ps
 #define VEC_SUB _mm256_sub_ps
-#define VEC_MUL _mm256_mul_ps
 #define VEC_SET1 _mm256_set1_ps
 #define VEC_ZERO _mm256_setzero_ps

@@ -11,6 +11,5 @@
 #define VEC_FMA _mm512_fmadd_ps
 #define VEC_ADD _mm512_add_ps
 #define VEC_SUB _mm512_sub_ps
-#define VEC_MUL _mm512_mul_ps
 #define VEC_SET1 _mm512_set1_ps
 #define VEC_ZERO _mm512_setzero_ps

@@ -8,6 +8,5 @@
 #undef VEC_FMA
 #undef VEC_ADD
 #undef VEC_SUB
-#undef VEC_MUL
 #undef VEC_SET1
 #undef VEC_ZERO

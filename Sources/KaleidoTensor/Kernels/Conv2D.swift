@@ -38,7 +38,7 @@ public struct Conv2DShape: Equatable, Sendable {
         imagesPerChunk = max(1, min(batch, workspaceCap / max(1, columnsPerImage)))
         precondition(direct?.isSupported ?? true, "this CPU does not run the direct convolution's \(direct!) kernels")
         self.direct = direct
-        winograd = allowed && Conv2DWinograd.pays(batch: batch, height: height, width: width, inChannels: inChannels,
+        winograd = allowed && Conv2DWinograd.pays(height: height, width: width, inChannels: inChannels,
                                                   outChannels: outChannels, kernel: kernel, stride: stride,
                                                   padding: padding, direct: direct)
     }

@@ -19,8 +19,8 @@ public enum Conv2DWinograd {
     /// Winograd's gain, and the layers there are wide: at 4×4×512 and 7×7×512 (`kaleido bench
     /// kernels --only conv3x3`, AVX-512) the products were no faster than the direct kernel, their
     /// transformed weights (16 MB) streaming from memory for every block of tiles.
-    public static func pays(batch: Int, height: Int, width: Int, inChannels: Int, outChannels: Int,
-                            kernel: Int, stride: Int, padding: Int, direct: Conv2DDirect.InstructionSet?) -> Bool {
+    public static func pays(height: Int, width: Int, inChannels: Int, outChannels: Int, kernel: Int, stride: Int,
+                            padding: Int, direct: Conv2DDirect.InstructionSet?) -> Bool {
         guard let direct, kernel == 3, stride == 1, padding == 1 else { return false }
         let panel = direct.panelChannels
         return inChannels % panel == 0 && outChannels % panel == 0 && min(height, width) >= minimumSide
