@@ -132,7 +132,7 @@ extension NormalizationTests {
             let dWeight = Tensor(zeros: [channels]), dBias = Tensor(zeros: [channels])
             BatchNorm.backward(dInput: dInput.pointer, dWeight: w == nil ? nil : dWeight.pointer,
                                dBias: b == nil ? nil : dBias.pointer, dOutput: dOutput, input: x.pointer,
-                               weight: w?.pointer, mean: mean.pointer, rstd: rstd.pointer,
+                               weight: w?.pointer, bias: b?.pointer, mean: mean.pointer, rstd: rstd.pointer,
                                rows: rows, channels: channels, training: training, pool: pool)
             // The kernels saw only pointers into x, w and b: keep those tensors alive until here.
             return withExtendedLifetime((x, w, b)) {
@@ -234,9 +234,9 @@ extension NormalizationTests {
                 }
                 let dInput = Tensor(zeros: [rows, channels]), dWeight = Tensor(zeros: [channels]), dBias = Tensor(zeros: [channels])
                 BatchNorm.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: dBias.pointer,
-                                   dOutput: dNormalized.pointer, input: x.pointer, weight: w.pointer, mean: mean.pointer,
-                                   rstd: rstd.pointer, rows: rows, channels: channels, training: training, pool: pool,
-                                   reluOutput: fused ? UnsafePointer(output.pointer) : nil)
+                                   dOutput: dNormalized.pointer, input: x.pointer, weight: w.pointer, bias: b.pointer,
+                                   mean: mean.pointer, rstd: rstd.pointer, rows: rows, channels: channels,
+                                   training: training, pool: pool, reluAfter: fused)
                 return NormalizationRun(output: output.array, mean: mean.array, rstd: rstd.array,
                                         dInput: dInput.array, dWeight: dWeight.array, dBias: dBias.array)
             }
@@ -268,6 +268,31 @@ extension NormalizationTests {
                 let dWeight = (0..<rows).map { Double(dOutput[$0 * channels + c]) * (column[$0] - mean) * rstd }.reduce(0, +)
                 #expect(abs(Double(result.dBias[c]) - dBias) < 1e-3)
                 #expect(abs(Double(result.dWeight[c]) - dWeight) < 1e-3)
+            }
+        }
+
+        /// Channels far from zero relative to their spread (mean 10⁴ and 10⁶, σ ≈ 0.6), each one's
+        /// first value an outlier 8 above the rest: the variance from the one-pass sums around that
+        /// first value keeps Float precision (at 10⁶, E[x²] − μ² even in Float64 would keep about
+        /// 3 of its digits). A constant channel gets variance 0, not a negative rounding error.
+        @Test(arguments: [10_000 as Float, 1_000_000], [1, 2])
+        func varianceOfAnOffsetChannelKeepsItsPrecision(offset: Float, threads: Int) {
+            let rows = 20_000, channels = 17
+            var input = randomValues(rows * channels, seed: 31).map { offset + $0 }
+            for c in 0..<channels { input[c] = offset + 8 }
+            for m in 0..<rows { input[m * channels + 16] = offset }
+            var state = State(runningMean: Array(repeating: 0, count: channels), runningVariance: Array(repeating: 1, count: channels))
+            let result = run(input: input, weight: nil, bias: nil, dOutput: Array(repeating: 0, count: rows * channels),
+                             state: &state, rows: rows, channels: channels, training: true,
+                             pool: threads == 1 ? .serial : ComputePool(threads: threads))
+            for c in 0..<channels {
+                let column = (0..<rows).map { Double(input[$0 * channels + c]) }
+                let mean = column.reduce(0, +) / Double(rows)
+                let variance = column.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(rows)
+                let unbiased = variance * Double(rows) / Double(rows - 1)
+                #expect(abs(Double(result.mean[c]) - mean) <= 1e-7 * Double(offset))
+                #expect(abs(Double(state.runningVariance[c]) - (0.9 + 0.1 * unbiased)) < 1e-6, "channel \(c)")
+                if c == 16 { #expect(result.rstd[c] == Float(1 / Double(Float(1e-5)).squareRoot()), "a constant channel") }
             }
         }
     }

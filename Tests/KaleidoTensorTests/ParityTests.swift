@@ -173,8 +173,9 @@ import Testing
 
         let dInput = try f.unwritten(like: "input"), dWeight = try f.zeros(like: "weight"), dBias = try f.zeros(like: "bias")
         BatchNorm.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: dBias.pointer,
-                           dOutput: try f.values("dout"), input: input, weight: weight, mean: mean.pointer, rstd: rstd.pointer,
-                           rows: rows, channels: channels, training: training, pool: pool)
+                           dOutput: try f.values("dout"), input: input, weight: weight, bias: bias,
+                           mean: mean.pointer, rstd: rstd.pointer, rows: rows, channels: channels, training: training,
+                           pool: pool)
         try f.expectClose(dInput, "grad_input")
         try f.expectClose(dWeight, "grad_weight")
         try f.expectClose(dBias, "grad_bias")

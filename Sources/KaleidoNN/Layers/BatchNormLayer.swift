@@ -5,14 +5,14 @@ import KaleidoTensor
 ///
 /// With `reluAfter`, the ReLU that follows it runs inside its passes: one read and one write of
 /// the activation fewer each way, and the same bits as BatchNorm then `ReLULayer(inPlace: true)`.
-/// Like that ReLU, it keeps its output for the backward, so the next layer must not overwrite it.
+/// Its backward recomputes the ReLU's mask from the input, so the output is not kept.
 public final class BatchNormLayer: Layer {
     public let channels: Int
     public let momentum: Float
     public let epsilon: Float
     public let reluAfter: Bool
     let weight, bias, runningMean, runningVariance, batchesTracked: ParameterRef
-    private var saved = SavedStack<(input: Tensor, output: Tensor?, mean: Tensor, rstd: Tensor, training: Bool, statisticsRows: Int)>()
+    private var saved = SavedStack<(input: Tensor, mean: Tensor, rstd: Tensor, training: Bool, statisticsRows: Int)>()
 
     /// - Parameter zeroInitScale: start with γ = 0 (the last BN of a residual block, so each
     ///   block starts as the identity: "zero-init residual").
@@ -41,18 +41,18 @@ public final class BatchNormLayer: Layer {
             rows: rows, channels: channels, training: context.training, momentum: momentum,
             epsilon: epsilon, pool: context.pool, sumAcrossRanks: context.sumAcrossRanks, reluAfter: reluAfter)
         if context.training { context.value(batchesTracked).pointee += 1 }
-        saved.push((input, reluAfter ? output : nil, mean, rstd, context.training, statisticsRows), if: context.recordsForBackward)
+        saved.push((input, mean, rstd, context.training, statisticsRows), if: context.recordsForBackward)
         return output
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
-        let (input, output, mean, rstd, training, statisticsRows) = saved.pop("batch norm")
+        let (input, mean, rstd, training, statisticsRows) = saved.pop("batch norm")
         let dInput = context.tensor(input.shape)  // written whole by the kernel
         BatchNorm.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: context.gradient(bias),
                            dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight),
-                           mean: mean.pointer, rstd: rstd.pointer, rows: input.count / channels, channels: channels,
+                           bias: context.value(bias), mean: mean.pointer, rstd: rstd.pointer, rows: input.count / channels, channels: channels,
                            training: training, pool: context.pool, sumAcrossRanks: context.sumAcrossRanks,
-                           statisticsRows: statisticsRows, reluOutput: output.map { UnsafePointer($0.pointer) })
+                           statisticsRows: statisticsRows, reluAfter: reluAfter)
         return dInput
     }
 

@@ -295,9 +295,8 @@ public struct KernelBench {
             }
             BatchNorm.backward(dInput: dInput.pointer, dWeight: dWeight.pointer, dBias: dBias.pointer,
                                dOutput: fused ? dOutput.pointer : dNormalized.pointer, input: input.pointer,
-                               weight: weight.pointer, mean: mean.pointer, rstd: rstd.pointer, rows: rows,
-                               channels: channels, training: true, pool: pool,
-                               reluOutput: fused ? UnsafePointer(output.pointer) : nil)
+                               weight: weight.pointer, bias: bias.pointer, mean: mean.pointer, rstd: rstd.pointer,
+                               rows: rows, channels: channels, training: true, pool: pool, reluAfter: fused)
         }
         let name = "M\(rows) C\(channels)", elements = Double(rows * channels)
         var results: [KernelMeasurement] = []
