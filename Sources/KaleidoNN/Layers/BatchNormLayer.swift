@@ -46,8 +46,17 @@ public final class BatchNormLayer: Layer {
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: false, context)
+    }
+
+    /// The kernel reads each element of dout before it writes that element of dinp.
+    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: true, context)
+    }
+
+    private func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
         let (input, mean, rstd, training, statisticsRows) = saved.pop("batch norm")
-        let dInput = context.tensor(input.shape)  // written whole by the kernel
+        let dInput = consuming ? dOutput : context.tensor(input.shape)  // written whole by the kernel
         BatchNorm.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: context.gradient(bias),
                            dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight),
                            bias: context.value(bias), mean: mean.pointer, rstd: rstd.pointer, rows: input.count / channels, channels: channels,

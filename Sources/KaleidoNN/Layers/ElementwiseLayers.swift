@@ -29,8 +29,17 @@ public class PointwiseActivationLayer: Layer {
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: false, context)
+    }
+
+    /// Element by element: each dinp[i] is written after its dout[i] is read.
+    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: true, context)
+    }
+
+    private func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
         let input = saved.pop(name)
-        let dInput = context.tensor(input.shape)  // written whole by the kernel
+        let dInput = consuming ? dOutput : context.tensor(input.shape)  // written whole by the kernel
         differentiate(dInput.pointer, dOutput.pointer, input.pointer, input.count, context.pool)
         return dInput
     }
@@ -84,9 +93,18 @@ public final class DropPathLayer: Layer {
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: false, context)
+    }
+
+    /// Element by element: each dinp[i] is written after its dout[i] is read.
+    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: true, context)
+    }
+
+    private func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
         guard let mask = saved.pop("drop path") else { return dOutput }
         let batch = dOutput.shape[0]
-        let dInput = context.tensor(dOutput.shape)  // written whole by the kernel
+        let dInput = consuming ? dOutput : context.tensor(dOutput.shape)  // written whole by the kernel
         DropPath.backward(dInput: dInput.pointer, dOutput: dOutput.pointer, mask: mask.pointer, batch: batch,
                           sampleSize: dOutput.count / batch, pool: context.pool)
         return dInput

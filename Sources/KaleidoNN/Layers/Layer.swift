@@ -88,6 +88,11 @@ public final class RunContext {
 public protocol Layer: AnyObject {
     func forward(_ input: Tensor, _ context: RunContext) -> Tensor
     func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor
+    /// `backward` for a caller that will not read `dOutput` again (a `Sequential` handing on a
+    /// gradient it owns): a layer whose input gradient is element by element may write it over
+    /// `dOutput`, so it stays where the gradient was instead of being moved down the scratch
+    /// stack afterwards. The default is `backward`.
+    func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor
     /// Multiply-adds ×2 of a forward pass on `inputShape` and the output shape, for summaries.
     func describe(_ inputShape: [Int]) -> LayerDescription
     /// Arena floats this layer's parameters occupy (contiguous, as registered), or nil.
@@ -96,6 +101,7 @@ public protocol Layer: AnyObject {
 
 extension Layer {
     public var parameterRange: Range<Int>? { nil }
+    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor { backward(dOutput, context) }
 }
 
 extension ParameterRef {
@@ -169,13 +175,27 @@ public final class Sequential: Layer {
     /// Children run in reverse; after each, its parameters and everything registered after
     /// them are final (children are registered in order), which the all-reduce may act on.
     /// Each child's input gradient is the only gradient still needed, so everything else the
-    /// child allocated is released and the gradient moved down to this call's mark.
+    /// child allocated is released and the gradient moved down to this call's mark. Every child
+    /// but the first gets that gradient to consume (`backward(consuming:)`): an element-wise
+    /// child writes over it, already at the mark, and nothing moves.
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, owned: false, context)
+    }
+
+    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, owned: true, context)
+    }
+
+    private func backward(_ dOutput: Tensor, owned ownsDOutput: Bool, _ context: RunContext) -> Tensor {
         let mark = context.inBackward ? context.gradientScratch.mark() : nil
-        var gradient = dOutput
+        var gradient = dOutput, owned = ownsDOutput
         for layer in layers.reversed() {
-            gradient = layer.backward(gradient, context)
+            let given = gradient
+            gradient = owned ? layer.backward(consuming: given, context) : layer.backward(given, context)
             if let mark { gradient = context.gradientScratch.release(to: mark, keeping: gradient, pool: context.pool) }
+            // A child may hand back the gradient it was given (an identity): then it is owned only
+            // if that was; at the mark, or new, it is this call's.
+            owned = owned || mark != nil || !gradient.startsAtSameFloat(as: given)
             if let range = layer.parameterRange { context.gradientsFinal?(range.lowerBound) }
         }
         return gradient

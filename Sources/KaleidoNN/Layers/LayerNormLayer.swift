@@ -29,8 +29,18 @@ public final class LayerNormLayer: Layer {
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: false, context)
+    }
+
+    /// The kernel sums dw and db before it writes dinp, and reads each row of dout whole before
+    /// writing that row of dinp.
+    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: true, context)
+    }
+
+    private func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
         let (input, mean, rstd) = saved.pop("layer norm")
-        let dInput = context.tensor(input.shape)  // written whole by the kernel
+        let dInput = consuming ? dOutput : context.tensor(input.shape)  // written whole by the kernel
         LayerNorm.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: context.gradient(bias),
                            dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight),
                            mean: mean.pointer, rstd: rstd.pointer, rows: input.count / channels, channels: channels,

@@ -23,8 +23,17 @@ public final class LayerScaleLayer: Layer {
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: false, context)
+    }
+
+    /// The kernel sums dγ before it writes dinp, element by element.
+    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: true, context)
+    }
+
+    private func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
         let input = saved.pop("layer scale")
-        let dInput = context.tensor(input.shape)  // written whole by the kernel
+        let dInput = consuming ? dOutput : context.tensor(input.shape)  // written whole by the kernel
         Scale.backward(dInput: dInput.pointer, dScale: context.gradient(gamma), dOutput: dOutput.pointer,
                        input: input.pointer, scale: context.value(gamma), rows: input.count / channels,
                        channels: channels, pool: context.pool)

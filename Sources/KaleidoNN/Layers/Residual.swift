@@ -42,21 +42,33 @@ public final class Residual: Layer {
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: false, context)
+    }
+
+    /// The ReLU's gradient and the final sum are element by element: both go over dout.
+    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: true, context)
+    }
+
+    private func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
         var dSum = dOutput
         if reluAfter {
             let output = savedOutputs.pop("\(name) relu")
-            dSum = context.tensor(dOutput.shape)
+            if !consuming { dSum = context.tensor(dOutput.shape) }
             ReLU.backward(dInput: dSum.pointer, dOutput: dOutput.pointer, input: output.pointer, count: dSum.count,
                           pool: context.pool)
         }
-        // Backward passes pop their saved state in reverse order of the forward calls.
+        // Backward passes pop their saved state in reverse order of the forward calls. Both
+        // children read dSum, so neither may consume it.
         let dSkip = shortcut?.backward(dSum, context) ?? dSum
         let dBranch = branch.backward(dSum, context)
-        // The sum goes over the branch's gradient, a scratch tensor of its own, unless the branch
-        // handed back the gradient it was given (an empty branch): one tensor fewer, and the
-        // enclosing Sequential finds it already at its mark instead of moving it there.
+        // The sum goes over a gradient this call owns: dSum when it is (given to consume, or
+        // the ReLU's) and has the input's shape (not in a block that downsamples), which in an
+        // enclosing Sequential already sits at its mark; else the branch's, a scratch tensor of
+        // its own, unless the branch handed back the gradient it was given (an empty branch).
+        let ownsSum = (consuming || reluAfter) && dSum.shape == dBranch.shape
         let inPlace = !dBranch.startsAtSameFloat(as: dSum) && !dBranch.startsAtSameFloat(as: dSkip)
-        let dInput = inPlace ? dBranch : context.tensor(dBranch.shape)
+        let dInput = ownsSum ? dSum : inPlace ? dBranch : context.tensor(dBranch.shape)
         Add.forward(output: dInput.pointer, a: dBranch.pointer, b: dSkip.pointer, count: dInput.count, pool: context.pool)
         return dInput
     }

@@ -120,7 +120,7 @@ public enum Scale {
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, scale: UnsafePointer<Float>,
         rows: Int, channels: Int, pool: ComputePool
     ) {
-        if let dInput { forward(output: dInput, input: dOutput, scale: scale, rows: rows, channels: channels, pool: pool) }
+        // dγ first: dinp may be dout's own memory.
         if let dScale {
             pool.forEachChannelRange(channels) { range in
                 for m in 0..<rows {
@@ -129,5 +129,6 @@ public enum Scale {
                 }
             }
         }
+        if let dInput { forward(output: dInput, input: dOutput, scale: scale, rows: rows, channels: channels, pool: pool) }
     }
 }

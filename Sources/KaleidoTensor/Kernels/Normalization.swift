@@ -33,27 +33,28 @@ public enum LayerNorm {
     /// dinp[m, :]  = rstd[m] · (dx̂ − mean_c(dx̂) − x̂ · mean_c(dx̂ · x̂)),  dx̂ = dout · w  (written, not added)
     /// dw[c]      += Σ_m dout[m, c] · x̂[m, c]
     /// db[c]      += Σ_m dout[m, c]
+    /// dw and db are summed before dinp is written, so dinp may be dout's own memory.
     public static func backward(
         dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>?,
         mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
         rows: Int, channels: Int, pool: ComputePool
     ) {
-        if let dInput {
-            pool.forEachRowRange(rows, columns: channels) { range in
-                let offset = range.lowerBound * channels
-                kaleido_layernorm_input_gradient(dInput + offset, dOutput + offset, input + offset, weight,
-                                                 mean + range.lowerBound, rstd + range.lowerBound, range.count, channels)
+        if dWeight != nil || dBias != nil {
+            pool.forEachChannelRange(channels) { range in
+                for m in 0..<rows {
+                    let x = input + m * channels, dout = dOutput + m * channels
+                    let mu = mean[m], s = rstd[m]
+                    if let dWeight { for c in range { dWeight[c] += dout[c] * ((x[c] - mu) * s) } }
+                    if let dBias { for c in range { dBias[c] += dout[c] } }
+                }
             }
         }
-        guard dWeight != nil || dBias != nil else { return }
-        pool.forEachChannelRange(channels) { range in
-            for m in 0..<rows {
-                let x = input + m * channels, dout = dOutput + m * channels
-                let mu = mean[m], s = rstd[m]
-                if let dWeight { for c in range { dWeight[c] += dout[c] * ((x[c] - mu) * s) } }
-                if let dBias { for c in range { dBias[c] += dout[c] } }
-            }
+        guard let dInput else { return }
+        pool.forEachRowRange(rows, columns: channels) { range in
+            let offset = range.lowerBound * channels
+            kaleido_layernorm_input_gradient(dInput + offset, dOutput + offset, input + offset, weight,
+                                             mean + range.lowerBound, rstd + range.lowerBound, range.count, channels)
         }
     }
 }
