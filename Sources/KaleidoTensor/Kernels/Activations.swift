@@ -33,8 +33,9 @@ public enum ReLU {
     public static func forward(
         output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, count: Int, pool: ComputePool
     ) {
+        // In C, like the backward: in place (output = input) it stays vectorised.
         pool.forEachElementRange(count) { range in
-            for i in range { output[i] = max(input[i], 0) }
+            kaleido_relu(output + range.lowerBound, input + range.lowerBound, range.count)
         }
     }
 
@@ -44,9 +45,11 @@ public enum ReLU {
         dInput: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>,
         count: Int, pool: ComputePool
     ) {
+        // In C: dinp may be dout itself, where a loop LLVM vectorises checks for overlap and
+        // runs its scalar version.
         pool.forEachElementRange(count) { range in
-            // A select rather than a branch, so the loop vectorises.
-            for i in range { dInput[i] = input[i] > 0 ? dOutput[i] : 0 }
+            let i = range.lowerBound
+            kaleido_relu_backward(dInput + i, dOutput + i, input + i, range.count)
         }
     }
 }

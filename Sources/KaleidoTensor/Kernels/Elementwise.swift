@@ -1,6 +1,8 @@
 /// Elementwise kernels, and the three ways the kernels outside BLAS split their loops over a
 /// `ComputePool`.
 
+import CKernels
+
 // MARK: - Work splitting
 
 extension ComputePool {
@@ -74,12 +76,11 @@ public enum Add {
         output: UnsafeMutablePointer<Float>, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
         count: Int, pool: ComputePool, reluAfter: Bool = false
     ) {
+        // In C: out may be a or b itself (a backward's sum over a gradient it consumes), where a
+        // loop LLVM vectorises checks for overlap and runs its scalar version.
         pool.forEachElementRange(count) { range in
-            if reluAfter {
-                for i in range { output[i] = max(a[i] + b[i], 0) }
-            } else {
-                for i in range { output[i] = a[i] + b[i] }
-            }
+            let i = range.lowerBound
+            kaleido_add(output + i, a + i, b + i, range.count, reluAfter ? 1 : 0)
         }
     }
 
@@ -105,10 +106,8 @@ public enum Scale {
         rows: Int, channels: Int, pool: ComputePool
     ) {
         pool.forEachRowRange(rows, columns: channels) { range in
-            for m in range {
-                let offset = m * channels
-                for c in 0..<channels { output[offset + c] = input[offset + c] * scale[c] }
-            }
+            let offset = range.lowerBound * channels
+            kaleido_scale_channels(output + offset, input + offset, scale, range.count, channels)
         }
     }
 

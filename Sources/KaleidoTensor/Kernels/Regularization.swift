@@ -4,6 +4,8 @@
 // With p = 0 or outside training the forward copies its input, fills the mask with ones and
 // draws nothing from the generator, so switching regularisation off does not shift later draws.
 
+import CKernels
+
 /// Stochastic depth (timm's `drop_path`): drops whole samples of a residual branch.
 ///
 /// out[n, i] = inp[n, i] · mask[n]
@@ -87,10 +89,9 @@ private func multiply(
 ) {
     pool.forEachRowRange(groups, columns: groupSize) { range in
         for g in range {
+            // target[i] = (accumulate ? target[i] : 0) + source[i] · mask[g], in place when target is source.
             let offset = g * groupSize
-            for i in offset..<(offset + groupSize) {
-                target[i] = (accumulate ? target[i] : 0) + source[i] * mask[g]
-            }
+            kaleido_scale_add(target + offset, source + offset, mask[g], groupSize, accumulate ? 1 : 0)
         }
     }
 }
