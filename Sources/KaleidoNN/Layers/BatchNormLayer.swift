@@ -59,9 +59,9 @@ public final class BatchNormLayer: Layer {
         let dInput = consuming ? dOutput : context.tensor(input.shape)  // written whole by the kernel
         BatchNorm.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: context.gradient(bias),
                            dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight),
-                           bias: context.value(bias), mean: mean.pointer, rstd: rstd.pointer, rows: input.count / channels, channels: channels,
-                           training: training, pool: context.pool, sumAcrossRanks: context.sumAcrossRanks,
-                           statisticsRows: statisticsRows, reluAfter: reluAfter)
+                           bias: context.value(bias), mean: mean.pointer, rstd: rstd.pointer,
+                           rows: input.count / channels, channels: channels, training: training, pool: context.pool,
+                           sumAcrossRanks: context.sumAcrossRanks, statisticsRows: statisticsRows, reluAfter: reluAfter)
         return dInput
     }
 

@@ -88,14 +88,15 @@ public final class WindowAttentionLayer: Layer {
         Attention.forward(output: attended.pointer, probabilities: probabilities.pointer, qkv: packed.pointer,
                           bias: bias.pointer, mask: mask(g).map { UnsafePointer($0.pointer) }, shape: s, scale: scale,
                           pool: context.pool)
-        // The projection in window order is dead once reversed into the output: the output moves
-        // down into its place, one activation-sized tensor less per attention block.
-        let beforeProjection = context.activations.mark()
-        let projected = proj.forward(attended, context)
+        // The projection in window order is dead once reversed into the output, which is taken
+        // from the arena first: releasing back to it frees the projection without moving the
+        // output, one activation-sized tensor less per attention block and no copy.
+        let beforeOutput = context.activations.mark()
         let output = context.tensor(input.shape)
+        let projected = proj.forward(attended, context)
         WindowReverse.forward(output: output.pointer, windows: projected.pointer, geometry: g, pool: context.pool)
         saved.push((g, packed, probabilities), if: context.recordsForBackward)
-        return context.activations.release(to: beforeProjection, keeping: output, pool: context.pool)
+        return context.activations.release(to: beforeOutput, keeping: output, pool: context.pool)
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
