@@ -105,8 +105,8 @@ public final class TensorArena {
     /// Frees everything handed out since `mark` except `survivor`, which is moved down to the
     /// mark and returned (a view of the same shape at its new place). Stack discipline: what a
     /// computation allocated after its mark is scratch, except its result. The move runs on
-    /// `pool`'s threads when the old and new places do not overlap (a backward pass moves an
-    /// activation-sized gradient after most layers; on one thread the others sat idle).
+    /// `pool`'s threads (a backward pass moves an activation-sized gradient after some layers;
+    /// on one thread the others sat idle).
     public func release(to mark: Mark, keeping survivor: Tensor, pool: ComputePool = .serial) -> Tensor {
         (small.chunkIndex, small.used) = mark.small
         (large.chunkIndex, large.used) = mark.large
@@ -114,12 +114,23 @@ public final class TensorArena {
         let moved = tensor(survivor.shape)
         guard !moved.startsAtSameFloat(as: survivor) else { return moved }
         let count = survivor.count, source = survivor.pointer, target = moved.pointer
-        if moved.storage !== survivor.storage || abs(moved.offset - survivor.offset) >= count {
-            pool.forEachElementRange(count) { range in
-                (target + range.lowerBound).update(from: source + range.lowerBound, count: range.count)
+        func copy(_ floats: Range<Int>) {
+            pool.forEachElementRange(floats.count) { range in
+                let start = floats.lowerBound + range.lowerBound
+                (target + start).update(from: source + start, count: range.count)
             }
+        }
+        let distance = moved.offset.distance(to: survivor.offset)
+        if moved.storage !== survivor.storage || abs(distance) >= count {
+            copy(0..<count)
+        } else if distance >= 2 * ComputePool.floatsPerThread {
+            // Overlapping, moving down by `distance` (a gradient wider than the one below it, as
+            // a linear layer's 4C-channel input gradient over its C-channel output gradient):
+            // in rounds of `distance` floats, each round's source above its target, and the
+            // target only over source the rounds before it have read.
+            for start in stride(from: 0, to: count, by: distance) { copy(start..<min(count, start + distance)) }
         } else {
-            // The regions overlap (the survivor sits just above the mark): memmove semantics.
+            // Overlapping by all but a few floats: memmove semantics on this thread.
             memmove(target, source, count * MemoryLayout<Float>.stride)
         }
         return moved

@@ -89,9 +89,11 @@ import Testing
         #expect(next.offset == moved.offset + 16, "the released scratch is reused")
     }
 
-    /// A large survivor moved on two threads: far from the mark (no overlap, the parallel copy)
-    /// and just above it (overlapping, the serial memmove); both arrive whole.
-    @Test(arguments: [300_000, 5_000])
+    /// A large survivor moved on two threads: far from the mark (no overlap, the parallel copy),
+    /// overlapping by more than a round (copied in rounds of the distance, 60,000 and 99,984
+    /// floats, the last round short) and just above it (overlapping, the serial memmove); all
+    /// arrive whole.
+    @Test(arguments: [300_000, 60_000, 99_984, 5_000])
     func releaseMovesALargeSurvivorOnThePoolsThreads(scratchFloats: Int) {
         let arena = TensorArena(minimumChunkFloats: 1024)
         let mark = arena.mark()
