@@ -130,7 +130,7 @@ public final class TensorArena {
             // target only over source the rounds before it have read.
             for start in stride(from: 0, to: count, by: distance) { copy(start..<min(count, start + distance)) }
         } else {
-            // Overlapping by all but a few floats: memmove semantics on this thread.
+            // Overlapping and moved a short way (rounds too small to split): memmove on this thread.
             memmove(target, source, count * MemoryLayout<Float>.stride)
         }
         return moved
