@@ -55,10 +55,6 @@ static inline __attribute__((always_inline)) float vector_erf(float x) {
     return c * p / q;
 }
 
-// Iteration i reads element i and writes element i only: vectorised without a run-time overlap
-// check, which would take the scalar loop when the backward writes over its dout.
-#define EACH_ELEMENT _Pragma("clang loop vectorize(assume_safety)")
-
 CLONED void kaleido_gelu_forward(float *output, const float *input, long count) {
     EACH_ELEMENT
     for (long i = 0; i < count; i++) {
