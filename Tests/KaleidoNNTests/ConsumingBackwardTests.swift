@@ -46,7 +46,7 @@ import KaleidoTensor
     }
 
     struct Run {
-        var dInput: [UInt32], gradients: [UInt32], givenAfterwards: [Float]
+        var dInput: [UInt32], gradients: [UInt32], givenAfterwards: [Float], inPlace: Bool
     }
 
     func run(_ name: String, consuming: Bool, dOutputValues: inout [Float]) -> Run {
@@ -61,7 +61,8 @@ import KaleidoTensor
         let dInput = context.backward { consuming ? layer.backward(consuming: given, context) : layer.backward(given, context) }
         #expect(dInput.shape == shape)
         let gradients = UnsafeBufferPointer(start: arena.gradients.pointer, count: arena.gradients.count)
-        return Run(dInput: dInput.array.map(\.bitPattern), gradients: gradients.map(\.bitPattern), givenAfterwards: given.array)
+        return Run(dInput: dInput.array.map(\.bitPattern), gradients: gradients.map(\.bitPattern), givenAfterwards: given.array,
+                   inPlace: dInput.startsAtSameFloat(as: given))
     }
 
     @Test(arguments: cases)
@@ -70,6 +71,10 @@ import KaleidoTensor
         let kept = run(name, consuming: false, dOutputValues: &dOutput)
         let consumed = run(name, consuming: true, dOutputValues: &dOutput)
         #expect(kept.givenAfterwards == dOutput, "backward(_:) changed the gradient it was given")
+        #expect(!kept.inPlace)
+        // Every case but the two whose input gradient has another shape or comes from a linear
+        // layer writes over the gradient it consumes.
+        #expect(consumed.inPlace == !["residual downsampling + relu", "sequential"].contains(name))
         #expect(consumed.dInput == kept.dInput)
         #expect(consumed.gradients == kept.gradients)
         #expect(kept.dInput.contains { $0 != 0 } && (kept.gradients.isEmpty || kept.gradients.contains { $0 != 0 }))

@@ -6,7 +6,7 @@ import KaleidoTensor
 /// With `reluAfter`, the ReLU that follows it runs inside its passes: one read and one write of
 /// the activation fewer each way, and the same bits as BatchNorm then `ReLULayer(inPlace: true)`.
 /// Its backward recomputes the ReLU's mask from the input, so the output is not kept.
-public final class BatchNormLayer: Layer {
+public final class BatchNormLayer: InPlaceBackwardLayer {
     public let channels: Int
     public let momentum: Float
     public let epsilon: Float
@@ -45,16 +45,9 @@ public final class BatchNormLayer: Layer {
         return output
     }
 
-    public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
-        backward(dOutput, consuming: false, context)
-    }
-
-    /// The kernel reads each element of dout before it writes that element of dinp.
-    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
-        backward(dOutput, consuming: true, context)
-    }
-
-    private func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
+    /// In place when `consuming`: the kernel reads each element of dout before it writes that
+    /// element of dinp.
+    public func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
         let (input, mean, rstd, training, statisticsRows) = saved.pop("batch norm")
         let dInput = consuming ? dOutput : context.tensor(input.shape)  // written whole by the kernel
         BatchNorm.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: context.gradient(bias),

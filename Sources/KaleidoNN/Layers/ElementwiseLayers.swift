@@ -1,7 +1,7 @@
 import KaleidoTensor
 
 /// An element-wise activation: out = f(x), din = f′(x) · dout, caching its input.
-public class PointwiseActivationLayer: Layer {
+public class PointwiseActivationLayer: InPlaceBackwardLayer {
     typealias Forward = (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Int, ComputePool) -> Void
     typealias Backward = (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, Int, ComputePool) -> Void
     let name: String
@@ -28,16 +28,8 @@ public class PointwiseActivationLayer: Layer {
         return output
     }
 
-    public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
-        backward(dOutput, consuming: false, context)
-    }
-
-    /// Element by element: each dinp[i] is written after its dout[i] is read.
-    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
-        backward(dOutput, consuming: true, context)
-    }
-
-    private func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
+    /// In place when `consuming`: each dinp[i] is written after its dout[i] is read.
+    public func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
         let input = saved.pop(name)
         let dInput = consuming ? dOutput : context.tensor(input.shape)  // written whole by the kernel
         differentiate(dInput.pointer, dOutput.pointer, input.pointer, input.count, context.pool)
@@ -72,7 +64,7 @@ public final class GELULayer: PointwiseActivationLayer {
 
 /// Per-sample stochastic depth on a residual branch: whole samples are dropped with
 /// probability p and the survivors scaled by 1/(1−p) while training; identity otherwise.
-public final class DropPathLayer: Layer {
+public final class DropPathLayer: InPlaceBackwardLayer {
     public let probability: Float
     private var saved = SavedStack<Tensor?>()
 
@@ -92,16 +84,8 @@ public final class DropPathLayer: Layer {
         return output
     }
 
-    public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
-        backward(dOutput, consuming: false, context)
-    }
-
-    /// Element by element: each dinp[i] is written after its dout[i] is read.
-    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
-        backward(dOutput, consuming: true, context)
-    }
-
-    private func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
+    /// In place when `consuming`: each dinp[i] is written after its dout[i] is read.
+    public func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
         guard let mask = saved.pop("drop path") else { return dOutput }
         let batch = dOutput.shape[0]
         let dInput = consuming ? dOutput : context.tensor(dOutput.shape)  // written whole by the kernel

@@ -104,6 +104,22 @@ extension Layer {
     public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor { backward(dOutput, context) }
 }
 
+/// A layer that can write its input gradient over the output gradient it is given: it implements
+/// one backward, and both of `Layer`'s call it (`backward(consuming:)` with `consuming` true).
+public protocol InPlaceBackwardLayer: Layer {
+    func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor
+}
+
+extension InPlaceBackwardLayer {
+    public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: false, context)
+    }
+
+    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: true, context)
+    }
+}
+
 extension ParameterRef {
     public var range: Range<Int> { offset..<(offset + count) }
 
@@ -159,7 +175,7 @@ public struct SavedStack<Saved> {
 }
 
 /// Layers applied one after the other.
-public final class Sequential: Layer {
+public final class Sequential: InPlaceBackwardLayer {
     public let layers: [Layer]
     public let name: String
 
@@ -177,18 +193,11 @@ public final class Sequential: Layer {
     /// Each child's input gradient is the only gradient still needed, so everything else the
     /// child allocated is released and the gradient moved down to this call's mark. Every child
     /// but the first gets that gradient to consume (`backward(consuming:)`): an element-wise
-    /// child writes over it, already at the mark, and nothing moves.
-    public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
-        backward(dOutput, owned: false, context)
-    }
-
-    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
-        backward(dOutput, owned: true, context)
-    }
-
-    private func backward(_ dOutput: Tensor, owned ownsDOutput: Bool, _ context: RunContext) -> Tensor {
+    /// child writes over it, already at the mark, and nothing moves. With `consuming`, so does
+    /// the first.
+    public func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
         let mark = context.inBackward ? context.gradientScratch.mark() : nil
-        var gradient = dOutput, owned = ownsDOutput
+        var gradient = dOutput, owned = consuming
         for layer in layers.reversed() {
             let given = gradient
             gradient = owned ? layer.backward(consuming: given, context) : layer.backward(given, context)

@@ -1,7 +1,7 @@
 import KaleidoTensor
 
 /// LayerNorm over the last (channel) dimension, with `weight` and `bias`.
-public final class LayerNormLayer: Layer {
+public final class LayerNormLayer: InPlaceBackwardLayer {
     public let channels: Int
     public let epsilon: Float
     let weight, bias: ParameterRef
@@ -28,17 +28,9 @@ public final class LayerNormLayer: Layer {
         return output
     }
 
-    public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
-        backward(dOutput, consuming: false, context)
-    }
-
-    /// The kernel sums dw and db before it writes dinp, and reads each row of dout whole before
-    /// writing that row of dinp.
-    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
-        backward(dOutput, consuming: true, context)
-    }
-
-    private func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
+    /// In place when `consuming`: the kernel sums dw and db before it writes dinp, and reads each
+    /// row of dout whole before writing that row of dinp.
+    public func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
         let (input, mean, rstd) = saved.pop("layer norm")
         let dInput = consuming ? dOutput : context.tensor(input.shape)  // written whole by the kernel
         LayerNorm.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: context.gradient(bias),

@@ -3,7 +3,7 @@ import KaleidoTensor
 /// Layer scale (Touvron et al. 2021, CaiT; used by ConvNeXt): out[…, c] = x[…, c] · γ[c], with
 /// a learned per-channel `gamma` that starts small (1e-6 in ConvNeXt) so a residual branch
 /// begins close to zero. `gamma` is excluded from weight decay, as timm does for 1-D parameters.
-public final class LayerScaleLayer: Layer {
+public final class LayerScaleLayer: InPlaceBackwardLayer {
     public let channels: Int
     let gamma: ParameterRef
     private var saved = SavedStack<Tensor>()
@@ -22,16 +22,8 @@ public final class LayerScaleLayer: Layer {
         return output
     }
 
-    public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
-        backward(dOutput, consuming: false, context)
-    }
-
-    /// The kernel sums dγ before it writes dinp, element by element.
-    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
-        backward(dOutput, consuming: true, context)
-    }
-
-    private func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
+    /// In place when `consuming`: the kernel sums dγ before it writes dinp, element by element.
+    public func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
         let input = saved.pop("layer scale")
         let dInput = consuming ? dOutput : context.tensor(input.shape)  // written whole by the kernel
         Scale.backward(dInput: dInput.pointer, dScale: context.gradient(gamma), dOutput: dOutput.pointer,

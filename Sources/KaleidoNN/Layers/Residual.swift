@@ -4,7 +4,7 @@ import KaleidoTensor
 /// when nil. The one residual pattern every backbone uses: ResNet blocks (ReLU after, shortcut =
 /// 1×1 conv + BN when the shape changes), ConvNeXt blocks and both halves of a Swin block (no
 /// ReLU, identity).
-public final class Residual: Layer {
+public final class Residual: InPlaceBackwardLayer {
     public let name: String
     public let branch: Layer
     public let shortcut: Layer?
@@ -41,16 +41,9 @@ public final class Residual: Layer {
         return sum
     }
 
-    public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
-        backward(dOutput, consuming: false, context)
-    }
-
-    /// The ReLU's gradient and the final sum are element by element: both go over dout.
-    public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor {
-        backward(dOutput, consuming: true, context)
-    }
-
-    private func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
+    /// In place when `consuming`: the ReLU's gradient and the final sum are element by element,
+    /// and both go over dout.
+    public func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
         var dSum = dOutput
         if reluAfter {
             let output = savedOutputs.pop("\(name) relu")
