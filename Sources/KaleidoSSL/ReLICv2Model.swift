@@ -73,9 +73,9 @@ public final class ReLICv2Model {
     }
 
     /// Backward of the last `predict` call not yet differentiated, given the gradients of its
-    /// predictions and (if it made them) logits; returns the input gradient.
-    @discardableResult
-    public func backward(_ dPredictions: Tensor, dLogits: Tensor? = nil, _ context: RunContext) -> Tensor {
+    /// predictions and (if it made them) logits. Only parameter gradients: nothing needs the
+    /// views' gradient, so the trunk's first layer skips it.
+    public func backward(_ dPredictions: Tensor, dLogits: Tensor? = nil, _ context: RunContext) {
         let dProjection = predictor.backward(dPredictions, context)
         var dFeatures = projector.backward(dProjection, context)
         if let dLogits, let classifiers {
@@ -84,7 +84,7 @@ public final class ReLICv2Model {
             Add.forward(output: sum.pointer, a: dFeatures.pointer, b: dFromClassifier.pointer, count: sum.count, pool: context.pool)
             dFeatures = sum
         }
-        return trunk.backward(dFeatures, context)
+        trunk.backwardWithoutInputGradient(dFeatures, consuming: false, context)
     }
 
     /// Target projections of stacked views, (V·N, P). `context.arena` must be the target arena.

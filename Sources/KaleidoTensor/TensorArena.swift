@@ -102,15 +102,20 @@ public final class TensorArena {
         Mark(small: (small.chunkIndex, small.used), large: (large.chunkIndex, large.used), inUse: inUse)
     }
 
+    /// Frees everything handed out since `mark`.
+    public func release(to mark: Mark) {
+        (small.chunkIndex, small.used) = mark.small
+        (large.chunkIndex, large.used) = mark.large
+        inUse = mark.inUse
+    }
+
     /// Frees everything handed out since `mark` except `survivor`, which is moved down to the
     /// mark and returned (a view of the same shape at its new place). Stack discipline: what a
     /// computation allocated after its mark is scratch, except its result. The move runs on
     /// `pool`'s threads (a backward pass moves an activation-sized gradient after some layers;
     /// on one thread the others sat idle).
     public func release(to mark: Mark, keeping survivor: Tensor, pool: ComputePool = .serial) -> Tensor {
-        (small.chunkIndex, small.used) = mark.small
-        (large.chunkIndex, large.used) = mark.large
-        inUse = mark.inUse
+        release(to: mark)
         let moved = tensor(survivor.shape)
         guard !moved.startsAtSameFloat(as: survivor) else { return moved }
         let count = survivor.count, source = survivor.pointer, target = moved.pointer

@@ -56,9 +56,17 @@ public final class Conv2dLayer: Layer {
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, inputGradient: true, context)!
+    }
+
+    public func backwardWithoutInputGradient(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) {
+        _ = backward(dOutput, inputGradient: false, context)
+    }
+
+    private func backward(_ dOutput: Tensor, inputGradient: Bool, _ context: RunContext) -> Tensor? {
         let (input, s) = saved.pop("conv")
-        let dInput = context.tensor(input.shape)  // written whole by the kernel
-        Conv2D.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: bias.map { context.gradient($0) },
+        let dInput = inputGradient ? context.tensor(input.shape) : nil  // written whole by the kernel
+        Conv2D.backward(dInput: dInput?.pointer, dWeight: context.gradient(weight), dBias: bias.map { context.gradient($0) },
                         dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight), shape: s,
                         workspace: context.workspace(s.workspaceFloats(lanes: context.pool.threads)),
                         workspaceLanes: context.pool.threads, pool: context.pool)

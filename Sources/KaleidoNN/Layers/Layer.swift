@@ -93,6 +93,11 @@ public protocol Layer: AnyObject {
     /// `dOutput`, so it stays where the gradient was instead of being moved down the scratch
     /// stack afterwards. The default is `backward`.
     func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor
+    /// `backward` for the first layer of a network, whose input (the images) needs no gradient:
+    /// adds the parameter gradients and skips the input gradient, which for a stem convolution
+    /// is as many multiply-adds as its weight gradient plus a scatter over the image. The
+    /// default runs `backward` (or `backward(consuming:)` when `consuming`) and drops the result.
+    func backwardWithoutInputGradient(_ dOutput: Tensor, consuming: Bool, _ context: RunContext)
     /// Multiply-adds ×2 of a forward pass on `inputShape` and the output shape, for summaries.
     func describe(_ inputShape: [Int]) -> LayerDescription
     /// Arena floats this layer's parameters occupy (contiguous, as registered), or nil.
@@ -102,6 +107,10 @@ public protocol Layer: AnyObject {
 extension Layer {
     public var parameterRange: Range<Int>? { nil }
     public func backward(consuming dOutput: Tensor, _ context: RunContext) -> Tensor { backward(dOutput, context) }
+
+    public func backwardWithoutInputGradient(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) {
+        _ = consuming ? backward(consuming: dOutput, context) : backward(dOutput, context)
+    }
 }
 
 /// A layer that can write its input gradient over the output gradient it is given: it implements
@@ -196,9 +205,25 @@ public final class Sequential: InPlaceBackwardLayer {
     /// child writes over it, already at the mark, and nothing moves. With `consuming`, so does
     /// the first.
     public func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
+        backward(dOutput, consuming: consuming, inputGradient: true, context)!
+    }
+
+    /// The first child runs without its input gradient, and nothing is kept: every child's
+    /// scratch is released to this call's mark.
+    public func backwardWithoutInputGradient(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) {
+        _ = backward(dOutput, consuming: consuming, inputGradient: false, context)
+    }
+
+    private func backward(_ dOutput: Tensor, consuming: Bool, inputGradient: Bool, _ context: RunContext) -> Tensor? {
         let mark = context.inBackward ? context.gradientScratch.mark() : nil
         var gradient = dOutput, owned = consuming
-        for layer in layers.reversed() {
+        for (index, layer) in layers.enumerated().reversed() {
+            if index == 0 && !inputGradient {
+                layer.backwardWithoutInputGradient(gradient, consuming: owned, context)
+                if let mark { context.gradientScratch.release(to: mark) }
+                if let range = layer.parameterRange { context.gradientsFinal?(range.lowerBound) }
+                return nil
+            }
             let given = gradient
             gradient = owned ? layer.backward(consuming: given, context) : layer.backward(given, context)
             if let mark { gradient = context.gradientScratch.release(to: mark, keeping: gradient, pool: context.pool) }
@@ -207,7 +232,7 @@ public final class Sequential: InPlaceBackwardLayer {
             owned = owned || mark != nil || !gradient.startsAtSameFloat(as: given)
             if let range = layer.parameterRange { context.gradientsFinal?(range.lowerBound) }
         }
-        return gradient
+        return inputGradient ? gradient : nil
     }
 
     public var parameterRange: Range<Int>? { span(of: layers) }

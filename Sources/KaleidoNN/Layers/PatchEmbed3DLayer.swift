@@ -43,9 +43,17 @@ public final class PatchEmbed3DLayer: Layer {
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {
+        backward(dOutput, inputGradient: true, context)!
+    }
+
+    public func backwardWithoutInputGradient(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) {
+        _ = backward(dOutput, inputGradient: false, context)
+    }
+
+    private func backward(_ dOutput: Tensor, inputGradient: Bool, _ context: RunContext) -> Tensor? {
         let (input, s) = saved.pop("patch embedding")
-        let dInput = context.tensor(input.shape, zeroed: true)
-        PatchEmbed3D.backward(dInput: dInput.pointer, dWeight: context.gradient(weight), dBias: context.gradient(bias),
+        let dInput = inputGradient ? context.tensor(input.shape, zeroed: true) : nil
+        PatchEmbed3D.backward(dInput: dInput?.pointer, dWeight: context.gradient(weight), dBias: context.gradient(bias),
                               dOutput: dOutput.pointer, input: input.pointer, weight: context.value(weight), shape: s,
                               workspace: context.workspace(s.workspaceFloats), pool: context.pool)
         return dInput
@@ -106,6 +114,11 @@ public final class TubePadLayer: Layer {
         }
         saved.push(s, if: context.recordsForBackward)
         return output
+    }
+
+    /// No parameters: only forgets what the forward kept.
+    public func backwardWithoutInputGradient(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) {
+        _ = saved.pop("tube padding")
     }
 
     /// dinp[n, t′, h, w] += Σ dout[n, t, h, w] over the output frames t that copy frame t′.
@@ -194,6 +207,16 @@ public final class MultiModalPatchEmbedLayer: Layer {
         Add.forward(output: sum.pointer, a: colorTokens.pointer, b: depthTokens.pointer, count: sum.count, pool: context.pool)
         saved.push(padded.shape, if: context.recordsForBackward)
         return sum
+    }
+
+    /// Both embeddings' parameter gradients; no split of the input gradient, no padding's backward.
+    public func backwardWithoutInputGradient(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) {
+        _ = inputShapes.pop("multi-modal patch embedding")
+        if saved.pop("multi-modal patch embedding") != nil, let depth {
+            depth.backwardWithoutInputGradient(dOutput, consuming: false, context)
+        }
+        color.backwardWithoutInputGradient(dOutput, consuming: consuming, context)
+        pad.backwardWithoutInputGradient(dOutput, consuming: false, context)
     }
 
     public func backward(_ dOutput: Tensor, _ context: RunContext) -> Tensor {

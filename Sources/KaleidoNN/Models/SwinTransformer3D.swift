@@ -214,6 +214,13 @@ public final class SwinTransformer3DNetwork: Layer {
         backbone.backward(head?.backward(dOutput, context) ?? dOutput, context)
     }
 
+    public func backwardWithoutInputGradient(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) {
+        guard let head else { return backbone.backwardWithoutInputGradient(dOutput, consuming: consuming, context) }
+        let mark = context.inBackward ? context.gradientScratch.mark() : nil
+        backbone.backwardWithoutInputGradient(head.backward(dOutput, context), consuming: true, context)
+        if let mark { context.gradientScratch.release(to: mark) }
+    }
+
     public var parameterRange: Range<Int>? { span(of: [backbone, head]) }
 
     public func describe(_ inputShape: [Int]) -> LayerDescription {

@@ -112,7 +112,7 @@ public struct SemiSupervisedFineTuning {
             guard loss.isFinite else { throw TrainingError.nonFinite(step: step, what: "the fine-tuning loss (\(loss))") }
             CrossEntropy.backward(dLogits: dLogits.pointer, probabilities: probabilities.pointer,
                                   targets: .distributions(group.targets!.pointer), rows: rows, classes: classes, pool: pool)
-            context.backward { _ = built.network.backward(dLogits, context) }
+            context.backward { built.network.backwardWithoutInputGradient(dLogits, consuming: false, context) }
             optimizer.step(arena, learningRate: Float(schedule.value(at: step)), pool: pool)
             if let ema {
                 ExponentialMovingAverage.update(average: ema, toward: arena, momentum: Float(emaDecay), count: arena.count, pool: pool)
