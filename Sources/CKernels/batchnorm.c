@@ -64,28 +64,31 @@ CLONED void kaleido_batchnorm_sums(double *sums, double *square_sums, const floa
     }
 }
 
-// out = (x − μ)·scale + shift, then max(out, 0) with relu.
-CLONED void kaleido_batchnorm_normalize(float *output, const float *input, const float *mean, const float *scale,
-                                        const float *shift, long rows, long channels, int relu) {
+// out = (x − μ)·scale + shift (+ addend), then max(out, 0) with relu.
+CLONED void kaleido_batchnorm_normalize(float *output, const float *input, const float *addend, const float *mean,
+                                        const float *scale, const float *shift, long rows, long channels, int relu) {
     for (long m = 0; m < rows; m++) {
-        const float *x = input + m * channels;
+        const float *x = input + m * channels, *r = addend ? addend + m * channels : NULL;
         float *out = output + m * channels;
         long c = 0;
         for (; c + 16 <= channels; c += 16) {
             v16 v = (load16(x + c) - load16(mean + c)) * load16(scale + c) + load16(shift + c);
+            if (r) v = v + load16(r + c);
             store16(out + c, relu ? where_positive(v, v) : v);
         }
         for (; c < channels; c++) {
             float v = (x[c] - mean[c]) * scale[c] + shift[c];
+            if (r) v = v + r[c];
             out[c] = relu ? (v > 0 ? v : 0) : v;
         }
     }
 }
 
 // G[c] += Σ_m g, H[c] += Σ_m g·(x − μ); g·(x − μ) is formed in Float64, where it is exact.
-CLONED void kaleido_batchnorm_gradient_sums(double *sums, double *centred_sums, const float *d_output,
-                                            const float *input, const float *mean, const float *scale,
-                                            const float *shift, long rows, long channels, int relu) {
+CLONED void kaleido_batchnorm_gradient_sums(double *sums, double *centred_sums, float *masked_d_output,
+                                            const float *d_output, const float *input, const float *addend,
+                                            const float *mean, const float *scale, const float *shift, long rows,
+                                            long channels, int relu) {
     long c = 0;
     for (; c + 16 <= channels; c += 16) {
         v16 mu = load16(mean + c);
@@ -96,7 +99,12 @@ CLONED void kaleido_batchnorm_gradient_sums(double *sums, double *centred_sums, 
             long i = m * channels + c;
             v16 centred = load16(input + i) - mu;
             v16 g = load16(d_output + i);
-            if (relu) g = where_positive(centred * sc + sh, g);
+            if (relu) {
+                v16 out = centred * sc + sh;
+                if (addend) out = out + load16(addend + i);
+                g = where_positive(out, g);
+                if (masked_d_output) store16(masked_d_output + i, g);
+            }
             v8d gl = low8d(g), gh = high8d(g);
             g0 += gl;
             g1 += gh;
@@ -114,7 +122,12 @@ CLONED void kaleido_batchnorm_gradient_sums(double *sums, double *centred_sums, 
             long i = m * channels + c;
             float centred = input[i] - mean[c];
             float g = d_output[i];
-            if (relu && !(centred * scale[c] + shift[c] > 0)) g = 0;
+            if (relu) {
+                float out = centred * scale[c] + shift[c];
+                if (addend) out = out + addend[i];
+                if (!(out > 0)) g = 0;
+                if (masked_d_output) masked_d_output[i] = g;
+            }
             g_sum += g;
             h_sum += (double)g * (double)centred;
         }

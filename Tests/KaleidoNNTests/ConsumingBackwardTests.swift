@@ -8,7 +8,8 @@ import KaleidoTensor
 /// for every parameter gradient.
 @Suite struct ConsumingBackwardTests {
     static let cases = ["batch norm", "batch norm + relu", "gelu", "relu", "layer norm", "layer scale", "drop path",
-                        "residual", "residual + relu", "residual downsampling + relu", "sequential"]
+                        "residual", "residual + relu", "residual downsampling + relu", "residual with its norm + relu",
+                        "residual with its norm downsampling + relu", "sequential"]
 
     func make(_ name: String, _ b: ParameterBuilder) -> (layer: Layer, inputShape: [Int]) {
         let shape = [4, 6, 6, 8]
@@ -35,6 +36,16 @@ import KaleidoTensor
             let branch = Sequential("branch", [conv("conv1", 8, 16, stride: 2), BatchNormLayer(b.child("bn1"), channels: 16)])
             let shortcut = Sequential("downsample", [conv("down", 8, 16, kernel: 1, stride: 2), BatchNormLayer(b.child("bn2"), channels: 16)])
             return (Residual("block", branch: branch, shortcut: shortcut, reluAfter: true), shape)
+        case "residual with its norm + relu":
+            let branch = Sequential("branch", [conv("conv1", 8, 8), BatchNormLayer(b.child("bn1"), channels: 8, reluAfter: true),
+                                               conv("conv2", 8, 8)])
+            let norm = BatchNormLayer(b.child("bn2"), channels: 8, reluAfter: true)
+            return (Residual("block", branch: branch, norm: norm, reluAfter: true), shape)
+        case "residual with its norm downsampling + relu":
+            let branch = Sequential("branch", [conv("conv1", 8, 16, stride: 2)])
+            let norm = BatchNormLayer(b.child("bn1"), channels: 16, reluAfter: true)
+            let shortcut = Sequential("downsample", [conv("down", 8, 16, kernel: 1, stride: 2), BatchNormLayer(b.child("bn2"), channels: 16)])
+            return (Residual("block", branch: branch, norm: norm, shortcut: shortcut, reluAfter: true), shape)
         default:
             return (Sequential("mlp", [LayerNormLayer(b.child("norm"), channels: 8),
                                 LinearLayer(b.child("fc1"), inFeatures: 8, outFeatures: 16, initialization: .pytorchDefault),
@@ -74,7 +85,8 @@ import KaleidoTensor
         #expect(!kept.inPlace)
         // Every case but the two whose input gradient has another shape or comes from a linear
         // layer writes over the gradient it consumes.
-        #expect(consumed.inPlace == !["residual downsampling + relu", "sequential"].contains(name))
+        #expect(consumed.inPlace == !["residual downsampling + relu", "residual with its norm downsampling + relu",
+                                      "sequential"].contains(name))
         #expect(consumed.dInput == kept.dInput)
         #expect(consumed.gradients == kept.gradients)
         #expect(kept.dInput.contains { $0 != 0 } && (kept.gradients.isEmpty || kept.gradients.contains { $0 != 0 }))

@@ -4,14 +4,24 @@ import KaleidoTensor
 /// when nil. The one residual pattern every backbone uses: ResNet blocks (ReLU after, shortcut =
 /// 1×1 conv + BN when the shape changes), ConvNeXt blocks and both halves of a Swin block (no
 /// ReLU, identity).
+///
+/// With `norm`, the branch's last BatchNorm runs here instead of inside the branch, and the sum
+/// and the ReLU run in its normalising pass: out = relu(norm(branch(x)) + shortcut(x)). A ResNet
+/// block then reads and writes one activation twice fewer in its forward pass, and its backward
+/// has no separate ReLU pass (the BatchNorm recomputes the mask and hands back the sum's
+/// gradient). The same bits as the norm at the end of the branch.
 public final class Residual: InPlaceBackwardLayer {
     public let name: String
     public let branch: Layer
+    public let norm: BatchNormLayer?
     public let shortcut: Layer?
     /// The ReLU runs in the sum's pass and overwrites it; the output is kept for the backward,
     /// as an in-place ReLU layer would keep it.
     public let reluAfter: Bool
     private var savedOutputs = SavedStack<Tensor>()
+    /// Per forward with `norm`: whether the branch made its own output (not the block's input),
+    /// which then only the norm reads, so the norm's backward may write over it.
+    private var branchOutputIsOwn = SavedStack<Bool>()
     /// Write the sum over the branch's output instead of a new tensor, as torchvision's
     /// `out += identity` does: one activation-sized tensor less per block (798 MiB of ResNet-50's
     /// step at 2×224 + 2×96, batch 16). Only for a branch whose output no layer keeps for its
@@ -19,9 +29,14 @@ public final class Residual: InPlaceBackwardLayer {
     /// optionally followed by DropPath — never one ending in an in-place activation.
     public let addsInPlace: Bool
 
-    public init(_ name: String, branch: Layer, shortcut: Layer? = nil, reluAfter: Bool = false, addsInPlace: Bool = false) {
+    /// - Parameter norm: the branch's last BatchNorm, run after the branch; its `reluAfter` must be
+    ///   this block's.
+    public init(_ name: String, branch: Layer, norm: BatchNormLayer? = nil, shortcut: Layer? = nil, reluAfter: Bool = false,
+                addsInPlace: Bool = false) {
+        precondition(norm.map { $0.reluAfter == reluAfter } ?? true, "\(name): the fused BatchNorm's ReLU must be the block's")
         self.name = name
         self.branch = branch
+        self.norm = norm
         self.shortcut = shortcut
         self.reluAfter = reluAfter
         self.addsInPlace = addsInPlace
@@ -31,6 +46,10 @@ public final class Residual: InPlaceBackwardLayer {
         let residual = branch.forward(input, context)
         let skip = shortcut?.forward(input, context) ?? input
         precondition(residual.shape == skip.shape, "\(name): branch \(residual.shape) and shortcut \(skip.shape) differ")
+        if let norm {
+            branchOutputIsOwn.push(!residual.startsAtSameFloat(as: input), if: context.recordsForBackward)
+            return norm.forward(residual, adding: skip, context)
+        }
         // In place only when the branch made a tensor of its own: a branch that returns its input
         // (DropPath at rate 0 on an empty branch) would have the block's input overwritten.
         let inPlace = addsInPlace && !residual.startsAtSameFloat(as: input)
@@ -45,7 +64,12 @@ public final class Residual: InPlaceBackwardLayer {
     /// and both go over dout.
     public func backward(_ dOutput: Tensor, consuming: Bool, _ context: RunContext) -> Tensor {
         var dSum = dOutput
-        if reluAfter {
+        // The branch's gradient: dSum, or the fused norm's input gradient.
+        var dResidual: Tensor?
+        if let norm {
+            let overwriting = branchOutputIsOwn.pop("\(name) norm")
+            (dResidual, dSum) = norm.backward(ofSum: dOutput, consuming: consuming, overwritingInput: overwriting, context)
+        } else if reluAfter {
             let output = savedOutputs.pop("\(name) relu")
             if !consuming { dSum = context.tensor(dOutput.shape) }
             ReLU.backward(dInput: dSum.pointer, dOutput: dOutput.pointer, input: output.pointer, count: dSum.count,
@@ -54,7 +78,7 @@ public final class Residual: InPlaceBackwardLayer {
         // Backward passes pop their saved state in reverse order of the forward calls. Both
         // children read dSum, so neither may consume it.
         let dSkip = shortcut?.backward(dSum, context) ?? dSum
-        let dBranch = branch.backward(dSum, context)
+        let dBranch = branch.backward(dResidual ?? dSum, context)
         // The sum goes over a gradient this call owns: dSum when it is (given to consume, or
         // the ReLU's) and has the input's shape (not in a block that downsamples), which in an
         // enclosing Sequential already sits at its mark; else the branch's, a scratch tensor of
@@ -66,10 +90,11 @@ public final class Residual: InPlaceBackwardLayer {
         return dInput
     }
 
-    public var parameterRange: Range<Int>? { span(of: [branch, shortcut]) }
+    public var parameterRange: Range<Int>? { span(of: [branch, norm, shortcut]) }
 
     public func describe(_ inputShape: [Int]) -> LayerDescription {
         var children = [branch.describe(inputShape)]
+        if let norm { children.append(norm.describe(children[0].outputShape)) }
         if let shortcut { children.append(shortcut.describe(inputShape)) }
         let outputShape = children[0].outputShape
         if reluAfter { children.append(LayerDescription(name: "relu", outputShape: outputShape)) }

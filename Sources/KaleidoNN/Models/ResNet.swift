@@ -64,19 +64,21 @@ public enum ResNet {
             Conv2dLayer(b.child(child), inChannels: from, outChannels: to, kernel: kernel, stride: stride,
                         padding: kernel / 2, initialization: .kaimingFanOut)
         }
-        let branch: [Layer]
+        // The last BatchNorm runs in the block, with the sum and the ReLU in its pass (`Residual`'s
+        // `norm`); it is still created, so named and registered, right after the branch's layers.
+        let branch: [Layer], norm: BatchNormLayer
         switch config.block {
         case .basic:
             branch = [conv("conv1", inChannels, planes, kernel: 3, stride: stride), BatchNormLayer(b.child("bn1"), channels: planes, reluAfter: true),
-                      conv("conv2", planes, planes, kernel: 3),
-                      BatchNormLayer(b.child("bn2"), channels: planes, zeroInitScale: config.zeroInitResidual)]
+                      conv("conv2", planes, planes, kernel: 3)]
+            norm = BatchNormLayer(b.child("bn2"), channels: planes, zeroInitScale: config.zeroInitResidual, reluAfter: true)
         case .bottleneck:
             // torchvision's "ResNet v1.5": the stride sits on the 3×3 convolution.
             branch = [conv("conv1", inChannels, planes, kernel: 1), BatchNormLayer(b.child("bn1"), channels: planes, reluAfter: true),
                       conv("conv2", planes, planes, kernel: 3, stride: stride),
                       BatchNormLayer(b.child("bn2"), channels: planes, reluAfter: true),
-                      conv("conv3", planes, outChannels, kernel: 1),
-                      BatchNormLayer(b.child("bn3"), channels: outChannels, zeroInitScale: config.zeroInitResidual)]
+                      conv("conv3", planes, outChannels, kernel: 1)]
+            norm = BatchNormLayer(b.child("bn3"), channels: outChannels, zeroInitScale: config.zeroInitResidual, reluAfter: true)
         }
         var shortcut: Layer?
         if stride != 1 || inChannels != outChannels {
@@ -87,7 +89,6 @@ public enum ResNet {
                 BatchNormLayer(downsample.child(1), channels: outChannels),
             ])
         }
-        // The branch ends in BatchNorm, which keeps its input: the sum may overwrite its output.
-        return Residual(name, branch: Sequential("branch", branch), shortcut: shortcut, reluAfter: true, addsInPlace: true)
+        return Residual(name, branch: Sequential("branch", branch), norm: norm, shortcut: shortcut, reluAfter: true)
     }
 }

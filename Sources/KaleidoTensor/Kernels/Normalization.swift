@@ -86,12 +86,12 @@ public enum BatchNorm {
     public typealias SumAcrossRanks = (UnsafeMutableBufferPointer<Float>) -> Void
 
     /// Returns the rows the statistics covered: `rows`, or the global count when synchronised.
-    /// With `reluAfter`, out = max(out, 0) in the same pass (the ReLU that follows every
-    /// BatchNorm but a residual branch's last).
+    /// With `addend` (M, C), out = BN(inp) + addend, and with `reluAfter`, out = max(out, 0), in
+    /// the same pass: a residual block's sum and ReLU after its branch's last BatchNorm.
     @discardableResult
     public static func forward(
         output: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
-        input: UnsafePointer<Float>, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
+        input: UnsafePointer<Float>, addend: UnsafePointer<Float>? = nil, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
         runningMean: UnsafeMutablePointer<Float>, runningVariance: UnsafeMutablePointer<Float>,
         rows: Int, channels: Int, training: Bool, momentum: Float = 0.1, epsilon: Float = 1e-5, pool: ComputePool,
         sumAcrossRanks: SumAcrossRanks? = nil, reluAfter: Bool = false
@@ -129,8 +129,8 @@ public enum BatchNorm {
         withAffineFactors(rstd: rstd, weight: weight, bias: bias, channels: channels) { scale, shift in
             pool.forEachRowRange(rows, columns: channels) { range in
                 let offset = range.lowerBound * channels
-                kaleido_batchnorm_normalize(output + offset, input + offset, mean, scale, shift, range.count, channels,
-                                            reluAfter ? 1 : 0)
+                kaleido_batchnorm_normalize(output + offset, input + offset, addend.map { $0 + offset }, mean, scale, shift,
+                                            range.count, channels, reluAfter ? 1 : 0)
             }
         }
         return statisticsRows
@@ -208,6 +208,9 @@ public enum BatchNorm {
     /// With `reluAfter` (the forward's), dout is first taken through that ReLU (dout where the
     /// forward's output was positive, else 0) inside the same passes; the mask is recomputed from
     /// x, `weight` and `bias` with the forward's arithmetic, so the output need not be kept.
+    /// With the forward's `addend` the mask is that of BN(x) + addend, and `dAddend` (which may be
+    /// dOutput) receives dout through the ReLU: the gradient of the sum, for the shortcut's
+    /// backward.
     /// Both:
     ///   dw[c] += Σ_m dout[m, c] · x̂[m, c]
     ///   db[c] += Σ_m dout[m, c]
@@ -219,8 +222,11 @@ public enum BatchNorm {
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>?,
         bias: UnsafePointer<Float>?, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
         rows: Int, channels: Int, training: Bool, pool: ComputePool,
-        sumAcrossRanks: SumAcrossRanks? = nil, statisticsRows: Int? = nil, reluAfter: Bool = false
+        sumAcrossRanks: SumAcrossRanks? = nil, statisticsRows: Int? = nil, reluAfter: Bool = false,
+        addend: UnsafePointer<Float>? = nil, dAddend: UnsafeMutablePointer<Float>? = nil
     ) {
+        precondition(reluAfter || (addend == nil && dAddend == nil), "BatchNorm's addend gradient is for a fused ReLU")
+        precondition(dAddend != nil || addend == nil, "BatchNorm with an addend gives its gradient in dAddend")
         let relu: Int32 = reluAfter ? 1 : 0
         withAffineFactors(rstd: rstd, weight: weight, bias: bias, channels: channels) { scale, shift in
             // Per channel: Σ_m dout and Σ_m dout · x̂, which give db, dw and (times w / M) the two means.
@@ -231,8 +237,9 @@ public enum BatchNorm {
                 let exact = buffer.baseAddress!
                 pool.sumOverRows(rows, channels: channels, quantities: 2, into: exact) { range, partial in
                     let offset = range.lowerBound * channels
-                    kaleido_batchnorm_gradient_sums(partial, partial + channels, dOutput + offset, input + offset, mean,
-                                                    scale, shift, range.count, channels, relu)
+                    kaleido_batchnorm_gradient_sums(partial, partial + channels, dAddend.map { $0 + offset }, dOutput + offset,
+                                                    input + offset, addend.map { $0 + offset }, mean, scale, shift,
+                                                    range.count, channels, relu)
                 }
                 for c in 0..<channels {
                     sumDOutput[c] = Float(exact[c])
@@ -242,6 +249,7 @@ public enum BatchNorm {
                 }
             }
             guard let dInput else { return }
+            precondition(dAddend != dInput, "BatchNorm: dInput over dAddend, which the shortcut still needs")
             if training, let sumAcrossRanks { sumAcrossRanks(sums) }
             // In evaluation the statistics are constants, so the two mean terms vanish.
             let meanFactor: Float = training ? 1 / Float(statisticsRows ?? rows) : 0
@@ -258,8 +266,10 @@ public enum BatchNorm {
                 }
                 pool.forEachRowRange(rows, columns: channels) { range in
                     let offset = range.lowerBound * channels
-                    kaleido_batchnorm_input_gradient(dInput + offset, dOutput + offset, input + offset, mean, a, b, k,
-                                                     scale, shift, range.count, channels, relu)
+                    // With dAddend, dout already went through the ReLU into it.
+                    kaleido_batchnorm_input_gradient(dInput + offset, (dAddend.map { UnsafePointer($0) } ?? dOutput) + offset,
+                                                     input + offset, mean, a, b, k, scale, shift, range.count, channels,
+                                                     dAddend == nil ? relu : 0)
                 }
             }
         }
