@@ -30,7 +30,9 @@ public final class Residual: InPlaceBackwardLayer {
     public let addsInPlace: Bool
 
     /// - Parameter norm: the branch's last BatchNorm, run after the branch; its `reluAfter` must be
-    ///   this block's.
+    ///   this block's, and its parameters registered after the branch's and before the shortcut's
+    ///   (where they would be inside the branch): the branch's backward, which runs last, reports
+    ///   everything registered after its layers as final.
     public init(_ name: String, branch: Layer, norm: BatchNormLayer? = nil, shortcut: Layer? = nil, reluAfter: Bool = false,
                 addsInPlace: Bool = false) {
         precondition(norm.map { $0.reluAfter == reluAfter } ?? true, "\(name): the fused BatchNorm's ReLU must be the block's")
@@ -97,7 +99,7 @@ public final class Residual: InPlaceBackwardLayer {
         if let norm { children.append(norm.describe(children[0].outputShape)) }
         if let shortcut { children.append(shortcut.describe(inputShape)) }
         let outputShape = children[0].outputShape
-        if reluAfter { children.append(LayerDescription(name: "relu", outputShape: outputShape)) }
+        if reluAfter && norm == nil { children.append(LayerDescription(name: "relu", outputShape: outputShape)) }
         return LayerDescription(name: name, outputShape: outputShape, flops: Double(outputShape.reduce(1, *)), children: children)
     }
 }

@@ -300,19 +300,25 @@ public enum Conv2D {
                 let source = image + n * s.height * s.width * ic
                 for ow in 0..<s.outWidth {
                     var destination = columns + ((n * rowsPerImage) + oh * s.outWidth + ow) * s.patchSize
+                    // A row of the kernel is K·IC contiguous floats of the input, except where it
+                    // leaves the image: columns kw ∈ [inside.lower, inside.upper) are inside it,
+                    // copied in one piece (one call per kernel row, not per tap: with 16–64
+                    // channels the calls cost more than the copies).
+                    let firstColumn = ow * s.stride - s.padding
+                    let inside = max(0, -firstColumn)..<max(max(0, -firstColumn), min(s.kernel, s.width - firstColumn))
                     for kh in 0..<s.kernel {
                         let ih = oh * s.stride - s.padding + kh
-                        // A row of the kernel is K·IC contiguous floats of the input, except
-                        // where it leaves the image.
-                        for kw in 0..<s.kernel {
-                            let iw = ow * s.stride - s.padding + kw
-                            if ih < 0 || ih >= s.height || iw < 0 || iw >= s.width {
-                                destination.update(repeating: 0, count: ic)
-                            } else {
-                                destination.update(from: source + (ih * s.width + iw) * ic, count: ic)
+                        if ih < 0 || ih >= s.height || inside.isEmpty {
+                            destination.update(repeating: 0, count: s.kernel * ic)
+                        } else {
+                            if inside.lowerBound > 0 { destination.update(repeating: 0, count: inside.lowerBound * ic) }
+                            (destination + inside.lowerBound * ic).update(
+                                from: source + (ih * s.width + firstColumn + inside.lowerBound) * ic, count: inside.count * ic)
+                            if inside.upperBound < s.kernel {
+                                (destination + inside.upperBound * ic).update(repeating: 0, count: (s.kernel - inside.upperBound) * ic)
                             }
-                            destination += ic
                         }
+                        destination += s.kernel * ic
                     }
                 }
             }
@@ -328,24 +334,35 @@ public enum Conv2D {
                                           images: Int, pool: ComputePool) {
         let ic = s.inChannels
         let rowsPerImage = s.outHeight * s.outWidth
+        // The taps that read input row ih (column iw): (kernel row, output row) pairs, kernel row
+        // ascending — worked out once here instead of with divisions for every pixel.
+        func taps(_ inputIndex: Int, outputs: Int) -> [(tap: Int, output: Int)] {
+            (0..<s.kernel).compactMap { k in
+                let t = inputIndex + s.padding - k
+                return t >= 0 && t % s.stride == 0 && t / s.stride < outputs ? (k, t / s.stride) : nil
+            }
+        }
+        let rowTaps = (0..<s.height).map { taps($0, outputs: s.outHeight) }
+        let columnTaps = (0..<s.width).map { taps($0, outputs: s.outWidth) }
         pool.forEachRange(images * s.height, minimumPerThread: 4) { range in
             for imageRow in range {
                 let n = imageRow / s.height, ih = imageRow % s.height
                 for iw in 0..<s.width {
                     let target = dInput + ((n * s.height + ih) * s.width + iw) * ic
-                    target.update(repeating: 0, count: ic)
-                    for kh in 0..<s.kernel {
-                        let th = ih + s.padding - kh
-                        guard th >= 0, th % s.stride == 0, th / s.stride < s.outHeight else { continue }
-                        let oh = th / s.stride
-                        for kw in 0..<s.kernel {
-                            let tw = iw + s.padding - kw
-                            guard tw >= 0, tw % s.stride == 0, tw / s.stride < s.outWidth else { continue }
-                            let ow = tw / s.stride
+                    // 0 + the first tap, then the others in order: the sum a zeroed pixel would get.
+                    var first = true
+                    for (kh, oh) in rowTaps[ih] {
+                        for (kw, ow) in columnTaps[iw] {
                             let source = dColumns + (n * rowsPerImage + oh * s.outWidth + ow) * s.patchSize + (kh * s.kernel + kw) * ic
-                            for c in 0..<ic { target[c] += source[c] }
+                            if first {
+                                for c in 0..<ic { target[c] = Float(0) + source[c] }
+                                first = false
+                            } else {
+                                for c in 0..<ic { target[c] += source[c] }
+                            }
                         }
                     }
+                    if first { target.update(repeating: 0, count: ic) }
                 }
             }
         }
