@@ -221,15 +221,14 @@ public final class Sequential: InPlaceBackwardLayer {
             if index == 0 && !inputGradient {
                 layer.backwardWithoutInputGradient(gradient, consuming: owned, context)
                 if let mark { context.gradientScratch.release(to: mark) }
-                if let range = layer.parameterRange { context.gradientsFinal?(range.lowerBound) }
-                return nil
+            } else {
+                let given = gradient
+                gradient = owned ? layer.backward(consuming: given, context) : layer.backward(given, context)
+                if let mark { gradient = context.gradientScratch.release(to: mark, keeping: gradient, pool: context.pool) }
+                // A child may hand back the gradient it was given (an identity): then it is owned
+                // only if that was; at the mark, or new, it is this call's.
+                owned = owned || mark != nil || !gradient.startsAtSameFloat(as: given)
             }
-            let given = gradient
-            gradient = owned ? layer.backward(consuming: given, context) : layer.backward(given, context)
-            if let mark { gradient = context.gradientScratch.release(to: mark, keeping: gradient, pool: context.pool) }
-            // A child may hand back the gradient it was given (an identity): then it is owned only
-            // if that was; at the mark, or new, it is this call's.
-            owned = owned || mark != nil || !gradient.startsAtSameFloat(as: given)
             if let range = layer.parameterRange { context.gradientsFinal?(range.lowerBound) }
         }
         return inputGradient ? gradient : nil

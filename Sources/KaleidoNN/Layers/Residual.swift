@@ -15,8 +15,8 @@ public final class Residual: InPlaceBackwardLayer {
     public let branch: Layer
     public let norm: BatchNormLayer?
     public let shortcut: Layer?
-    /// The ReLU runs in the sum's pass and overwrites it; the output is kept for the backward,
-    /// as an in-place ReLU layer would keep it.
+    /// The ReLU runs in the sum's pass and overwrites it; without `norm` the output is kept for
+    /// the backward, as an in-place ReLU layer would keep it (with it, the norm recomputes the mask).
     public let reluAfter: Bool
     private var savedOutputs = SavedStack<Tensor>()
     /// Per forward with `norm`: whether the branch made its own output (not the block's input),
