@@ -55,7 +55,7 @@ import KaleidoTensor
     /// training); false: GCD's pool at normal priority.
     var idlePriority = false
     /// Frames per chunk: 1, or 2 with byte shuffle from format version 2 on — the three
-    /// mantissa planes, then the sign/exponent plane (see `mantissaLevel`).
+    /// mantissa planes, then the sign/exponent plane (see `FrameCoding`).
     var framesPerChunk: Int
 
     @_spi(Bench) public init(level: Int, byteShuffle: Bool, chunkBytes: Int, threads: Int, framesPerChunk: Int? = nil) {
@@ -70,21 +70,48 @@ import KaleidoTensor
 
     var chunkFloats: Int { chunkBytes / 4 }
 
-    /// The three low planes of shuffled fp32 (mantissa bytes) are noise: on a ResNet-18 shard
-    /// after AdamW steps, `zstd -b1` stores them at ratio 1.000, while the sign/exponent plane
-    /// compresses 3.2× and holds the whole gain. Level 1 still spends its time on the noise
-    /// (Huffman statistics of every block), so with two frames per chunk the mantissa planes go
-    /// through a negative level (raw literals, matches still found: zero-filled arrays stay
-    /// small) at several GB/s, and only the exponent plane through `level`. Same ratio, about
-    /// 1.5× less compression time.
-    static let mantissaLevel: Int32 = -1
+    /// How a frame's bytes go through zstd. Every choice writes standard zstd frames: the
+    /// decoder (and `zstd -d`) needs no parameter.
+    enum FrameCoding: Equatable {
+        /// The three low planes of shuffled fp32 (mantissa bytes) are noise: on ResNet-50's state
+        /// after AdamW steps zstd stores them at ratio 1.000. zstd's fastest setting with its
+        /// literals left raw still finds runs of equal bytes (zero-filled arrays stay small):
+        /// 3.4 GB/s against level -1's 2.5 (BENCHMARKS.md, checkpoint codec).
+        case stored
+        /// The sign/exponent plane's gain is the skew of its byte histogram, not repeats: on the
+        /// same state, Huffman-coded literals with the match finder at its fastest gave ratio 3.06
+        /// at 790 MB/s, level 1 with a 2^8-entry hash table 3.03 at 440 MB/s, and level 1 as
+        /// shipped 2.82 at 230 MB/s. This is level 1's coding of that plane.
+        case entropyOnly
+        /// zstd's own level (`checkpoint.level` above 1, or an unshuffled chunk).
+        case level(Int32)
+    }
 
-    /// Sign/exponent bytes only repeat locally. A 2^8-entry hash table (1 KiB, in L1) instead of
-    /// level 1's default 2^13+ finds the same matches sooner: `zstd -b1 --zstd=hlog=N` on that
-    /// plane of a ResNet-18 shard gave ratio 3.03 / 3.20 / 3.24 and 240 / 290 / 390 MB/s at
-    /// hlog 13 / 10 / 8 (smaller tables gained nothing more). Frames stay standard zstd.
-    static let smallHashLog: Int32 = 8
-    static let smallHashMaxLevel = 1
+    /// The codings of a chunk's frames, in order (see `frameParts`).
+    var frameCodings: [FrameCoding] {
+        let main: FrameCoding = byteShuffle && level == 1 ? .entropyOnly : .level(Int32(level))
+        return framesPerChunk == 2 ? [.stored, main] : [main]
+    }
+
+    /// A compression context for one kind of frame. The literal-coding parameter is zstd's
+    /// experimental one; a libzstd that refuses it would get level 1 — the old coding, same format.
+    func compressionContext(_ coding: FrameCoding) -> OpaquePointer {
+        let context = ZSTD_createCCtx()!
+        ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, frameChecksum ? 1 : 0)
+        switch coding {
+        case .stored, .entropyOnly:
+            ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, ZSTD_minCLevel())
+            // ZSTD_c_literalCompressionMode, ZSTD_ps_enable = 1 / ZSTD_ps_disable = 2 (zstd.h's
+            // static-linking section, which the system-library module does not define)
+            let literals: Int32 = coding == .stored ? 2 : 1
+            if ZSTD_isError(ZSTD_CCtx_setParameter(context, ZSTD_c_experimentalParam5, literals)) != 0 {
+                ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, 1)
+            }
+        case .level(let level):
+            ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
+        }
+        return context
+    }
 
     /// Byte ranges of the frames of a chunk of `n` floats, in its (shuffled) raw bytes.
     func frameParts(floats n: Int) -> [Range<Int>] {
@@ -172,18 +199,9 @@ import KaleidoTensor
         let chunks = chunkRanges(total: stream.total)
         let encoded = Encoded()
         let workers = max(1, min(threads, chunks.count))
-        // Per worker: the context of the last (or only) frame of a chunk, and of the mantissa frame.
-        func context(level: Int32, smallHash: Bool) -> OpaquePointer {
-            let context = ZSTD_createCCtx()!
-            ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
-            ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, frameChecksum ? 1 : 0)
-            if smallHash { ZSTD_CCtx_setParameter(context, ZSTD_c_hashLog, Self.smallHashLog) }
-            return context
-        }
-        let contexts = (0..<workers).map { _ in
-            (framesPerChunk == 2 ? [context(level: Self.mantissaLevel, smallHash: false)] : [])
-                + [context(level: Int32(level), smallHash: level <= Self.smallHashMaxLevel)]
-        }
+        // Per worker: a context per frame of a chunk.
+        let codings = frameCodings
+        let contexts = (0..<workers).map { _ in codings.map(compressionContext) }
         let parts = frameParts(floats: chunkFloats)
         let capacity = parts.reduce(0) { $0 + ZSTD_compressBound($1.count) }
         let scratch = (0..<workers).map { _ in UnsafeMutableRawPointer.allocate(byteCount: chunkBytes, alignment: 64) }
@@ -312,29 +330,16 @@ import KaleidoTensor
 
     // Plane b holds byte b of every float: the sign/exponent bytes (plane 3) repeat and
     // compress, the mantissa bytes are noise and are stored nearly as they are.
-    // Same transform as `ByteShuffle`, written over 32-bit words into caller-owned memory.
+    // Same transform as `ByteShuffle`, in C (AVX2 where the CPU has it) into caller-owned memory.
 
     @inline(__always)
     static func shuffle(_ source: UnsafePointer<Float>, count: Int, into planes: UnsafeMutablePointer<UInt8>, planeStride: Int) {
-        let words = UnsafeRawPointer(source).assumingMemoryBound(to: UInt32.self)
-        let p0 = planes, p1 = planes + planeStride, p2 = planes + 2 * planeStride, p3 = planes + 3 * planeStride
-        for i in 0..<count {
-            let w = UInt32(littleEndian: words[i])
-            p0[i] = UInt8(truncatingIfNeeded: w)
-            p1[i] = UInt8(truncatingIfNeeded: w >> 8)
-            p2[i] = UInt8(truncatingIfNeeded: w >> 16)
-            p3[i] = UInt8(truncatingIfNeeded: w >> 24)
-        }
+        kaleido_shuffle_planes4(UnsafeRawPointer(source).assumingMemoryBound(to: UInt32.self), count, planes, planeStride)
     }
 
     @inline(__always)
     static func unshuffle(_ planes: UnsafePointer<UInt8>, planeStride: Int, count: Int, into target: UnsafeMutablePointer<Float>) {
-        let words = UnsafeMutableRawPointer(target).assumingMemoryBound(to: UInt32.self)
-        let p0 = planes, p1 = planes + planeStride, p2 = planes + 2 * planeStride, p3 = planes + 3 * planeStride
-        for i in 0..<count {
-            let w = UInt32(p0[i]) | UInt32(p1[i]) << 8 | UInt32(p2[i]) << 16 | UInt32(p3[i]) << 24
-            words[i] = UInt32(littleEndian: w)
-        }
+        kaleido_unshuffle_planes4(planes, planeStride, count, UnsafeMutableRawPointer(target).assumingMemoryBound(to: UInt32.self))
     }
 }
 
