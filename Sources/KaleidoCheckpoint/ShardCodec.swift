@@ -83,7 +83,7 @@ import KaleidoTensor
         /// at 790 MB/s, level 1 with a 2^8-entry hash table 3.03 at 440 MB/s, and level 1 as
         /// shipped 2.82 at 230 MB/s. This is level 1's coding of that plane.
         case entropyOnly
-        /// zstd's own level (`checkpoint.level` above 1, or an unshuffled chunk).
+        /// zstd's own level (`checkpoint.zstd_level` above 1, or an unshuffled chunk).
         case level(Int32)
     }
 
@@ -94,7 +94,7 @@ import KaleidoTensor
     }
 
     /// A compression context for one kind of frame. The literal-coding parameter is zstd's
-    /// experimental one; a libzstd that refuses it would get level 1 — the old coding, same format.
+    /// experimental one; a libzstd that refused it would get plain level 1: slower, same format.
     func compressionContext(_ coding: FrameCoding) -> OpaquePointer {
         let context = ZSTD_createCCtx()!
         ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, frameChecksum ? 1 : 0)
