@@ -33,13 +33,20 @@ static inline void kaleido_unshuffle_planes4_scalar(const uint8_t *planes, size_
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-// 32 words per iteration. Within each 16-byte lane, pshufb groups the bytes by plane (4 × 4);
+// Within each 16-byte lane, a 4 × 4 byte transpose: byte b of word w goes to 4b + w. It is its
+// own inverse, so it both groups bytes by plane and puts them back into words.
+__attribute__((target("avx2")))
+static inline __m256i kaleido_transpose_4x4_bytes(__m256i x) {
+    const __m256i transpose = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+                                               0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm256_shuffle_epi8(x, transpose);
+}
+
+// 32 words per iteration. Within each 16-byte lane the transpose groups the bytes by plane;
 // a cross-lane dword permute makes each 64-bit quarter one plane's 8 bytes; unpacking the
 // quarters of four registers and swapping 128-bit halves gives one 32-byte row per plane.
 __attribute__((target("avx2")))
 static inline void kaleido_shuffle_planes4_avx2(const uint32_t *words, size_t count, uint8_t *planes, size_t stride) {
-    const __m256i by_plane = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
-                                              0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     const __m256i quarters = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     size_t i = 0;
     for (; i + 32 <= count; i += 32) {
@@ -48,10 +55,10 @@ static inline void kaleido_shuffle_planes4_avx2(const uint32_t *words, size_t co
         __m256i c = _mm256_loadu_si256((const __m256i *)(words + i + 16));
         __m256i d = _mm256_loadu_si256((const __m256i *)(words + i + 24));
         // quarter q of each register: plane q's bytes of its 8 words
-        a = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(a, by_plane), quarters);
-        b = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(b, by_plane), quarters);
-        c = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(c, by_plane), quarters);
-        d = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(d, by_plane), quarters);
+        a = _mm256_permutevar8x32_epi32(kaleido_transpose_4x4_bytes(a), quarters);
+        b = _mm256_permutevar8x32_epi32(kaleido_transpose_4x4_bytes(b), quarters);
+        c = _mm256_permutevar8x32_epi32(kaleido_transpose_4x4_bytes(c), quarters);
+        d = _mm256_permutevar8x32_epi32(kaleido_transpose_4x4_bytes(d), quarters);
         __m256i ab02 = _mm256_unpacklo_epi64(a, b), ab13 = _mm256_unpackhi_epi64(a, b);
         __m256i cd02 = _mm256_unpacklo_epi64(c, d), cd13 = _mm256_unpackhi_epi64(c, d);
         _mm256_storeu_si256((__m256i *)(planes + i), _mm256_permute2x128_si256(ab02, cd02, 0x20));
@@ -65,8 +72,6 @@ static inline void kaleido_shuffle_planes4_avx2(const uint32_t *words, size_t co
 // The inverse, step by step backwards: rows of 32 bytes per plane → 64-bit quarters → words.
 __attribute__((target("avx2")))
 static inline void kaleido_unshuffle_planes4_avx2(const uint8_t *planes, size_t stride, size_t count, uint32_t *words) {
-    const __m256i by_word = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
-                                             0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     const __m256i halves = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     size_t i = 0;
     for (; i + 32 <= count; i += 32) {
@@ -78,12 +83,11 @@ static inline void kaleido_unshuffle_planes4_avx2(const uint8_t *planes, size_t 
         __m256i ab13 = _mm256_permute2x128_si256(p1, p3, 0x20), cd13 = _mm256_permute2x128_si256(p1, p3, 0x31);
         __m256i a = _mm256_unpacklo_epi64(ab02, ab13), b = _mm256_unpackhi_epi64(ab02, ab13);
         __m256i c = _mm256_unpacklo_epi64(cd02, cd13), d = _mm256_unpackhi_epi64(cd02, cd13);
-        // each register now holds its 8 words' planes as quarters; undo the permute, then the pshufb
-        // (the 4 × 4 byte transpose is its own inverse)
-        a = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(a, halves), by_word);
-        b = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(b, halves), by_word);
-        c = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(c, halves), by_word);
-        d = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(d, halves), by_word);
+        // each register now holds its 8 words' planes as quarters; undo the permute, then the transpose
+        a = kaleido_transpose_4x4_bytes(_mm256_permutevar8x32_epi32(a, halves));
+        b = kaleido_transpose_4x4_bytes(_mm256_permutevar8x32_epi32(b, halves));
+        c = kaleido_transpose_4x4_bytes(_mm256_permutevar8x32_epi32(c, halves));
+        d = kaleido_transpose_4x4_bytes(_mm256_permutevar8x32_epi32(d, halves));
         _mm256_storeu_si256((__m256i *)(words + i), a);
         _mm256_storeu_si256((__m256i *)(words + i + 8), b);
         _mm256_storeu_si256((__m256i *)(words + i + 16), c);
