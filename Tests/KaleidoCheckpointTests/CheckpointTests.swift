@@ -251,6 +251,17 @@ func zstdFrames(_ url: URL) throws -> Int {
         #expect(CRC32C.hardware, "every x86-64-v2 CPU has SSE 4.2")
         #endif
     }
+
+    /// Long inputs go through three lanes of 8 KiB joined by the lane-shift table: one, two and
+    /// three rounds of them, each with a tail, at an odd start, against the tables.
+    @Test(arguments: [3 * 8192 - 1, 3 * 8192, 3 * 8192 + 5, 6 * 8192 + 8, 9 * 8192 + 4097])
+    func threeLanesAgreeWithTheTables(count: Int) {
+        let bytes = randomFloats(count / 4 + 2, seed: 11).withUnsafeBytes { Array($0) }
+        bytes.withUnsafeBytes { all in
+            let slice = UnsafeRawBufferPointer(rebasing: all[3..<(3 + count)])
+            #expect(CRC32C.checksum(slice, continuing: 0x89AB_CDEF) == CRC32C.tableChecksum(slice, continuing: 0x89AB_CDEF))
+        }
+    }
 }
 
 @Suite struct CheckpointTests {
