@@ -10,8 +10,9 @@ import CCheckpoint
 /// uncompressed data (see `ShardCodec`), which covers the compressor itself.
 ///
 /// The CPU's CRC-32C instruction (SSE 4.2, ARMv8 CRC) when it has one — on x86-64 three
-/// interleaved chains, 12–13 GB/s on one core of the Xeon of BENCHMARKS.md; otherwise slicing-by-8 (Intel's table method): eight 256-entry tables let one step
-/// consume eight bytes with eight independent lookups, about 1.5 GB/s. Shards are checksummed in
+/// interleaved chains, 12–13 GB/s on one core of the Xeon of BENCHMARKS.md; otherwise
+/// slicing-by-8 (Intel's table method): eight 256-entry tables let one step consume eight bytes
+/// with eight independent lookups, about 1.5 GB/s. Shards are checksummed in
 /// chunks on several threads and the chunk CRCs joined with `combine`.
 public enum CRC32C {
     /// Whether `checksum` uses the CPU instruction.
