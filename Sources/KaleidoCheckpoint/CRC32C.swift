@@ -38,20 +38,11 @@ public enum CRC32C {
     }()
 
     /// The map "append `KALEIDO_CRC32C_LANE` zero bytes" on the CRC register, as four 256-entry
-    /// tables (one per register byte) for the instruction's three-lane loop. The map is linear,
-    /// so its column for register bit j is the register after those zero bytes starting from 1 << j.
+    /// tables (one per register byte) for the instruction's three-lane loop. The map is linear and
+    /// is what `combine` applies to its first CRC, so its column for register bit j is
+    /// `combine(1 << j, 0, lengthB: lane)`.
     nonisolated(unsafe) static let laneShiftTable: UnsafePointer<UInt32> = {
-        let lane = Int(KALEIDO_CRC32C_LANE)
-        let zeros = [UInt8](repeating: 0, count: lane)
-        let columns: [UInt32] = zeros.withUnsafeBufferPointer { zeros in
-            (0..<32).map { bit in
-                var register: UInt32 = 1 << UInt32(bit)
-                for byte in zeros {   // the table method, byte by byte: 262,144 steps, once
-                    register = (register >> 8) ^ tables[Int((register ^ UInt32(byte)) & 0xFF)]
-                }
-                return register
-            }
-        }
+        let columns = (0..<32).map { bit in combine(1 << UInt32(bit), 0, lengthB: Int(KALEIDO_CRC32C_LANE)) }
         let table = UnsafeMutablePointer<UInt32>.allocate(capacity: 4 * 256)
         for position in 0..<4 {
             for byte in 0..<256 {
