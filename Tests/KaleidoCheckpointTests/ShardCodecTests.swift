@@ -3,22 +3,12 @@ import Testing
 
 /// The save path's own byte planes (C, AVX2 where the CPU has it) and frame codings.
 @Suite struct ShardCodecTests {
-    /// Gaussian-ish floats of one scale, like a layer's weights.
-    func weights(count: Int, seed: UInt64 = 0x9E3779B97F4A7C15) -> [Float] {
-        var state = seed
-        return (0..<count).map { _ in
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            let u = Float(state >> 40) / Float(1 << 24)
-            return (u - 0.5) * 0.04
-        }
-    }
-
     /// Counts around the vector loop's 32 words, so both it and the scalar tail are checked,
     /// against the reference `ByteShuffle`, into a plane stride larger than the count (a
     /// chunk's last piece).
     @Test(arguments: [1, 31, 32, 33, 64, 95, 1000])
     func planesMatchTheReferenceShuffleAndInvert(count: Int) {
-        var words = weights(count: count)
+        var words = weightLikeFloats(count: count)
         words[0] = -.infinity
         let reference = words.withUnsafeBytes { ByteShuffle.shuffle($0, elementWidth: 4) }
         let stride = count + 5
@@ -42,7 +32,7 @@ import Testing
     /// frames are standard zstd and round-trip. Weights of one scale leave the sign/exponent
     /// byte about 3 bits of entropy, so the shard must come out well under its raw size.
     @Test func levelOneShrinksWeightsAndRestoresEveryBit() throws {
-        var data = weights(count: 300_000)
+        var data = weightLikeFloats(count: 300_000)
         var zeros = [Float](repeating: 0, count: 50_000)   // zero-filled state (a fresh moment) stays small
         let codec = ShardCodec(level: 1, byteShuffle: true, chunkBytes: 1 << 18, threads: 2)
         #expect(codec.frameCodings == [.stored, .entropyOnly])
