@@ -305,7 +305,8 @@ public enum Conv2D {
                     // copied in one piece (one call per kernel row, not per tap: with 16–64
                     // channels the calls cost more than the copies).
                     let firstColumn = ow * s.stride - s.padding
-                    let inside = max(0, -firstColumn)..<max(max(0, -firstColumn), min(s.kernel, s.width - firstColumn))
+                    let firstInside = max(0, -firstColumn)
+                    let inside = firstInside..<max(firstInside, min(s.kernel, s.width - firstColumn))
                     for kh in 0..<s.kernel {
                         let ih = oh * s.stride - s.padding + kh
                         if ih < 0 || ih >= s.height || inside.isEmpty {
