@@ -7,6 +7,7 @@
 #
 #   scripts/bench-vs-pytorch.sh [--threads 2] [--steps 5] [--warmup 2] [--rounds 1] [--suite small|paper|all]
 #   scripts/bench-vs-pytorch.sh [--threads 2] [--models resnet18-cifar,resnet50,swin3d-t]
+#   scripts/bench-vs-pytorch.sh --cpu-capability avx2 [...]
 #
 # --rounds N runs each model N times on each side, alternating (PyTorch, Kaleido, PyTorch, …), and
 # compares each side's fastest round: on a shared virtual machine a neighbour only ever slows a
@@ -17,6 +18,12 @@
 # small (the default): resnet18-cifar, convnext-atto, swin-tiny-32 at batch 64, 2×32 + 2×16 px.
 # paper: resnet50, convnext-tiny at batch 16, 2×224 + 2×96 px; swin3d-t at batch 8, 8-frame clips,
 # 2×112 + 2×64 px (ResNet-50 takes about 15 s a step on 2 AVX2 cores). all: small, then paper.
+#
+# --cpu-capability avx2 caps both sides at AVX2 + FMA on an AVX-512 CPU, to measure what an
+# AVX2-only CPU of the same core would run: Kaleido through KALEIDO_CPU_CAPABILITY (its own
+# kernels and OpenBLAS's), PyTorch through ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA and
+# MKL_ENABLE_INSTRUCTIONS. On a Zen 4, whose AVX-512 runs on the same 256-bit units, that is close
+# to a Zen 3 of the same clock; elsewhere it is only the instruction set, not the machine.
 #
 # The PyTorch side runs in a virtual environment outside the repository ($KALEIDO_TORCH_VENV,
 # default ~/.venvs/kaleido-ref), created with torch, torchvision and timm if missing.
@@ -29,6 +36,7 @@ models=""
 steps=5
 warmup=2
 rounds=1
+capability=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --threads) threads="$2"; shift 2 ;;
@@ -37,6 +45,7 @@ while [ $# -gt 0 ]; do
         --steps) steps="$2"; shift 2 ;;
         --warmup) warmup="$2"; shift 2 ;;
         --rounds) rounds="$2"; shift 2 ;;
+        --cpu-capability) capability="$2"; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -47,6 +56,14 @@ case "$suite" in
 esac
 case "$rounds" in
     ''|*[!0-9]*|0) echo "bench-vs-pytorch: --rounds is a positive whole number, not $rounds" >&2; exit 2 ;;
+esac
+
+case "$capability" in
+    "") ;;
+    avx2)
+        export KALEIDO_CPU_CAPABILITY=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+        echo "bench-vs-pytorch: both sides capped at AVX2 + FMA" ;;
+    *) echo "bench-vs-pytorch: --cpu-capability is avx2 (or absent for the CPU's widest), not $capability" >&2; exit 2 ;;
 esac
 
 reference="${KALEIDO_REFERENCE:-../shared/bench/pytorch_reference.py}"

@@ -4,6 +4,7 @@
 // AVX-512 and once for AVX2 + FMA with function attributes; the caller picks one at run time,
 // so the package builds for x86-64-v3 and runs on CPUs without AVX-512.
 #include "conv3x3_direct.h"
+#include "cpu_capability.h"
 
 #include <stddef.h>
 
@@ -79,9 +80,10 @@ static const kernel_set *kernels_for(int instruction_set) {
 
 int kaleido_conv3x3_best_instruction_set(void) {
 #if KALEIDO_HAS_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return kaleido_conv3x3_avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kaleido_conv3x3_avx2;
+    switch (kaleido_cpu_capability()) {
+    case 2: return kaleido_conv3x3_avx512;
+    case 1: return kaleido_conv3x3_avx2;
+    }
 #endif
     return kaleido_conv3x3_none;
 }

@@ -2,6 +2,7 @@
 // the Swift `Correlation` in DepthwiseConv2D.swift lane for lane, only the register width
 // differs; the weight gradient's row pass has its own order of sums.
 #include "depthwise.h"
+#include "cpu_capability.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -145,8 +146,7 @@ TARGET void kaleido_depthwise_weight_gradient_row_avx512(float *partial, const f
 }
 
 int kaleido_depthwise_avx512_available(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
+    return kaleido_cpu_capability() >= 2;
 }
 
 #else

@@ -1,5 +1,6 @@
 // Linear-layer products with B packed and A read in place (see include/packed_gemm.h).
 #include "packed_gemm.h"
+#include "cpu_capability.h"
 #include <math.h>
 
 // Each multiply-add is one fused operation (fmaf, _mm256_fmadd_ps) and each add rounds on its
@@ -193,11 +194,10 @@ static void packed_gemm_avx512(int row_begin, int row_end, int n, int k, const f
 
 int kaleido_packed_gemm_isa(void) {
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return 2;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
-#endif
+    return kaleido_cpu_capability();
+#else
     return 0;
+#endif
 }
 
 void kaleido_packed_gemm(int vectorized, int row_begin, int row_end, int n, int k, const float *a, long lda,

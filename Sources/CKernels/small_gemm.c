@@ -4,6 +4,7 @@
 // instantiation (the switch below), so the tile's arrays live in registers; R·NV ≤ 9, so the
 // accumulators, B's vectors and the broadcast fit AVX2's 16 registers (at 3 × 4 they spilled).
 #include "small_gemm.h"
+#include "cpu_capability.h"
 
 // Each multiply and add rounds on its own as written: no fusing by the compiler, whatever the
 // flags, so the vector tiles and the plain loops keep the same bits.
@@ -161,9 +162,7 @@ static void small_gemm_portable(int m, int n, int k, float alpha, const float *a
 
 int kaleido_small_gemm_vectorized(void) {
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return 2;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return kaleido_cpu_capability();
 #else
     return 0;
 #endif

@@ -10,6 +10,8 @@ public let kaleidoVersion = "0.1.0"
 /// (not from headers at build time): proof that the system libraries are present and usable.
 public struct LinkedLibraries: Codable, Sendable {
     public var kaleido: String
+    /// The vector instructions of Kaleido's own kernels (`CPUCapability.summary`).
+    public var kernels: String
     public var openblasConfig: String
     public var openblasThreads: Int
     public var mpiLibrary: String
@@ -22,6 +24,7 @@ public struct LinkedLibraries: Codable, Sendable {
         let standard = MPICommunicator.standardVersion
         return LinkedLibraries(
             kaleido: kaleidoVersion,
+            kernels: CPUCapability.summary,
             openblasConfig: BLAS.configuration,
             openblasThreads: BLAS.threadCount,
             mpiLibrary: MPICommunicator.libraryVersion,
@@ -33,7 +36,7 @@ public struct LinkedLibraries: Codable, Sendable {
 
     /// `key: value` lines for a terminal.
     public var table: [(String, String)] {
-        [("kaleido", kaleido), ("openblas", openblasConfig), ("openblas threads", String(openblasThreads)),
+        [("kaleido", kaleido), ("kernels", kernels), ("openblas", openblasConfig), ("openblas threads", String(openblasThreads)),
          ("mpi", mpiLibrary), ("mpi standard", mpiStandard), ("zstd", zstd), ("libpng", libpng),
          ("turbojpeg", turbojpeg)]
     }

@@ -22,13 +22,25 @@ enum BLASCoreSelection {
 
     /// The core type to force, or nil to leave OpenBLAS's own choice: SkylakeX where the CPU has
     /// AVX-512 and OpenBLAS chose narrower kernels, Haswell where it has AVX2 and FMA and
-    /// OpenBLAS chose kernels without them.
+    /// OpenBLAS chose kernels without them. `KALEIDO_CPU_CAPABILITY` caps OpenBLAS as it caps
+    /// Kaleido's own kernels: `avx2` forces Haswell instead of AVX-512 kernels, `default` forces
+    /// Prescott (SSE3) instead of AVX2 ones, so a capped run measures an AVX2 machine's kernels.
     static func preferredCoreType(cpuFlags: Set<String>, configuration: String, environment: [String: String]) -> String? {
         guard environment["OPENBLAS_CORETYPE"] == nil, let core = coreName(configuration: configuration) else { return nil }
+        let cap = environment["KALEIDO_CPU_CAPABILITY"]?.lowercased()
         let avx512: Set<String> = ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"]
-        if avx512.isSubset(of: cpuFlags) { return avx512Cores.contains(core) ? nil : "SkylakeX" }
-        if Set(["avx2", "fma"]).isSubset(of: cpuFlags) { return avx2Cores.contains(core) ? nil : "Haswell" }
-        return nil
+        let hasAVX2 = Set(["avx2", "fma"]).isSubset(of: cpuFlags)
+        switch cap {
+        case "default":
+            return hasAVX2 && avx2Cores.contains(core) ? "Prescott" : nil
+        case "avx2":
+            guard hasAVX2 else { return nil }
+            return avx2Cores.subtracting(avx512Cores).contains(core) ? nil : "Haswell"
+        default:
+            if avx512.isSubset(of: cpuFlags) { return avx512Cores.contains(core) ? nil : "SkylakeX" }
+            if hasAVX2 { return avx2Cores.contains(core) ? nil : "Haswell" }
+            return nil
+        }
     }
 
     /// The kernel OpenBLAS chose, the word before `MAX_THREADS=` in its configuration string

@@ -27,6 +27,18 @@ import Testing
         #expect(BLASCoreSelection.preferredCoreType(cpuFlags: [], configuration: "OpenBLAS NEOVERSEN1 MAX_THREADS=64", environment: [:]) == nil)
     }
 
+    @Test func theCPUCapabilityCapsOpenBLASAsItCapsKaleidosKernels() {
+        let cap = { (value: String) in ["KALEIDO_CPU_CAPABILITY": value] }
+        #expect(BLASCoreSelection.preferredCoreType(cpuFlags: avx512, configuration: "OpenBLAS DYNAMIC_ARCH SkylakeX MAX_THREADS=64", environment: cap("avx2")) == "Haswell")
+        #expect(BLASCoreSelection.preferredCoreType(cpuFlags: avx512, configuration: "OpenBLAS DYNAMIC_ARCH Prescott MAX_THREADS=64", environment: cap("AVX2")) == "Haswell")
+        #expect(BLASCoreSelection.preferredCoreType(cpuFlags: avx512, configuration: "OpenBLAS DYNAMIC_ARCH Zen MAX_THREADS=64", environment: cap("avx2")) == nil)
+        #expect(BLASCoreSelection.preferredCoreType(cpuFlags: avx512, configuration: "OpenBLAS DYNAMIC_ARCH Haswell MAX_THREADS=64", environment: cap("avx512")) == "SkylakeX")
+        #expect(BLASCoreSelection.preferredCoreType(cpuFlags: avx2, configuration: "OpenBLAS DYNAMIC_ARCH Haswell MAX_THREADS=64", environment: cap("default")) == "Prescott")
+        #expect(BLASCoreSelection.preferredCoreType(cpuFlags: avx2, configuration: "OpenBLAS DYNAMIC_ARCH Prescott MAX_THREADS=64", environment: cap("default")) == nil)
+        // The user's own OpenBLAS choice still wins.
+        #expect(BLASCoreSelection.preferredCoreType(cpuFlags: avx512, configuration: "OpenBLAS SkylakeX MAX_THREADS=64", environment: cap("avx2").merging(["OPENBLAS_CORETYPE": "SkylakeX"]) { a, _ in a }) == nil)
+    }
+
     @Test func theCoreNameIsTheWordBeforeMaxThreads() {
         #expect(BLASCoreSelection.coreName(configuration: "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY Prescott MAX_THREADS=64") == "Prescott")
         #expect(BLASCoreSelection.coreName(configuration: "OpenBLAS 0.3.26 DYNAMIC_ARCH Haswell") == "Haswell")

@@ -2,11 +2,15 @@ import Foundation
 import Testing
 
 /// Runs the built `kaleido` executable, which sits next to the test bundle in the build folder.
-func runKaleido(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+/// `environment` is added to this process's own.
+func runKaleido(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
     let buildDirectory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
     let process = Process()
     process.executableURL = buildDirectory.appendingPathComponent("kaleido")
     process.arguments = arguments
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+    }
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err
@@ -33,6 +37,33 @@ func runKaleido(_ arguments: [String]) throws -> (status: Int32, stdout: String,
         let json = try runKaleido(["version", "--json"])
         let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
         #expect((object?["zstd"] as? String)?.hasPrefix("1.") == true)
+    }
+
+    @Test func theCPUCapabilityCapReachesEveryKernelFamilyAndRefusesUnknownValues() throws {
+        let unknown = try runKaleido(["version"], environment: ["KALEIDO_CPU_CAPABILITY": "sse9"])
+        #expect(unknown.status != 0)
+        #expect(unknown.stderr.contains("KALEIDO_CPU_CAPABILITY=sse9") && unknown.stderr.contains("avx2"), "\(unknown.stderr)")
+
+        func versionObject(_ environment: [String: String]) throws -> [String: Any] {
+            let result = try runKaleido(["version", "--json"], environment: environment)
+            #expect(result.status == 0, "\(result.stderr)")
+            return try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] ?? [:]
+        }
+        let plain = try versionObject(["KALEIDO_CPU_CAPABILITY": "default"])
+        #expect(plain["kernels"] as? String == "plain loops" || (plain["kernels"] as? String)?.hasPrefix("plain loops (capped") == true)
+        let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("flags") }.map { Set($0.split(separator: " ").map(String.init)) } ?? []
+        guard flags.contains("avx2") && flags.contains("fma") else { return }
+        let capped = try versionObject(["KALEIDO_CPU_CAPABILITY": "avx2"])
+        #expect((capped["kernels"] as? String)?.hasPrefix("AVX2 + FMA") == true, "\(capped)")
+        // OpenBLAS is capped with the kernels: no AVX-512 core under avx2, no AVX2 one under default.
+        let cappedCore = (capped["openblas_config"] as? String) ?? ""
+        #expect(!["SkylakeX", "Cooperlake", "SapphireRapids"].contains { cappedCore.contains($0) }, "\(cappedCore)")
+        #expect(!["Haswell", "Zen", "SkylakeX"].contains { ((plain["openblas_config"] as? String) ?? "").contains($0) }, "\(plain)")
+        if flags.contains("avx512f") {
+            #expect((capped["kernels"] as? String)?.contains("the CPU has AVX-512F") == true, "\(capped)")
+            #expect((try versionObject([:])["kernels"] as? String) == "AVX-512F")
+        }
     }
 
     @Test func configShowPrintsTheResolvedConfig() throws {
