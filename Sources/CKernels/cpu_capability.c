@@ -1,8 +1,8 @@
 // The instruction-set cap every kernel dispatcher asks (see include/cpu_capability.h).
 #include "cpu_capability.h"
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
+
+// Set once at startup, before any thread runs a kernel; read by the dispatchers afterwards.
+static int capability_cap = 2;
 
 int kaleido_cpu_capability_detected(void) {
 #if defined(__x86_64__)
@@ -13,17 +13,9 @@ int kaleido_cpu_capability_detected(void) {
     return 0;
 }
 
-int kaleido_cpu_capability_request(void) {
-    const char *value = getenv("KALEIDO_CPU_CAPABILITY");
-    if (value == NULL || value[0] == '\0' || strcasecmp(value, "avx512") == 0) return 2;
-    if (strcasecmp(value, "avx2") == 0) return 1;
-    if (strcasecmp(value, "default") == 0) return 0;
-    return -1;
-}
+void kaleido_cpu_capability_set_cap(int cap) { capability_cap = cap < 0 ? 0 : cap > 2 ? 2 : cap; }
 
 int kaleido_cpu_capability(void) {
     int detected = kaleido_cpu_capability_detected();
-    int requested = kaleido_cpu_capability_request();
-    if (requested < 0) return detected;
-    return requested < detected ? requested : detected;
+    return capability_cap < detected ? capability_cap : detected;
 }

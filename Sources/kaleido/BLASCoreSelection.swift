@@ -27,16 +27,16 @@ enum BLASCoreSelection {
     /// Prescott (SSE3) instead of AVX2 ones, so a capped run measures an AVX2 machine's kernels.
     static func preferredCoreType(cpuFlags: Set<String>, configuration: String, environment: [String: String]) -> String? {
         guard environment["OPENBLAS_CORETYPE"] == nil, let core = coreName(configuration: configuration) else { return nil }
-        let cap = environment["KALEIDO_CPU_CAPABILITY"]?.lowercased()
+        let cap = (try? CPUCapability.capFromEnvironment(environment)) ?? .avx512
         let avx512: Set<String> = ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"]
         let hasAVX2 = Set(["avx2", "fma"]).isSubset(of: cpuFlags)
         switch cap {
-        case "default":
+        case .plain:
             return hasAVX2 && avx2Cores.contains(core) ? "Prescott" : nil
-        case "avx2":
+        case .avx2:
             guard hasAVX2 else { return nil }
             return avx2Cores.subtracting(avx512Cores).contains(core) ? nil : "Haswell"
-        default:
+        case .avx512:
             if avx512.isSubset(of: cpuFlags) { return avx512Cores.contains(core) ? nil : "SkylakeX" }
             if hasAVX2 { return avx2Cores.contains(core) ? nil : "Haswell" }
             return nil

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import KaleidoCheckpoint
 import KaleidoTensor
@@ -38,5 +39,18 @@ extension Conv2DDirect.Path {
     /// widest kernels.
     static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Conv2DDirect.Path {
         environment["KALEIDO_CONV"].flatMap(Conv2DDirect.Path.init(rawValue:)) ?? .widest
+    }
+}
+
+extension CPUCapability {
+    /// `KALEIDO_CPU_CAPABILITY=avx512`, `avx2` or `default` (any case); unset or empty is no cap.
+    /// Anything else is refused, naming the variable and what it takes.
+    static func capFromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws -> CPUCapability {
+        guard let value = environment["KALEIDO_CPU_CAPABILITY"], !value.isEmpty else { return .avx512 }
+        guard let cap = allCases.first(where: { $0.environmentName == value.lowercased() }) else {
+            throw ValidationError("KALEIDO_CPU_CAPABILITY=\(value): expected one of "
+                                  + allCases.reversed().map(\.environmentName).joined(separator: ", "))
+        }
+        return cap
     }
 }

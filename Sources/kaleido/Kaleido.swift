@@ -7,13 +7,9 @@ import Logging
 @main
 struct Kaleido: ParsableCommand {
     /// Picks OpenBLAS's best kernels before anything runs (see `BLASCoreSelection`), and the
-    /// convolution kernels before any layer is built.
+    /// instruction-set cap and convolution kernels before any layer is built.
     static func main() {
-        if CPUCapability.requested == nil {
-            let value = ProcessInfo.processInfo.environment["KALEIDO_CPU_CAPABILITY"] ?? ""
-            exitReporting(ValidationError("KALEIDO_CPU_CAPABILITY=\(value): expected one of "
-                                          + CPUCapability.environmentValues.joined(separator: ", ")))
-        }
+        do { CPUCapability.setCap(try .capFromEnvironment()) } catch { exitReporting(error) }
         BLASCoreSelection.reexecuteIfBeneficial()
         Conv2DDirect.path = .fromEnvironment()
         if Conv2DDirect.path != .widest { DepthwiseConv2D.usesAVX512 = false }
