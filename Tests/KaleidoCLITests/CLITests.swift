@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import kaleido
 
 /// Runs the built `kaleido` executable, which sits next to the test bundle in the build folder.
 /// `environment` is added to this process's own, without the variables in `unsetting`.
@@ -55,8 +56,7 @@ func runKaleido(_ arguments: [String], environment: [String: String] = [:], unse
         }
         let plain = try versionObject(["KALEIDO_CPU_CAPABILITY": "default"])
         #expect(plain["kernels"] as? String == "plain loops" || (plain["kernels"] as? String)?.hasPrefix("plain loops (capped") == true)
-        let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
-            .split(separator: "\n").first { $0.hasPrefix("flags") }.map { Set($0.split(separator: " ").map(String.init)) } ?? []
+        let flags = BLASCoreSelection.cpuFlags()
         guard flags.contains("avx2") && flags.contains("fma") else { return }
         let capped = try versionObject(["KALEIDO_CPU_CAPABILITY": "avx2"])
         #expect((capped["kernels"] as? String)?.hasPrefix("AVX2 + FMA") == true, "\(capped)")
