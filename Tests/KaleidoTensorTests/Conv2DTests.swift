@@ -254,4 +254,53 @@ import Testing
             #expect(run(c, ComputePool(threads: threads, splitsMatrixProducts: true)) == winograd, "\(threads) threads")
         }
     }
+
+    /// A 1×1 stride-1 convolution with enough pixels for `Linear`'s packed product (the
+    /// activations read in place): the defining sums for the output, the input gradient (written
+    /// whole: it starts as NaN), the weight gradient (added onto what was there) and the bias
+    /// gradient, and the same bits for one, two and three threads.
+    @Test func pointwiseConvolutionsRunAsLinearLayersOverThePixels() {
+        let c = Case(batch: 2, height: 32, width: 17, inChannels: 24, outChannels: 40, kernel: 1, stride: 1, padding: 0)
+        let s = c.shape, rows = s.outputPixels
+        #expect(rows >= 1024 && s.workspaceFloats == 0)
+        if BLAS.packedProductAvailable {
+            #expect(BLAS.prefersPackedProduct(m: rows, n: c.outChannels, k: c.inChannels, accumulate: false))
+            #expect(BLAS.prefersPackedProduct(m: rows, n: c.inChannels, k: c.outChannels, accumulate: false))
+        }
+        let v = inputs(c)
+        let (x, w) = (v["input"]!, v["weight"]!)
+        let dOut = randomValues(rows * c.outChannels, seed: 41)
+        let dWeightBefore = randomValues(w.count, seed: 42), dBiasBefore = randomValues(c.outChannels, seed: 43)
+        func run(_ pool: ComputePool) -> [[Float]] {
+            withPointers([[Float](repeating: .nan, count: rows * c.outChannels), x.map { _ in .nan }, dWeightBefore, dBiasBefore],
+                         scratch: [1]) { p, scratch in
+                Conv2D.forward(output: p[0], input: x, weight: w, bias: v["bias"]!, shape: s, workspace: scratch[0], pool: pool)
+                Conv2D.backward(dInput: p[1], dWeight: p[2], dBias: p[3], dOutput: dOut, input: x, weight: w, shape: s,
+                                workspace: scratch[0], pool: pool)
+            }
+        }
+        var dInput = [Float](repeating: 0, count: x.count), dWeight = dWeightBefore, dBias = dBiasBefore
+        for r in 0..<rows {
+            for oc in 0..<c.outChannels {
+                let g = dOut[r * c.outChannels + oc]
+                dBias[oc] += g
+                for ic in 0..<c.inChannels {
+                    dInput[r * c.inChannels + ic] += g * w[oc * c.inChannels + ic]
+                    dWeight[oc * c.inChannels + ic] += g * x[r * c.inChannels + ic]
+                }
+            }
+        }
+        let expected = [naiveForward(c, input: x, weight: w, bias: v["bias"]!), dInput, dWeight, dBias]
+        let serial = run(.serial)
+        // Sums of IC, OC, N·H·W and N·H·W products of values in [−1, 1].
+        let terms = [c.inChannels, c.outChannels, rows, rows]
+        for (index, name) in ["output", "input gradient", "weight gradient", "bias gradient"].enumerated() {
+            let tolerance = 1e-5 + 1e-6 * Float(terms[index])
+            let worst = zip(serial[index], expected[index]).map { abs($0 - $1) }.max() ?? .nan
+            #expect(worst < tolerance, "\(name): largest difference \(worst)")
+        }
+        for threads in [1, 2, 3] {
+            #expect(run(ComputePool(threads: threads, splitsMatrixProducts: true)) == serial, "\(threads) threads")
+        }
+    }
 }

@@ -121,7 +121,9 @@ public struct Conv2DShape: Equatable, Sendable {
 }
 
 /// 2-D convolution, channels-last, as im2col + sgemm; 3×3 same-size convolutions whose channels
-/// fill the direct kernels' panels go to `Conv2DDirect` instead where the CPU has AVX-512 or AVX2.
+/// fill the direct kernels' panels go to `Conv2DDirect` instead where the CPU has AVX-512 or AVX2,
+/// and 1×1 stride-1 convolutions are linear layers over the pixels (`Linear`, which reads the
+/// activations in place where `BLAS.prefersPackedProduct`).
 ///
 /// out[n,oh,ow,oc] = b[oc] + Σ_{kh,kw,ic} in[n, oh·s−p+kh, ow·s−p+kw, ic] · W[oc,kh,kw,ic]
 /// in is (N, H, W, IC), weight is (OC, K, K, IC), bias (OC) or nil, out is (N, OH, OW, OC).
@@ -140,6 +142,13 @@ public enum Conv2D {
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
         shape s: Conv2DShape, workspace: UnsafeMutablePointer<Float>?, workspaceLanes: Int = 1, pool: ComputePool
     ) {
+        if s.isPointwise {
+            // A 1×1 stride-1 convolution is a linear layer over the pixels: the input is its
+            // (N·H·W, IC) matrix as it lies, the (OC, 1, 1, IC) weight a linear layer's (OC, IC).
+            Linear.forward(output: output, input: input, weight: weight, bias: bias, rows: s.outputPixels,
+                           inChannels: s.inChannels, outChannels: s.outChannels, pool: pool)
+            return
+        }
         // With a bias, out starts as the bias rows and the products add onto it (beta 1).
         if let bias { Bias.broadcast(output: output, bias: bias, rows: s.outputPixels, channels: s.outChannels, pool: pool) }
         if s.winograd, let set = s.direct, let workspace {
@@ -178,6 +187,11 @@ public enum Conv2D {
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
         shape s: Conv2DShape, workspace: UnsafeMutablePointer<Float>?, workspaceLanes: Int = 1, pool: ComputePool
     ) {
+        if s.isPointwise {
+            Linear.backward(dInput: dInput, dWeight: dWeight, dBias: dBias, dOutput: dOutput, input: input, weight: weight,
+                            rows: s.outputPixels, inChannels: s.inChannels, outChannels: s.outChannels, pool: pool)
+            return
+        }
         if let dWeight {
             addWeightGradient(dWeight, dOutput: dOutput, input: input, shape: s, workspace: workspace,
                               workspaceLanes: workspaceLanes, pool: pool)
@@ -200,12 +214,6 @@ public enum Conv2D {
                 let rows = images * s.outHeight * s.outWidth
                 let chunkOutput = dOutput + firstImage * s.outHeight * s.outWidth * s.outChannels
                 let chunkInput = dInput + firstImage * s.height * s.width * s.inChannels
-                if s.isPointwise {
-                    BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: s.inChannels, k: s.outChannels,
-                               a: chunkOutput, lda: s.outChannels, b: weight, ldb: s.inChannels,
-                               beta: 0, c: chunkInput, ldc: s.inChannels, pool: chunkPool)
-                    return
-                }
                 let dColumns = workspace! + lane * s.chunkFloats
                 BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: s.patchSize, k: s.outChannels,
                            a: chunkOutput, lda: s.outChannels, b: weight, ldb: s.patchSize,
@@ -222,7 +230,7 @@ public enum Conv2D {
     /// chunks form two fixed halves: the first is summed into dW, the second into the
     /// workspace's second weight gradient, which is then added to dW. With two lanes the halves
     /// run at once, one thread each (whole chunks, single-threaded products); otherwise one after
-    /// the other, every product split across the pool. Pointwise layers sum in chunk order.
+    /// the other, every product split across the pool.
     private static func addWeightGradient(_ dWeight: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
                                           input: UnsafePointer<Float>, shape s: Conv2DShape,
                                           workspace: UnsafeMutablePointer<Float>?, workspaceLanes: Int, pool: ComputePool) {
@@ -285,12 +293,10 @@ public enum Conv2D {
     }
 
     /// The im2col matrix of images [firstImage, firstImage + images): row (n, oh, ow) holds the
-    /// K·K·IC input values under the kernel, zeros where it hangs over the padding. For a
-    /// pointwise convolution the input already is that matrix.
+    /// K·K·IC input values under the kernel, zeros where it hangs over the padding.
     private static func patches(_ s: Conv2DShape, input: UnsafePointer<Float>, firstImage: Int, images: Int,
                                 workspace: UnsafeMutablePointer<Float>?, pool: ComputePool) -> UnsafePointer<Float> {
         let image = input + firstImage * s.height * s.width * s.inChannels
-        if s.isPointwise { return image }
         guard let columns = workspace else { preconditionFailure("Conv2D \(s) needs a workspace of \(s.workspaceFloats) floats") }
         let ic = s.inChannels
         let rowsPerImage = s.outHeight * s.outWidth
