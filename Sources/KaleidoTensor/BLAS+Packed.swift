@@ -20,7 +20,7 @@ extension BLAS {
     ///   and for an accumulating product (0.86–1.02×). The input gradient of 192→48 (k = 48),
     ///   written rather than accumulated: 1.28–1.69× (2026-12-06, BENCHMARKS.md).
     ///   On the Zen 4 EPYC (2026-12-07), on ResNet-50's 1×1 convolutions at batch 16, 2 threads:
-    ///   1.04–2.4× forward and input gradient for k, n ≤ 1024 and m ≥ 3136 (OpenBLAS's copy of A
+    ///   1.01–2.4× forward and input gradient for k, n ≤ 1024 and m ≥ 3136 (OpenBLAS's copy of A
     ///   costs most at k = 64), 0.7× at k or n = 2048; so written products go up to 1024.
     public static func prefersPackedProduct(m: Int, n: Int, k: Int, accumulate: Bool) -> Bool {
         guard m >= 1024 else { return false }
