@@ -56,4 +56,29 @@ extension BLAS {
             kaleido_packed_gemm(packedProductLevel, Int32(start), Int32(end), Int32(n), Int32(k), a, lda, packed, bias, c, ldc, accumulate ? 1 : 0)
         }
     }
+
+    /// Whether `outerProductTiles` is the faster way to C (m×n) += Aᵀ · B over k rows here.
+    public static func prefersOuterProductTiles(m: Int, n: Int, k: Int) -> Bool {
+        guard k >= 1024 else { return false }
+        switch packedProductLevel {
+        case 2: return m >= 16 && n >= 16
+        default: return false
+        }
+    }
+
+    /// C (m×n) += Aᵀ · B = Σ_i A(i, :)ᵀ B(i, :) over the k rows of A (k×m) and B (k×n), both
+    /// read in place (see outer_products.h): a weight gradient dW += doutᵀ · inp. C is cut into
+    /// register tiles and `pool`'s threads take a range of them each; every element is
+    /// one chain of multiply-adds over k in order, so the result does not depend on the thread
+    /// count. Needs `packedProductAvailable`.
+    public static func outerProductTiles(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+                                         b: UnsafePointer<Float>, ldb: Int,
+                                         c: UnsafeMutablePointer<Float>, ldc: Int, pool: ComputePool) {
+        precondition(packedProductAvailable, "outerProductTiles runs only where packedProductAvailable (AVX2 + FMA or AVX-512)")
+        let tiles = Int(kaleido_outer_products_tiles(packedProductLevel, Int32(m), Int32(n)))
+        pool.forEachRange(tiles) { range in
+            kaleido_accumulate_outer_products(packedProductLevel, Int32(range.lowerBound), Int32(range.upperBound),
+                                              Int32(m), Int32(n), Int32(k), a, lda, b, ldb, c, ldc)
+        }
+    }
 }

@@ -89,7 +89,8 @@ public enum BLAS {
     /// which cuts C, leaves threads idle: a 144×48 C is one piece, one thread; a 384×96 C three
     /// pieces, two on one thread and one on the other.
     ///
-    /// Where C would give fewer than 4 pieces and k holds at least two chunks of 2048 rows, the
+    /// Where `prefersOuterProductTiles` says so, Kaleido's own tiles run it (`outerProductTiles`).
+    /// Otherwise, where C would give fewer than 4 pieces and k holds at least two chunks of 2048 rows, the
     /// rows are cut instead: each chunk is a single-threaded OpenBLAS product into its own
     /// partial C, and the partial C's are added to C in chunk order. The chunks depend on the
     /// shape only (at most 16, and at most 4 MB of partials), so with OpenBLAS at one thread (as
@@ -98,6 +99,10 @@ public enum BLAS {
     public static func accumulateOuterProducts(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                                                b: UnsafePointer<Float>, ldb: Int,
                                                c: UnsafeMutablePointer<Float>, ldc: Int, pool: ComputePool) {
+        if prefersOuterProductTiles(m: m, n: n, k: k) {
+            outerProductTiles(m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, pool: pool)
+            return
+        }
         let chunks = outerProductChunks(m: m, n: n, k: k)
         guard chunks > 1 else {
             sgemm(transposeA: true, transposeB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,

@@ -250,10 +250,16 @@ public enum Conv2D {
             for chunk in chunks {
                 let (firstImage, images) = s.images(inChunk: chunk)
                 let patchRows = patches(s, input: input, firstImage: firstImage, images: images, workspace: columns, pool: pool)
-                BLAS.sgemm(transposeA: true, transposeB: false, m: s.outChannels, n: s.patchSize,
-                           k: images * s.outHeight * s.outWidth,
-                           a: dOutput + firstImage * s.outHeight * s.outWidth * s.outChannels, lda: s.outChannels,
-                           b: patchRows, ldb: s.patchSize, beta: 1, c: sum, ldc: s.patchSize, pool: pool)
+                let rows = images * s.outHeight * s.outWidth
+                let dOutputRows = dOutput + firstImage * s.outHeight * s.outWidth * s.outChannels
+                if BLAS.prefersOuterProductTiles(m: s.outChannels, n: s.patchSize, k: rows) {
+                    BLAS.outerProductTiles(m: s.outChannels, n: s.patchSize, k: rows, a: dOutputRows, lda: s.outChannels,
+                                           b: patchRows, ldb: s.patchSize, c: sum, ldc: s.patchSize, pool: pool)
+                } else {
+                    BLAS.sgemm(transposeA: true, transposeB: false, m: s.outChannels, n: s.patchSize, k: rows,
+                               a: dOutputRows, lda: s.outChannels, b: patchRows, ldb: s.patchSize, beta: 1, c: sum,
+                               ldc: s.patchSize, pool: pool)
+                }
             }
         }
         guard s.weightScratchFloats > 0, let workspace else {

@@ -1,0 +1,89 @@
+import CKernels
+import Foundation
+import Testing
+@testable import KaleidoTensor
+
+/// `kaleido_accumulate_outer_products` (weight gradients, C += Aᵀ · B over long k): the vector
+/// tiles bit for bit against the plain loops and against Float64 (AVX2 tiles, and AVX-512 ones
+/// where the CPU has it), with tiles of every height and width, column tails, strides wider than
+/// the rows, blocks of k, and C's old values kept; and `BLAS.accumulateOuterProducts` through the
+/// tiles on 1, 2 and 3 threads.
+@Suite struct OuterProductsTests {
+    struct Case: CustomStringConvertible, Sendable {
+        let m, n, k: Int
+        var description: String { "\(m)×\(n) over \(k) rows" }
+    }
+
+    // Heights 1–6 past whole tiles (4 and 6 rows); widths of 1–4 vectors of 16 and 8 lanes, with
+    // and without a tail; k across several row blocks (32–256 rows each, by n).
+    static let cases: [Case] = [(1, 16, 5), (7, 33, 300), (13, 64, 700), (6, 100, 90), (25, 24, 1100), (4, 8, 3),
+                                (11, 200, 257), (3, 7, 40)].map { Case(m: $0.0, n: $0.1, k: $0.2) }
+
+    struct Operands {
+        let a, b, before: [Float]
+        let lda, ldb, ldc: Int
+    }
+
+    func operands(_ c: Case) -> Operands {
+        let lda = c.m + 3, ldb = c.n + 5, ldc = c.n + 2
+        return Operands(a: randomValues(c.k * lda, seed: 31), b: randomValues(c.k * ldb, seed: 32),
+                        before: randomValues(c.m * ldc, seed: 33), lda: lda, ldb: ldb, ldc: ldc)
+    }
+
+    func run(_ c: Case, _ o: Operands, vectorized: Int32, pieces: Int = 1) -> [Float] {
+        var out = o.before
+        let tiles = Int(kaleido_outer_products_tiles(vectorized, Int32(c.m), Int32(c.n)))
+        for piece in 0..<pieces {
+            kaleido_accumulate_outer_products(vectorized, Int32(tiles * piece / pieces), Int32(tiles * (piece + 1) / pieces),
+                                              Int32(c.m), Int32(c.n), Int32(c.k), o.a, o.lda, o.b, o.ldb, &out, o.ldc)
+        }
+        return out
+    }
+
+    static let levels: [Int32] = BLAS.packedProductLevel > 0 ? Array(1...BLAS.packedProductLevel) : [0]
+
+    @Test(arguments: cases, levels)
+    func sumsMatchFloat64AndThePlainLoops(_ c: Case, level: Int32) throws {
+        let o = operands(c)
+        let vector = run(c, o, vectorized: level)
+        #expect(vector == run(c, o, vectorized: 0), "the vector tiles must sum in the plain loops' order")
+        // The tiles in uneven pieces (as threads take them) give the same bits.
+        #expect(vector == run(c, o, vectorized: level, pieces: 3))
+        for r in 0..<c.m {
+            for j in 0..<o.ldc {
+                let index = r * o.ldc + j
+                guard j < c.n else {
+                    #expect(vector[index] == o.before[index], "column \(j) beyond n must be untouched")
+                    continue
+                }
+                var sum = Double(o.before[index]), magnitude = abs(sum)
+                for i in 0..<c.k {
+                    let term = Double(o.a[i * o.lda + r]) * Double(o.b[i * o.ldb + j])
+                    sum += term
+                    magnitude += abs(term)
+                }
+                // Float32 rounding of k steps: far below one misplaced term (|term| up to 1).
+                #expect(abs(Double(vector[index]) - sum) <= 1e-6 * (1 + magnitude), "C[\(r), \(j)]")
+            }
+        }
+    }
+
+    @Test(.enabled(if: BLAS.packedProductAvailable)) func theWeightGradientIsTheSameOnAnyThreadCount() throws {
+        // 40 × 96 over 3000 rows: a layer's weight gradient in the tiles' range (k ≥ 1024).
+        let m = 40, n = 96, k = 3000
+        let a = randomValues(k * m, seed: 41), b = randomValues(k * n, seed: 42), before = randomValues(m * n, seed: 43)
+        func gradient(_ pool: ComputePool) -> [Float] {
+            var c = before
+            BLAS.outerProductTiles(m: m, n: n, k: k, a: a, lda: m, b: b, ldb: n, c: &c, ldc: n, pool: pool)
+            return c
+        }
+        let one = gradient(.serial)
+        #expect(gradient(ComputePool(threads: 2, splitsMatrixProducts: true)) == one)
+        #expect(gradient(ComputePool(threads: 3, splitsMatrixProducts: true)) == one)
+        // Against OpenBLAS: the same sums within rounding.
+        var reference = before
+        BLAS.sgemm(transposeA: true, transposeB: false, m: m, n: n, k: k, a: a, lda: m, b: b, ldb: n, beta: 1, c: &reference, ldc: n)
+        let worst = zip(one, reference).map { abs($0 - $1) }.max() ?? 0
+        #expect(worst <= 2e-4)
+    }
+}
