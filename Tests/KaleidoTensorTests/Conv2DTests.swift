@@ -303,4 +303,19 @@ import Testing
             #expect(run(ComputePool(threads: threads, splitsMatrixProducts: true)) == serial, "\(threads) threads")
         }
     }
+
+    /// A layer with 16 channels (a width-16 ResNet's first stage) runs AVX2's 16-channel panels
+    /// rather than im2col where the CPU's widest kernels want 32; layers filling 32 keep AVX-512.
+    @Test func narrowLayersRunTheKernelsWhosePanelsTheyFill() {
+        #expect(Conv2DShape.panelFilling(.avx512, inChannels: 16, outChannels: 16) == .avx2)
+        #expect(Conv2DShape.panelFilling(.avx512, inChannels: 16, outChannels: 32) == .avx2)
+        #expect(Conv2DShape.panelFilling(.avx512, inChannels: 32, outChannels: 64) == .avx512)
+        #expect(Conv2DShape.panelFilling(.avx512, inChannels: 16, outChannels: 24) == .avx512, "fills neither")
+        #expect(Conv2DShape.panelFilling(.avx2, inChannels: 16, outChannels: 16) == .avx2)
+        #expect(Conv2DShape.panelFilling(nil, inChannels: 16, outChannels: 16) == nil)
+        guard Conv2DDirect.InstructionSet.avx512.isSupported else { return }
+        let narrow = Conv2DShape(batch: 2, height: 16, width: 16, inChannels: 16, outChannels: 16, kernel: 3, padding: 1,
+                                 direct: .avx512)
+        #expect(narrow.direct == .avx2 && (narrow.winograd || narrow.forwardIsDirect))
+    }
 }

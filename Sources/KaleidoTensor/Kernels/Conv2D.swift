@@ -37,10 +37,25 @@ public struct Conv2DShape: Equatable, Sendable {
         let columnsPerImage = outHeight * outWidth * kernel * kernel * inChannels
         imagesPerChunk = max(1, min(batch, workspaceCap / max(1, columnsPerImage)))
         precondition(direct?.isSupported ?? true, "this CPU does not run the direct convolution's \(direct!) kernels")
-        self.direct = direct
+        let set = Conv2DShape.panelFilling(direct, inChannels: inChannels, outChannels: outChannels)
+        self.direct = set
         winograd = allowed && Conv2DWinograd.pays(height: height, width: width, inChannels: inChannels,
                                                   outChannels: outChannels, kernel: kernel, stride: stride,
-                                                  padding: padding, direct: direct)
+                                                  padding: padding, direct: set)
+    }
+
+    /// AVX-512 for a layer whose channels fill its 32-channel panels; AVX2 where they fill only
+    /// AVX2's 16 (a narrow network's first stage), which then runs the direct kernel or
+    /// Winograd's products instead of im2col + sgemm. On the Zen 4 EPYC the debug run's
+    /// ResNet-18 of width 16 trained at 171–186 images/s with the AVX-512 kernels and 190–239
+    /// capped at AVX2 before this (BENCHMARKS.md, 2026-12-07).
+    static func panelFilling(_ direct: Conv2DDirect.InstructionSet?, inChannels: Int,
+                             outChannels: Int) -> Conv2DDirect.InstructionSet? {
+        guard direct == .avx512 else { return direct }
+        func fills(_ set: Conv2DDirect.InstructionSet) -> Bool {
+            inChannels % set.panelChannels == 0 && outChannels % set.panelChannels == 0
+        }
+        return !fills(.avx512) && fills(.avx2) ? .avx2 : .avx512
     }
 
     /// A 3×3, stride-1, padding-1 convolution whose output channels fill the direct kernel's
