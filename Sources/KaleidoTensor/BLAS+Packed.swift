@@ -57,7 +57,13 @@ extension BLAS {
         }
     }
 
-    /// Whether `outerProductTiles` is the faster way to C (m×n) += Aᵀ · B over k rows here.
+    /// Whether `outerProductTiles` is the faster way to C (m×n) += Aᵀ · B over k rows here: with
+    /// AVX-512, for k ≥ 1024 rows and both sides of C ≥ 16. On the Zen 4 EPYC, 2 threads, against
+    /// the path `accumulateOuterProducts` took before (OpenBLAS on chunks of k or pieces of C):
+    /// 0.99× (25,088 rows, 384 → 96) to 1.37× on Swin's linear layers and ResNet-50's 1×1
+    /// convolutions up to k = 25,088 rows, 0.87–1.41× from run to run at k = 50,176; the steps of
+    /// swin-tiny-32 and ResNet-50 +5 % and +2 % (BENCHMARKS.md, 2026-12-07).
+    /// There are no AVX2 tiles (see outer_products.c).
     public static func prefersOuterProductTiles(m: Int, n: Int, k: Int) -> Bool {
         guard k >= 1024 else { return false }
         switch packedProductLevel {
@@ -70,11 +76,11 @@ extension BLAS {
     /// read in place (see outer_products.h): a weight gradient dW += doutᵀ · inp. C is cut into
     /// register tiles and `pool`'s threads take a range of them each; every element is
     /// one chain of multiply-adds over k in order, so the result does not depend on the thread
-    /// count. Needs `packedProductAvailable`.
+    /// count. Below AVX-512 the same sums run as plain loops on one thread (slow: nothing sends
+    /// them there but tests).
     public static func outerProductTiles(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                                          b: UnsafePointer<Float>, ldb: Int,
                                          c: UnsafeMutablePointer<Float>, ldc: Int, pool: ComputePool) {
-        precondition(packedProductAvailable, "outerProductTiles runs only where packedProductAvailable (AVX2 + FMA or AVX-512)")
         let tiles = Int(kaleido_outer_products_tiles(packedProductLevel, Int32(m), Int32(n)))
         pool.forEachRange(tiles) { range in
             kaleido_accumulate_outer_products(packedProductLevel, Int32(range.lowerBound), Int32(range.upperBound),
