@@ -74,9 +74,11 @@ import KaleidoTensor
     /// decoder (and `zstd -d`) needs no parameter.
     enum FrameCoding: Equatable {
         /// The three low planes of shuffled fp32 (mantissa bytes) are noise: on ResNet-50's state
-        /// after AdamW steps zstd stores them at ratio 1.000. zstd's fastest setting with its
-        /// literals left raw still finds runs of equal bytes (zero-filled arrays stay small):
-        /// 3.4 GB/s against level -1's 2.5 (BENCHMARKS.md, checkpoint codec).
+        /// after AdamW steps zstd stores them at ratio 1.000 even at its fastest setting, whose
+        /// match finder still read every byte (3.4 GB/s). They are copied into a frame of raw
+        /// blocks instead, a block whose bytes are all equal as one RLE byte
+        /// (`kaleido_zstd_stored_frame`); no frame checksum, since the shard's CRC-32C covers
+        /// the stored bytes as they are.
         case stored
         /// The sign/exponent plane's gain is the skew of its byte histogram, not repeats: on the
         /// same state, Huffman-coded literals with the match finder at its fastest gave ratio 3.06
@@ -93,24 +95,49 @@ import KaleidoTensor
         return framesPerChunk == 2 ? [.stored, main] : [main]
     }
 
-    /// A compression context for one kind of frame. The literal-coding parameter is zstd's
-    /// experimental one; a libzstd that refused it would get plain level 1: slower, same format.
-    func compressionContext(_ coding: FrameCoding) -> OpaquePointer {
+    /// A compression context for one kind of frame (nil for `.stored`, which zstd does not
+    /// write). The literal-coding parameter is zstd's experimental one; a libzstd that refused it
+    /// would get plain level 1: slower, same format.
+    func compressionContext(_ coding: FrameCoding) -> OpaquePointer? {
+        if coding == .stored { return nil }
         let context = ZSTD_createCCtx()!
         ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, frameChecksum ? 1 : 0)
         switch coding {
         case .stored, .entropyOnly:
             ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, ZSTD_minCLevel())
-            // ZSTD_c_literalCompressionMode, ZSTD_ps_enable = 1 / ZSTD_ps_disable = 2 (zstd.h's
-            // static-linking section, which the system-library module does not define)
-            let literals: Int32 = coding == .stored ? 2 : 1
-            if ZSTD_isError(ZSTD_CCtx_setParameter(context, ZSTD_c_experimentalParam5, literals)) != 0 {
+            // ZSTD_c_literalCompressionMode, ZSTD_ps_enable = 1 (zstd.h's static-linking
+            // section, which the system-library module does not define)
+            if ZSTD_isError(ZSTD_CCtx_setParameter(context, ZSTD_c_experimentalParam5, 1)) != 0 {
                 ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, 1)
             }
         case .level(let level):
             ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
         }
         return context
+    }
+
+    /// Bytes a frame of `coding` may take for `count` raw bytes.
+    static func frameBound(_ coding: FrameCoding, count: Int) -> Int {
+        coding == .stored ? kaleido_zstd_stored_frame_bound(count) : ZSTD_compressBound(count)
+    }
+
+    /// Writes `count` bytes of `source` as one frame at `output` (room for `capacity`); returns
+    /// its size. `what` names the shard in errors.
+    static func writeFrame(_ coding: FrameCoding, context: OpaquePointer?, source: UnsafeRawPointer, count: Int,
+                           output: UnsafeMutableRawPointer, capacity: Int, what: String) throws -> Int {
+        guard let context else {
+            let size = kaleido_zstd_stored_frame(source.assumingMemoryBound(to: UInt8.self), count,
+                                                 output.assumingMemoryBound(to: UInt8.self), capacity)
+            guard size > 0 else {
+                throw CheckpointError.io(path: what, operation: "store frame", message: "\(capacity) bytes of room for \(count)")
+            }
+            return size
+        }
+        let size = ZSTD_compress2(context, output, capacity, source, count)
+        if ZSTD_isError(size) != 0 {
+            throw CheckpointError.io(path: what, operation: "zstd compress", message: String(cString: ZSTD_getErrorName(size)))
+        }
+        return size
     }
 
     /// Byte ranges of the frames of a chunk of `n` floats, in its (shuffled) raw bytes.
@@ -203,13 +230,13 @@ import KaleidoTensor
         let codings = frameCodings
         let contexts = (0..<workers).map { _ in codings.map(compressionContext) }
         let parts = frameParts(floats: chunkFloats)
-        let capacity = parts.reduce(0) { $0 + ZSTD_compressBound($1.count) }
+        let capacity = zip(codings, parts).reduce(0) { $0 + Self.frameBound($1.0, count: $1.1.count) }
         let scratch = (0..<workers).map { _ in UnsafeMutableRawPointer.allocate(byteCount: chunkBytes, alignment: 64) }
         let crcs = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: max(1, chunks.count))
         let sizes = UnsafeMutableBufferPointer<Int>.allocate(capacity: max(1, chunks.count))
         let queue = FrameQueue(count: chunks.count, capacity: capacity, keep: sink == nil)
         defer {
-            for context in contexts.joined() { ZSTD_freeCCtx(context) }
+            for case let context? in contexts.joined() { ZSTD_freeCCtx(context) }
             for buffer in scratch { buffer.deallocate() }
             crcs.deallocate()
             sizes.deallocate()
@@ -229,13 +256,14 @@ import KaleidoTensor
             let output = queue.buffer()
             // The chunk's frames back to back in one buffer: to the file they are one piece.
             var written = 0
-            for (part, context) in zip(frameParts(floats: range.count), contexts[worker]) {
-                let size = ZSTD_compress2(context, output + written, queue.capacity - written, buffer + part.lowerBound, part.count)
-                if ZSTD_isError(size) != 0 {
+            for (number, part) in frameParts(floats: range.count).enumerated() {
+                do {
+                    written += try Self.writeFrame(codings[number], context: contexts[worker][number], source: buffer + part.lowerBound,
+                                                   count: part.count, output: output + written, capacity: queue.capacity - written, what: what)
+                } catch {
                     output.deallocate()
-                    throw CheckpointError.io(path: what, operation: "zstd compress", message: String(cString: ZSTD_getErrorName(size)))
+                    throw error
                 }
-                written += size
             }
             // The frames stay in their (larger) allocation; deallocating the rebased buffer frees it.
             let frame = UnsafeMutableRawBufferPointer(start: output, count: written)

@@ -431,8 +431,14 @@ func zstdFrames(_ url: URL) throws -> Int {
         }
         #expect(CheckpointStore.verify(url).map(\.description).contains { $0.contains("shard-00001-of-00002.zst") && $0.contains("truncated") })
 
+        // A byte in the middle of the first chunk's sign/exponent frame: the frame after its
+        // stored mantissa frame, and the one with a content checksum of its own.
+        let codedFrame = original.withUnsafeBytes { bytes -> Range<Int> in
+            let first = ZSTD_findFrameCompressedSize(bytes.baseAddress!, bytes.count)
+            return first..<(first + ZSTD_findFrameCompressedSize(bytes.baseAddress! + first, bytes.count - first))
+        }
         var flipped = original
-        flipped[flipped.count / 2] ^= 0x10
+        flipped[codedFrame.lowerBound + codedFrame.count / 2] ^= 0x10
         try flipped.write(to: shard)
         do {
             _ = try store.load(url)
@@ -442,8 +448,9 @@ func zstdFrames(_ url: URL) throws -> Int {
             #expect(path == shard.path && error.description.contains("shard-00001-of-00002.zst"))
         }
 
-        // Even with the manifest's CRC forged to match, zstd's frame checksum catches it and the
-        // error names the chunk's arrays.
+        // Even with the manifest's CRC forged to match, zstd's frame checksum (or its Huffman
+        // decoding) catches it and the error names the chunk's arrays. Stored mantissa frames
+        // have no checksum of their own: their bytes are the CRC's.
         var manifest = try CheckpointManifest.read(from: url)
         manifest.shards[1].crc32c = CRC32C.hex(flipped.withUnsafeBytes { CRC32C.checksum($0) })
         try manifest.encoded().write(to: url.appendingPathComponent("manifest.json"))
