@@ -145,6 +145,13 @@ import KaleidoTensor
         framesPerChunk == 2 ? [0..<(3 * n), (3 * n)..<(4 * n)] : [0..<(4 * n)]
     }
 
+    /// The most bytes `encode` writes for a stream of `total` floats.
+    func encodedBound(floats total: Int) -> Int {
+        chunkRanges(total: total).reduce(0) { sum, range in
+            sum + zip(frameCodings, frameParts(floats: range.count)).reduce(0) { $0 + Self.frameBound($1.0, count: $1.1.count) }
+        }
+    }
+
     func chunkRanges(total: Int) -> [Range<Int>] {
         stride(from: 0, to: total, by: chunkFloats).map { $0..<min(total, $0 + chunkFloats) }
     }

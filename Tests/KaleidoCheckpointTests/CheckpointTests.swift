@@ -3,6 +3,7 @@ import KaleidoDist
 import KaleidoNN
 import KaleidoTensor
 import Testing
+import CCheckpoint
 import CZstd
 @_spi(Bench) @testable import KaleidoCheckpoint
 import KaleidoSafeTensors
@@ -526,6 +527,12 @@ func zstdFrames(_ url: URL) throws -> Int {
     /// The shard writer stages pieces for direct I/O in 4 MiB blocks and pads the last one; the
     /// file must hold exactly the pieces, whatever their sizes, and the same through the page
     /// cache. /dev/shm (tmpfs) tries a second file system where it exists.
+    static var kernelOffersAsyncWrites: Bool {
+        let context = kaleido_async_write_open()
+        if context != 0 { kaleido_async_write_close(context) }
+        return context != 0
+    }
+
     @Test func directAndBufferedShardWritesHoldExactlyThePieces() throws {
         let sizes = [1, 4095, 4097, 3 << 20, (5 << 20) + 3, 0, 17, 4 << 20]
         let pieces = sizes.enumerated().map { k, n in
@@ -543,10 +550,14 @@ func zstdFrames(_ url: URL) throws -> Int {
         }
         defer { for root in roots { try? FileManager.default.removeItem(at: root) } }
         for root in roots {
-            for direct in [true, false] {
-                let path = root.appendingPathComponent("shard-\(direct)").path
-                let writer = try DurableFile.Writer(path, direct: direct)
-                if !direct { #expect(!writer.isDirect) }
+            // Sized ahead, direct writes go out without waiting (Linux AIO) and the file is cut back.
+            for (direct, sizeBound) in [(true, nil), (true, expected.count + 12_345), (false, nil), (false, expected.count + 7)] {
+                let path = root.appendingPathComponent("shard-\(direct)-\(sizeBound ?? 0)").path
+                let writer = try DurableFile.Writer(path, direct: direct, sizeBound: sizeBound)
+                if !direct { #expect(!writer.isDirect && !writer.isAsync) }
+                if writer.isDirect && sizeBound != nil && Self.kernelOffersAsyncWrites {
+                    #expect(writer.isAsync, "\(path): sized direct writes should go out without waiting")
+                }
                 for piece in pieces { try piece.withUnsafeBytes { try writer.append($0) } }
                 #expect(writer.offset == expected.count)
                 try writer.finish()
