@@ -81,10 +81,12 @@ public final class CheckpointStore: @unchecked Sendable {
     /// caller may change its arrays as soon as this returns. Call `finish` (collective) later,
     /// from the thread that runs the other collectives.
     ///
-    /// - Parameter yieldingToTraining: the writer and its `threads` compressing threads run at
-    ///   idle scheduling priority (Linux SCHED_IDLE, else nice 19): they use the cores training
-    ///   leaves idle (data waits, all-reduce waits, serial sections, the pool's sleeping workers)
-    ///   and take none a training thread wants; false: normal priority, as `save`.
+    /// - Parameter yieldingToTraining: one writer thread compresses and writes the shard, at idle
+    ///   scheduling priority (Linux SCHED_IDLE, else nice 19): it uses the cores training leaves
+    ///   idle (data waits, all-reduce waits, serial sections, the pool's sleeping workers) and
+    ///   takes none a training thread wants. One thread, not `threads`: with two training
+    ///   threads on two cores, a second compressing thread doubled what a save cost them
+    ///   (BENCHMARKS.md). False: normal priority and `threads` threads, as `save`.
     /// - Parameter staging: where this rank's slices are copied; reuse one buffer across saves
     ///   (each save must be finished before the next begins with the same buffer).
     /// - Parameter copyPool: the threads that copy into `staging` (the training threads, idle at
@@ -112,11 +114,12 @@ public final class CheckpointStore: @unchecked Sendable {
         try DurableFile.makeDirectory(temporary.path)
         let name = CheckpointNames.shard(rank: rank, worldSize: worldSize)
         let path = temporary.appendingPathComponent(name).path
-        var codec = ShardCodec(level: zstdLevel, byteShuffle: byteShuffle, chunkBytes: chunkBytes, threads: threads)
+        // A save yielding to training compresses on its writer thread alone (see `beginSave`).
+        var codec = ShardCodec(level: zstdLevel, byteShuffle: byteShuffle, chunkBytes: chunkBytes, threads: idlePriority ? 1 : threads)
         codec.idlePriority = idlePriority
         return try content.withShardSegments(rank: rank, worldSize: worldSize) { segments in
             if let fault = shardWriteFault?(rank) { throw fault }
-            let file = try DurableFile.Writer(path)
+            let file = try DurableFile.Writer(path, sizeBound: codec.encodedBound(floats: segments.total))
             let encoded = try codec.encode(segments, what: path) { frame in
                 let first = file.offset == 0
                 try file.append(frame)
