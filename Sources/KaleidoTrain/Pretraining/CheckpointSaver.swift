@@ -16,8 +16,8 @@ import Logging
 ///
 /// The cost of a save is its stall: for a blocking save its duration; for a background one the
 /// staging at the step boundary, the commit, and the extra time of the steps in its window
-/// (staging to commit) over the median step without a save window. Both are logged per save and
-/// written to metrics.jsonl (`kind: checkpoint`).
+/// (staging to commit) over the median of the latest steps without a save window. Both are
+/// logged per save and written to metrics.jsonl (`kind: checkpoint`).
 final class CheckpointSaver {
     let store: CheckpointStore
     let communicator: Communicator
@@ -36,8 +36,8 @@ final class CheckpointSaver {
     private var pending: Window?
     /// Reused by every background save, so only the first one maps fresh pages.
     private let staging = CheckpointStagingBuffer()
-    /// Durations of the latest steps outside any save window: the baseline of a stall.
-    private var quietSteps: [Double] = []
+    /// The steps outside any save window: the baseline of a stall.
+    private var stall = StallEstimate()
     /// The newest committed checkpoint.
     private(set) var lastCommitted: URL?
 
@@ -68,8 +68,7 @@ final class CheckpointSaver {
         if pending != nil {
             pending!.stepSeconds.append(seconds)
         } else {
-            quietSteps.append(seconds)
-            if quietSteps.count > 50 { quietSteps.removeFirst(quietSteps.count - 50) }
+            stall.recordQuietStep(seconds: seconds)
         }
     }
 
@@ -103,13 +102,11 @@ final class CheckpointSaver {
         let started = DispatchTime.now().uptimeNanoseconds
         lastCommitted = try window.save.finish(communicator: communicator)
         let commit = Self.seconds(since: started)
-        let baseline = Self.median(quietSteps)
         // What training lost: the step boundary's staging, the commit (with any wait for the
-        // shard), and the steps of the window beyond the median quiet step. Noise in single steps
-        // averages out over the window; only the total is clamped.
-        let slowdown = baseline.map { base in max(0, window.stepSeconds.reduce(0) { $0 + $1 - base }) }
+        // shard), and the steps of the window beyond the latest quiet steps.
+        let stallSeconds = stall.seconds(window: window.stepSeconds, boundary: window.beginSeconds + commit)
         try report(step: window.save.step, values: [
-            "stall_seconds": slowdown.map { window.beginSeconds + commit + $0 } ?? .nan, "staging_ms": window.save.stagingSeconds * 1000,
+            "stall_seconds": stallSeconds ?? .nan, "staging_ms": window.save.stagingSeconds * 1000,
             "commit_ms": commit * 1000, "save_seconds": window.save.writeSeconds ?? .nan,
             "window_steps": Double(window.stepSeconds.count), "async": 1,
         ])
@@ -124,6 +121,31 @@ final class CheckpointSaver {
         try metrics?.record(step: step, kind: "checkpoint", values: values)
     }
 
+}
+
+/// What a background save cost the training: the time spent at step boundaries (staging, commit)
+/// plus the extra time of the steps in its window over the median of the latest quiet steps.
+struct StallEstimate {
+    /// How many quiet steps the baseline keeps. Few, so it is the machine's speed of the last
+    /// minute: on shared VMs the step time moves between levels minutes apart (on the Zen 4 of
+    /// BENCHMARKS.md, 2.12 and 2.35 s for ResNet-50), and a median over the last 50 steps
+    /// charged a slow minute to the saves in it and hid a save's cost in a fast one.
+    static let baselineSteps = 9
+    private(set) var quietSteps: [Double] = []
+
+    mutating func recordQuietStep(seconds: Double) {
+        quietSteps.append(seconds)
+        if quietSteps.count > Self.baselineSteps { quietSteps.removeFirst(quietSteps.count - Self.baselineSteps) }
+    }
+
+    /// boundary + max(0, Σ (window step − median quiet step)); nil before any quiet step. Noise
+    /// in single steps averages out over the window; only the total is clamped.
+    func seconds(window: [Double], boundary: Double) -> Double? {
+        CheckpointSaver.median(quietSteps).map { base in boundary + max(0, window.reduce(0) { $0 + $1 - base }) }
+    }
+}
+
+extension CheckpointSaver {
     static func median(_ values: [Double]) -> Double? {
         guard !values.isEmpty else { return nil }
         let sorted = values.sorted()
