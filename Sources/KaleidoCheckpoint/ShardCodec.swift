@@ -48,7 +48,8 @@ import KaleidoTensor
     var level: Int
     var byteShuffle: Bool
     var chunkBytes: Int
-    /// zstd's per-frame XXH64 of the raw chunk, verified on decompression.
+    /// zstd's XXH64 of each coded frame's raw bytes, verified on decompression (stored frames
+    /// have none: the shard's CRC-32C covers their bytes as they are).
     var frameChecksum = true
     var threads: Int
     /// Compress on threads of their own at idle priority (a background save yielding to
@@ -99,19 +100,19 @@ import KaleidoTensor
     /// write). The literal-coding parameter is zstd's experimental one; a libzstd that refused it
     /// would get plain level 1: slower, same format.
     func compressionContext(_ coding: FrameCoding) -> OpaquePointer? {
-        if coding == .stored { return nil }
+        let level: Int32
+        switch coding {
+        case .stored: return nil
+        case .entropyOnly: level = ZSTD_minCLevel()
+        case .level(let chosen): level = chosen
+        }
         let context = ZSTD_createCCtx()!
         ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, frameChecksum ? 1 : 0)
-        switch coding {
-        case .stored, .entropyOnly:
-            ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, ZSTD_minCLevel())
-            // ZSTD_c_literalCompressionMode, ZSTD_ps_enable = 1 (zstd.h's static-linking
-            // section, which the system-library module does not define)
-            if ZSTD_isError(ZSTD_CCtx_setParameter(context, ZSTD_c_experimentalParam5, 1)) != 0 {
-                ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, 1)
-            }
-        case .level(let level):
-            ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
+        ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
+        // ZSTD_c_literalCompressionMode, ZSTD_ps_enable = 1 (zstd.h's static-linking section,
+        // which the system-library module does not define)
+        if coding == .entropyOnly && ZSTD_isError(ZSTD_CCtx_setParameter(context, ZSTD_c_experimentalParam5, 1)) != 0 {
+            ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, 1)
         }
         return context
     }
