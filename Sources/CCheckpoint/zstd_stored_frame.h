@@ -1,8 +1,8 @@
 // A zstd frame written by hand for bytes that do not compress: the mantissa planes of a shard.
 //
 // zstd's own fastest setting still runs its match finder over every byte to store them; on
-// ResNet-50's state that was 3.4 GB/s for ratio 1.0000, about a quarter of what a background save
-// takes from training. This writer only copies: each 128 KiB block goes out as a raw block, or
+// ResNet-50's state that was 3.4 GB/s for ratio 1.0000, about a quarter of a save's CPU time.
+// This writer only copies: each 128 KiB block goes out as a raw block, or
 // as an RLE block when all its bytes are equal (zero-filled arrays stay small). The result is a
 // standard frame (RFC 8878): `ZSTD_decompress` and `zstd -d` read it.
 //
