@@ -120,7 +120,8 @@ import Darwin
             while isDirect, !rest.isEmpty {
                 let buffer = directBuffers[filling]
                 let n = min(rest.count, buffer.count - staged)
-                UnsafeMutableRawBufferPointer(rebasing: buffer[staged..<(staged + n)]).copyMemory(from: UnsafeRawBufferPointer(rebasing: rest[..<n]))
+                // Streaming stores: the disk reads these bytes from memory, and nothing else reads them.
+                kaleido_copy_streaming(buffer.baseAddress! + staged, rest.baseAddress!, n)
                 staged += n
                 rest = UnsafeRawBufferPointer(rebasing: rest[n...])
                 if staged == buffer.count { try writeStaged(bytes: staged, waiting: false) }
