@@ -1,7 +1,8 @@
-// The staging copy of a background save: the training state into the staging buffer, at the
-// step boundary, while training waits.
+// Copies whose destination nothing reads soon: a background save's staging copy (the training
+// state into the staging buffer, at the step boundary, while training waits), and a shard's
+// frames into the direct-I/O buffers, which only the disk reads.
 //
-// The copy is far larger than the caches (410 MB for ResNet-50 + AdamW at one rank), and nothing
+// The staging copy is far larger than the caches (410 MB for ResNet-50 + AdamW at one rank), and nothing
 // reads the destination until the save's codec does, long after. A plain memcpy of pieces this
 // size writes through the caches: every destination line is first read from memory (read for
 // ownership), then evicted, and it flushes the training's working set on the way. Non-temporal
