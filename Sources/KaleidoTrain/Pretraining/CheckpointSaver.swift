@@ -120,7 +120,6 @@ final class CheckpointSaver {
         logger.info("checkpoint cost", metadata: ["step": "\(step)", "measured": "\(text)"])
         try metrics?.record(step: step, kind: "checkpoint", values: values)
     }
-
 }
 
 /// What a background save cost the training: the time spent at step boundaries (staging, commit)
@@ -141,11 +140,9 @@ struct StallEstimate {
     /// boundary + max(0, Σ (window step − median quiet step)); nil before any quiet step. Noise
     /// in single steps averages out over the window; only the total is clamped.
     func seconds(window: [Double], boundary: Double) -> Double? {
-        CheckpointSaver.median(quietSteps).map { base in boundary + max(0, window.reduce(0) { $0 + $1 - base }) }
+        Self.median(quietSteps).map { base in boundary + max(0, window.reduce(0) { $0 + $1 - base }) }
     }
-}
 
-extension CheckpointSaver {
     static func median(_ values: [Double]) -> Double? {
         guard !values.isEmpty else { return nil }
         let sorted = values.sorted()
