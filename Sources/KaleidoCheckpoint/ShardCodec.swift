@@ -146,11 +146,14 @@ import KaleidoTensor
         framesPerChunk == 2 ? [0..<(3 * n), (3 * n)..<(4 * n)] : [0..<(4 * n)]
     }
 
+    /// The most bytes the frames of a chunk of `n` floats take.
+    func chunkBound(floats n: Int) -> Int {
+        zip(frameCodings, frameParts(floats: n)).reduce(0) { $0 + Self.frameBound($1.0, count: $1.1.count) }
+    }
+
     /// The most bytes `encode` writes for a stream of `total` floats.
     func encodedBound(floats total: Int) -> Int {
-        chunkRanges(total: total).reduce(0) { sum, range in
-            sum + zip(frameCodings, frameParts(floats: range.count)).reduce(0) { $0 + Self.frameBound($1.0, count: $1.1.count) }
-        }
+        chunkRanges(total: total).reduce(0) { $0 + chunkBound(floats: $1.count) }
     }
 
     func chunkRanges(total: Int) -> [Range<Int>] {
@@ -237,8 +240,7 @@ import KaleidoTensor
         // Per worker: a context per frame of a chunk.
         let codings = frameCodings
         let contexts = (0..<workers).map { _ in codings.map(compressionContext) }
-        let parts = frameParts(floats: chunkFloats)
-        let capacity = zip(codings, parts).reduce(0) { $0 + Self.frameBound($1.0, count: $1.1.count) }
+        let capacity = chunkBound(floats: chunkFloats)
         let scratch = (0..<workers).map { _ in UnsafeMutableRawPointer.allocate(byteCount: chunkBytes, alignment: 64) }
         let crcs = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: max(1, chunks.count))
         let sizes = UnsafeMutableBufferPointer<Int>.allocate(capacity: max(1, chunks.count))
