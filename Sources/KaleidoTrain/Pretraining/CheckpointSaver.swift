@@ -36,7 +36,7 @@ final class CheckpointSaver {
     private var pending: Window?
     /// Reused by every background save, so only the first one maps fresh pages.
     private let staging = CheckpointStagingBuffer()
-    /// The steps outside any save window: the baseline of a stall.
+    /// The steps outside any save window, and the saves waiting for them: the baseline of a stall.
     private var stall = StallEstimate()
     /// The newest committed checkpoint.
     private(set) var lastCommitted: URL?
@@ -63,20 +63,29 @@ final class CheckpointSaver {
     /// This rank's contribution to the per-step agreement: 1 when its shard is written.
     var shardWritten: UInt64 { pending?.save.isWritten == true ? 1 : 0 }
 
-    /// Records a finished step's duration, in the open save window or as a quiet step.
-    func stepFinished(seconds: Double) {
+    /// Records a finished step's duration, in the open save window or as a quiet step (which may
+    /// complete the cost of earlier saves: they are reported then).
+    func stepFinished(seconds: Double) throws {
         if pending != nil {
             pending!.stepSeconds.append(seconds)
         } else {
-            stall.recordQuietStep(seconds: seconds)
+            try reportStalls(stall.recordQuietStep(seconds: seconds))
         }
+    }
+
+    /// Reports the saves whose cost is still open, with the quiet steps seen so far (the end of
+    /// the run).
+    func reportRemainingStalls() throws {
+        try reportStalls(stall.drain())
     }
 
     /// Saves `content` after step `step`. `wait` (the end of the run, a preemption) or a blocking
     /// store writes it now; otherwise it is staged and written in the background. A background
-    /// save still in flight is committed first.
+    /// save still in flight is committed first, and with `wait` the costs still open are reported
+    /// before this save's.
     func save(_ content: @autoclosure () throws -> CheckpointContent, step: Int, wait: Bool) throws {
         try commitPending()
+        if wait { try reportRemainingStalls() }
         let started = DispatchTime.now().uptimeNanoseconds
         if background && !wait {
             let save = try store.beginSave(try content(), communicator: communicator, staging: staging, copyPool: copyPool,
@@ -103,13 +112,20 @@ final class CheckpointSaver {
         lastCommitted = try window.save.finish(communicator: communicator)
         let commit = Self.seconds(since: started)
         // What training lost: the step boundary's staging, the commit (with any wait for the
-        // shard), and the steps of the window beyond the latest quiet steps.
-        let stallSeconds = stall.seconds(window: window.stepSeconds, boundary: window.beginSeconds + commit)
-        try report(step: window.save.step, values: [
-            "stall_seconds": stallSeconds ?? .nan, "staging_ms": window.save.stagingSeconds * 1000,
-            "commit_ms": commit * 1000, "save_seconds": window.save.writeSeconds ?? .nan,
-            "window_steps": Double(window.stepSeconds.count), "async": 1,
-        ])
+        // shard), and the steps of the window beyond the quiet steps around it (reported once
+        // the steps after it have run).
+        let values: [String: Double] = [
+            "staging_ms": window.save.stagingSeconds * 1000, "commit_ms": commit * 1000,
+            "save_seconds": window.save.writeSeconds ?? .nan, "window_steps": Double(window.stepSeconds.count), "async": 1,
+        ]
+        try reportStalls(stall.saveCommitted(step: window.save.step, window: window.stepSeconds,
+                                             boundary: window.beginSeconds + commit, values: values))
+    }
+
+    private func reportStalls(_ windows: [StallEstimate.Window]) throws {
+        for window in windows {
+            try report(step: window.step, values: window.values.merging(["stall_seconds": StallEstimate.seconds(window) ?? .nan]) { $1 })
+        }
     }
 
     static func seconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
@@ -123,24 +139,66 @@ final class CheckpointSaver {
 }
 
 /// What a background save cost the training: the time spent at step boundaries (staging, commit)
-/// plus the extra time of the steps in its window over the median of the latest quiet steps.
+/// plus the extra time of the steps in its window over the quiet steps around it — the latest
+/// `neighbourSteps` before the window and the first as many after it. Steps on both sides cancel
+/// the drift of a shared machine, whose step time moves between levels minutes apart (on the
+/// Zen 4 of BENCHMARKS.md, 3.74 → 3.88 s over ten ResNet-50 steps): a baseline of earlier steps
+/// alone charged a rising machine's drift to the save (a trailing median of nine steps reported a
+/// median stall of 0.063 s where the neighbours on both sides gave 0.035 s on the same run).
+/// A save's cost is therefore known `neighbourSteps` quiet steps after its commit.
 struct StallEstimate {
-    /// How many quiet steps the baseline keeps. Few, so it is the machine's speed of the last
-    /// minute: on shared VMs the step time moves between levels minutes apart (on the Zen 4 of
-    /// BENCHMARKS.md, 2.12 and 2.35 s for ResNet-50), and a median over the last 50 steps
-    /// charged a slow minute to the saves in it and hid a save's cost in a fast one.
-    static let baselineSteps = 9
-    private(set) var quietSteps: [Double] = []
+    static let neighbourSteps = 3
 
-    mutating func recordQuietStep(seconds: Double) {
-        quietSteps.append(seconds)
-        if quietSteps.count > Self.baselineSteps { quietSteps.removeFirst(quietSteps.count - Self.baselineSteps) }
+    /// A committed save waiting for the quiet steps after its window.
+    struct Window {
+        var step: Int
+        var windowSeconds: [Double]
+        var boundarySeconds: Double
+        /// What is reported with the stall (staging, commit, write time).
+        var values: [String: Double]
+        var before: [Double]
+        var after: [Double] = []
     }
 
-    /// boundary + max(0, Σ (window step − median quiet step)); nil before any quiet step. Noise
-    /// in single steps averages out over the window; only the total is clamped.
-    func seconds(window: [Double], boundary: Double) -> Double? {
-        Self.median(quietSteps).map { base in boundary + max(0, window.reduce(0) { $0 + $1 - base }) }
+    /// The latest quiet steps (at most `neighbourSteps`).
+    private(set) var recentQuiet: [Double] = []
+    /// Committed saves whose cost is not known yet, oldest first.
+    private(set) var waiting: [Window] = []
+
+    /// A committed save: its window's step durations and its time at boundaries. Returns the
+    /// older saves this one forces out (see `recordQuietStep`).
+    mutating func saveCommitted(step: Int, window: [Double], boundary: Double, values: [String: Double]) -> [Window] {
+        waiting.append(Window(step: step, windowSeconds: window, boundarySeconds: boundary, values: values, before: recentQuiet))
+        return take { $0.after.count >= Self.neighbourSteps }
+    }
+
+    /// Records a step outside any save window; returns the saves whose cost it completes. With
+    /// saves so frequent that quiet steps are rare, a save older than two later ones is costed
+    /// with the neighbours it has.
+    mutating func recordQuietStep(seconds: Double) -> [Window] {
+        recentQuiet.append(seconds)
+        if recentQuiet.count > Self.neighbourSteps { recentQuiet.removeFirst() }
+        for index in waiting.indices { waiting[index].after.append(seconds) }
+        return take { $0.after.count >= Self.neighbourSteps }
+    }
+
+    /// The saves still waiting (the end of the run), costed with the neighbours they have.
+    mutating func drain() -> [Window] { take { _ in true } }
+
+    private mutating func take(_ complete: (Window) -> Bool) -> [Window] {
+        var done: [Window] = []
+        while let first = waiting.first, complete(first) || waiting.count > 2 {
+            done.append(waiting.removeFirst())
+        }
+        return done
+    }
+
+    /// boundary + max(0, Σ (window step − median neighbour)); nil without any quiet neighbour.
+    /// Noise in single steps averages out over the window; only the total is clamped.
+    static func seconds(_ window: Window) -> Double? {
+        median(window.before + window.after).map { base in
+            window.boundarySeconds + max(0, window.windowSeconds.reduce(0) { $0 + $1 - base })
+        }
     }
 
     static func median(_ values: [Double]) -> Double? {

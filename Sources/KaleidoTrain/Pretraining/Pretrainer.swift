@@ -167,8 +167,12 @@ public final class Pretrainer {
     func train(model: ReLICv2Model, step: TrainingStep, from first: Int, source: MultiViewSource, metrics: MetricsLog?,
                classes: Int, preemption: PreemptionSignal?, stopAfter: Int?, summary: inout Summary) throws {
         let configYAML = try ConfigLoader.yaml(of: config)
+        // The staging copy at a save's step boundary takes every core of the rank's share, also
+        // those training leaves free (dist.threads below it): no thread of either kind is busy then,
+        // and the copy ran in 21 ms on one Zen 4 core and 11 ms on two (BENCHMARKS.md).
+        let coreShare = Distributed.threads(configured: 0)
         let saver = CheckpointSaver(store: checkpointStore, communicator: communicator, background: config.checkpoint.async, metrics: metrics,
-                                    copyPool: pool)
+                                    copyPool: pool.threads >= coreShare ? pool : ComputePool(threads: coreShare))
         if config.checkpoint.everySteps > 0 && config.checkpoint.everySteps < config.run.steps {
             saver.prepareStaging(arrayCounts: savedArrays(model: model, step: step).map(\.count))
         }
@@ -194,7 +198,7 @@ public final class Pretrainer {
             let result = try step.run(step: index, groups: groups)
             for group in groups { onlineProbe?.update(group) }
             let stepSeconds = Double(DispatchTime.now().uptimeNanoseconds - stepStarted) / 1e9
-            saver.stepFinished(seconds: stepSeconds)
+            try saver.stepFinished(seconds: stepSeconds)
             losses.append(Double(result.loss.total))
             summary.finalLoss = Double(result.loss.total)
             completed = index + 1
@@ -225,6 +229,7 @@ public final class Pretrainer {
             }
         }
         try saver.commitPending()
+        try saver.reportRemainingStalls()
         summary.lastCheckpoint = saver.lastCommitted?.path
         summary.stepsRun = completed - first
         summary.imagesPerSecond = Double(summary.stepsRun * config.data.batchSize) / max(Date().timeIntervalSince(started), 1e-9)
