@@ -91,8 +91,11 @@ public final class CheckpointStore: @unchecked Sendable {
     ///   (each save must be finished before the next begins with the same buffer).
     /// - Parameter copyPool: the threads that copy into `staging` (the training threads, idle at
     ///   the step boundary).
+    /// - Parameter writerCores: cores the writer thread (and the pruner after the commit) keep to;
+    ///   nil: any. `CheckpointSaver` keeps them off the training loop's core (see there).
     public func beginSave(_ content: CheckpointContent, communicator: Communicator, staging: CheckpointStagingBuffer = CheckpointStagingBuffer(),
-                          copyPool: ComputePool = .serial, yieldingToTraining: Bool = false) throws -> PendingCheckpointSave {
+                          copyPool: ComputePool = .serial, yieldingToTraining: Bool = false,
+                          writerCores: [Int]? = nil) throws -> PendingCheckpointSave {
         try content.validate()
         guard staging.acquire() else {
             throw CheckpointError.invalidArgument("checkpoint of step \(content.step): the staging buffer still holds an unfinished save")
@@ -101,7 +104,8 @@ public final class CheckpointStore: @unchecked Sendable {
         let snapshot = content.snapshot(rank: communicator.rank, worldSize: communicator.worldSize, into: staging, pool: copyPool)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         return PendingCheckpointSave(store: self, content: snapshot, staging: staging, rank: communicator.rank,
-                                     worldSize: communicator.worldSize, stagingSeconds: seconds, yieldingToTraining: yieldingToTraining)
+                                     worldSize: communicator.worldSize, stagingSeconds: seconds, yieldingToTraining: yieldingToTraining,
+                                     writerCores: writerCores)
     }
 
     func temporaryURL(step: Int) -> URL {
@@ -133,7 +137,7 @@ public final class CheckpointStore: @unchecked Sendable {
     /// Steps 2–4 of a save, after this rank's shard write succeeded or failed. `pruneInBackground`
     /// prunes on an idle-priority thread after the commit instead of before returning.
     func commit(_ content: CheckpointContent, shard: Result<CheckpointManifest.ShardRecord, Error>,
-                communicator: Communicator, pruneInBackground: Bool = false) throws -> URL {
+                communicator: Communicator, pruneInBackground: Bool = false, pruneCores: [Int]? = nil) throws -> URL {
         pruning.wait()
         let (rank, worldSize) = (communicator.rank, communicator.worldSize)
         let step = content.step
@@ -171,7 +175,7 @@ public final class CheckpointStore: @unchecked Sendable {
                 committed = try commitDirectory(content, shards: records, worldSize: worldSize)
                 if pruneInBackground {
                     pruning.enter()
-                    SaveThread.start("kaleido-checkpoint-pruner", idlePriority: true) { [self, committed] in
+                    SaveThread.start("kaleido-checkpoint-pruner", idlePriority: true, cores: pruneCores) { [self, committed] in
                         prune(after: step, committed: committed)
                         pruning.leave()
                     }
@@ -399,16 +403,19 @@ public final class PendingCheckpointSave: @unchecked Sendable {
 
     private let staging: CheckpointStagingBuffer
     private let yieldingToTraining: Bool
+    /// The cores the writer (and the pruner after the commit) keep to, if any.
+    private let writerCores: [Int]?
 
     init(store: CheckpointStore, content: CheckpointContent, staging: CheckpointStagingBuffer, rank: Int, worldSize: Int,
-         stagingSeconds: Double, yieldingToTraining: Bool) {
+         stagingSeconds: Double, yieldingToTraining: Bool, writerCores: [Int]?) {
         self.store = store
         self.content = content
         self.staging = staging
         self.stagingSeconds = stagingSeconds
         self.yieldingToTraining = yieldingToTraining
+        self.writerCores = writerCores
         let started = DispatchTime.now().uptimeNanoseconds
-        SaveThread.start("kaleido-checkpoint-writer", idlePriority: yieldingToTraining) { [self] in
+        SaveThread.start("kaleido-checkpoint-writer", idlePriority: yieldingToTraining, cores: writerCores) { [self] in
             let result = Result { try store.writeShard(content, rank: rank, worldSize: worldSize, idlePriority: yieldingToTraining) }
             lock.withLock {
                 shard = result
@@ -434,7 +441,7 @@ public final class PendingCheckpointSave: @unchecked Sendable {
         written.wait()
         defer { staging.release() }   // the shard is written: the staged copy is no longer read
         return try store.commit(content, shard: lock.withLock { shard! }, communicator: communicator,
-                                pruneInBackground: yieldingToTraining)
+                                pruneInBackground: yieldingToTraining, pruneCores: writerCores)
     }
 
 }

@@ -381,12 +381,14 @@ import KaleidoTensor
     }
 }
 
-/// A save's own threads: named, and at idle scheduling priority when they yield to training
-/// (SCHED_IDLE: they run only on a core no training thread wants).
+/// A save's own threads: named, at idle scheduling priority when they yield to training
+/// (SCHED_IDLE: they run only on a core no training thread wants), and kept to `cores` when
+/// given (threads they start inherit it).
 enum SaveThread {
-    static func start(_ name: String, idlePriority: Bool, _ body: @escaping @Sendable () -> Void) {
+    static func start(_ name: String, idlePriority: Bool, cores: [Int]? = nil, _ body: @escaping @Sendable () -> Void) {
         let thread = Thread {
             if idlePriority { _ = kaleido_make_thread_idle_priority() }
+            if let cores { ThreadAffinity.restrictCurrentThread(to: cores) }
             body()
         }
         thread.name = name

@@ -52,6 +52,11 @@ public enum Distributed {
         max(1, Int(environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? environment["SLURM_NTASKS_PER_NODE"] ?? "1") ?? 1)
     }
 
+    /// Whether a launcher (mpirun, srun) started this process and said how many ranks share its node.
+    static func launched(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        environment["OMPI_COMM_WORLD_LOCAL_SIZE"] != nil || environment["SLURM_NTASKS_PER_NODE"] != nil
+    }
+
     /// How a rank's compute threads sit on its node, and what is wrong with it.
     public struct ThreadPlan: Equatable, Sendable {
         public var threads: Int
@@ -75,6 +80,13 @@ public enum Distributed {
                                 + "bind each rank to dist.threads cores (mpirun --map-by slot:PE=\(threads) --bind-to core, srun --cpus-per-task=\(threads))")
             }
             return problems
+        }
+
+        /// Whether this rank's cores are its own: the only rank on its node, or bound by its
+        /// launcher to a mask narrower than the node, and not oversubscribed. Only then may a
+        /// thread of the rank be kept to one of them (`checkpoint.pin_writer`).
+        public var ownsItsCores: Bool {
+            problems.isEmpty && (localRanks == 1 || allowedCores < nodeCores)
         }
     }
 

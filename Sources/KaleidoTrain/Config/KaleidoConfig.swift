@@ -507,6 +507,10 @@ public struct CheckpointConfig: Codable, Equatable, Sendable {
     /// low-priority background thread while training continues (false: training waits for the
     /// whole save). The end of the run and a preemption always wait for their save.
     public var async = true
+    /// While a background save is in flight, the training loop's thread keeps to the core it is
+    /// on and the writer to the rank's other cores, where the rank owns its cores (the only rank
+    /// on its node, or bound by its launcher, and not oversubscribed). See docs/checkpoints.md.
+    public var pinWriter = true
 
     func validate(_ check: inout ConfigValidator) {
         check.require(everySteps >= 0, "checkpoint.every_steps", "must be ≥ 0, got \(everySteps)")

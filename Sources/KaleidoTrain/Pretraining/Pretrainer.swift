@@ -171,8 +171,12 @@ public final class Pretrainer {
         // those training leaves free (dist.threads below it): no thread of either kind is busy then,
         // and the copy ran in 21 ms on one Zen 4 core and 11 ms on two (BENCHMARKS.md).
         let coreShare = Distributed.threads(configured: 0)
+        // Ranks sharing one process (in-process worlds) do not own the process's cores.
+        let plan = Distributed.threadPlan(threads: pool.threads)
+        let pinsWriter = config.checkpoint.pinWriter && plan.ownsItsCores && (communicator.worldSize == 1 || Distributed.launched())
         let saver = CheckpointSaver(store: checkpointStore, communicator: communicator, background: config.checkpoint.async, metrics: metrics,
-                                    copyPool: pool.threads >= coreShare ? pool : ComputePool(threads: coreShare))
+                                    copyPool: pool.threads >= coreShare ? pool : ComputePool(threads: coreShare), pinsWriter: pinsWriter)
+        defer { saver.releaseLoopThread() }
         if config.checkpoint.everySteps > 0 && config.checkpoint.everySteps < config.run.steps {
             saver.prepareStaging(arrayCounts: savedArrays(model: model, step: step).map(\.count))
         }
