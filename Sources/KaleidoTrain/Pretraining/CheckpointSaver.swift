@@ -64,8 +64,8 @@ final class CheckpointSaver {
     /// for up to a scheduler tick (4 ms at HZ=250), we believe, since nothing wakes the loop
     /// thread to preempt it. On the rank's other cores the writer runs while the workers sleep,
     /// and a waking worker takes its core back at once. ResNet-50 with both cores training, a
-    /// save every 5 steps: 0.076–0.084 s per save with the writer free to share the loop
-    /// thread's core, 0.019–0.032 s kept off it (BENCHMARKS.md).
+    /// save every 5 steps, medians of six runs each: 0.076–0.100 s per save with the writer
+    /// free to share the loop thread's core, 0.015–0.043 s kept off it (BENCHMARKS.md).
     private func keepLoopThreadToItsCore() -> [Int]? {
         guard pinsWriter, loopThreadCores == nil, let cores = ThreadAffinity.currentThreadCores(), cores.count >= 2,
               let core = ThreadAffinity.currentCore(), cores.contains(core),
@@ -78,7 +78,11 @@ final class CheckpointSaver {
     func releaseLoopThread() {
         guard let cores = loopThreadCores else { return }
         loopThreadCores = nil
-        ThreadAffinity.restrictCurrentThread(to: cores)
+        if !ThreadAffinity.restrictCurrentThread(to: cores) {
+            // A cpuset changed under the run: the loop thread stays on one core, which costs speed.
+            logger.warning("could not give the training loop thread its cores back after a background save",
+                           metadata: ["cores": "\(cores)", "now": "\(ThreadAffinity.currentThreadCores() ?? [])"])
+        }
     }
 
     /// Maps the staging buffer for arrays of these sizes while the first steps run (background
@@ -183,7 +187,7 @@ final class CheckpointSaver {
 /// the drift of a shared machine, whose step time moves between levels minutes apart (on the
 /// Zen 4 of BENCHMARKS.md, 3.74 → 3.88 s over ten ResNet-50 steps): a baseline of earlier steps
 /// alone charged a rising machine's drift to the save (a trailing median of nine steps reported a
-/// median stall of 0.063 s where the neighbours on both sides gave 0.035 s on the same run).
+/// median stall of 0.058 s where the neighbours on both sides gave 0.040 s on the same run).
 /// A save's cost is therefore known `neighbourSteps` quiet steps after its commit.
 struct StallEstimate {
     static let neighbourSteps = 3
