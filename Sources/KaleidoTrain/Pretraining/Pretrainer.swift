@@ -169,7 +169,7 @@ public final class Pretrainer {
         let configYAML = try ConfigLoader.yaml(of: config)
         // The staging copy at a save's step boundary takes every core of the rank's share, also
         // those training leaves free (dist.threads below it): no thread of either kind is busy then,
-        // and the copy ran in 21 ms on one Zen 4 core and 11 ms on two (BENCHMARKS.md).
+        // and the copy took 20–21 ms on one Zen 4 core and 11–18 ms on two (BENCHMARKS.md).
         let coreShare = Distributed.threads(configured: 0)
         // Ranks sharing one process (in-process worlds) do not own the process's cores.
         let plan = Distributed.threadPlan(threads: pool.threads)
