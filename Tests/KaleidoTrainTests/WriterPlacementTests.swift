@@ -59,7 +59,8 @@ import Testing
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kaleido-pin-\(UUID().uuidString)")
             defer { try? FileManager.default.removeItem(at: directory) }
             let cores = ThreadAffinity.currentThreadCores()
-            let saver = CheckpointSaver(store: CheckpointStore(directory: directory), communicator: LocalCommunicator(), background: true,
+            let store = CheckpointStore(directory: directory)
+            let saver = CheckpointSaver(store: store, communicator: LocalCommunicator(), background: true,
                                         metrics: nil, copyPool: .serial, pinsWriter: true)
             let content = CheckpointContent(step: 1, config: "", arrays: [SavedArray(name: "w", values: (0..<10_000).map(Float.init))])
             try saver.save(content, step: 1, wait: false)
@@ -76,13 +77,17 @@ import Testing
             #expect(try loaded.array("w") == (0..<10_000).map(Float.init))
 
             // pin_writer off: the loop thread is never narrowed.
-            let unpinned = CheckpointSaver(store: CheckpointStore(directory: directory), communicator: LocalCommunicator(), background: true,
+            let unpinned = CheckpointSaver(store: store, communicator: LocalCommunicator(), background: true,
                                            metrics: nil, copyPool: .serial, pinsWriter: false)
             var second = content
             second.step = 2
             try unpinned.save(second, step: 2, wait: false)
             #expect(ThreadAffinity.currentThreadCores() == cores)
-            try unpinned.commitPending()
+            // A waiting save commits the one in flight, then waits for its background pruning
+            // before it prunes itself: nothing is left running when the directory is removed.
+            second.step = 3
+            try unpinned.save(second, step: 3, wait: true)
+            #expect(ThreadAffinity.currentThreadCores() == cores)
         }
     }
 }
