@@ -47,14 +47,19 @@ public enum Distributed {
         return max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks(environment))
     }
 
+    /// How many ranks share this node, as the launcher (mpirun, srun) wrote it; nil without one.
+    private static func launcherLocalRanks(_ environment: [String: String]) -> String? {
+        environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? environment["SLURM_NTASKS_PER_NODE"]
+    }
+
     /// Ranks on this node, as the launcher says (1 without one).
     static func localRanks(_ environment: [String: String]) -> Int {
-        max(1, Int(environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? environment["SLURM_NTASKS_PER_NODE"] ?? "1") ?? 1)
+        max(1, Int(launcherLocalRanks(environment) ?? "1") ?? 1)
     }
 
     /// Whether a launcher (mpirun, srun) started this process and said how many ranks share its node.
     static func launched(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
-        environment["OMPI_COMM_WORLD_LOCAL_SIZE"] != nil || environment["SLURM_NTASKS_PER_NODE"] != nil
+        launcherLocalRanks(environment) != nil
     }
 
     /// How a rank's compute threads sit on its node, and what is wrong with it.
